@@ -1,0 +1,18 @@
+"""One precision policy for every method: ``fp32`` or ``bf16`` autocast."""
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager:
+    """Context in which forward passes run at ``precision`` (parameters stay fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")

@@ -1,0 +1,86 @@
+"""Episode sampler properties."""
+import numpy as np
+import pytest
+import torch
+
+from datasets.base import ClassSplit
+from datasets.episodes import EpisodeLoader, EpisodeSampler
+
+
+def _split(n_classes=12, per_class=10, name="test"):
+    labels = torch.arange(n_classes).repeat_interleave(per_class)
+    images = torch.arange(len(labels), dtype=torch.int64).remainder(256).to(torch.uint8)
+    images = images.view(-1, 1, 1, 1).expand(-1, 1, 4, 4).contiguous()
+    return ClassSplit(name, images, labels, tuple(f"c{i}" for i in range(n_classes)))
+
+
+def test_same_seed_gives_identical_episodes_and_digest():
+    split = _split()
+    a = EpisodeSampler(split, 5, 2, 3, seed=7).sample(50)
+    b = EpisodeSampler(split, 5, 2, 3, seed=7).sample(50)
+    c = EpisodeSampler(split, 5, 2, 3, seed=8).sample(50)
+    assert torch.equal(a.support, b.support) and torch.equal(a.query, b.query)
+    assert a.digest() == b.digest() != c.digest()
+
+
+def test_sampler_ignores_torch_global_rng():
+    split = _split()
+    torch.manual_seed(0)
+    a = EpisodeSampler(split, 5, 1, 2, seed=3).sample(10)
+    torch.manual_seed(123)
+    torch.rand(100)
+    b = EpisodeSampler(split, 5, 1, 2, seed=3).sample(10)
+    assert a.digest() == b.digest()
+
+
+def test_episode_structure():
+    split = _split(n_classes=12, per_class=10)
+    ep = EpisodeSampler(split, ways=5, shots=2, queries=3, seed=0).sample(200)
+    assert ep.support.shape == (200, 10) and ep.query.shape == (200, 15)
+    for t in range(200):
+        assert len(set(ep.classes[t].tolist())) == 5  # distinct classes
+        s, q = set(ep.support[t].tolist()), set(ep.query[t].tolist())
+        assert not s & q  # support and query never share an image
+        assert len(s) == 10 and len(q) == 15
+        # labels index classes: every image of label j belongs to class classes[t, j]
+        for idx, lab in zip(ep.support[t], ep.support_labels[t]):
+            assert split.labels[idx] == ep.classes[t, lab]
+        for idx, lab in zip(ep.query[t], ep.query_labels[t]):
+            assert split.labels[idx] == ep.classes[t, lab]
+
+
+def test_sampler_covers_classes_uniformly():
+    split = _split(n_classes=12, per_class=10)
+    ep = EpisodeSampler(split, 5, 1, 1, seed=0).sample(1200)
+    counts = np.bincount(ep.classes.flatten().numpy(), minlength=12)
+    assert counts.min() > 0.8 * counts.mean()
+
+
+def test_state_dict_resumes_stream():
+    split = _split()
+    s = EpisodeSampler(split, 5, 1, 1, seed=0)
+    s.sample(3)
+    state = s.state_dict()
+    expected = s.sample(4)
+    s2 = EpisodeSampler(split, 5, 1, 1, seed=99)
+    s2.load_state_dict(state)
+    assert s2.sample(4).digest() == expected.digest()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(ways=20, shots=1, queries=1), "20 classes"),
+    (dict(ways=5, shots=6, queries=5), "at least 11 images"),
+    (dict(ways=1, shots=1, queries=1), "at least 2"),
+])
+def test_sampler_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EpisodeSampler(_split(), seed=0, **kwargs)
+
+
+def test_loader_gathers_the_indexed_images():
+    split = _split()
+    ep = EpisodeSampler(split, 5, 2, 3, seed=1).sample(4)
+    batch = EpisodeLoader(split, lambda x: x.float(), "cpu").load(ep)
+    assert batch.support.shape == (4, 10, 1, 4, 4)
+    assert torch.equal(batch.support[2, 3, 0, 0, 0], split.images[ep.support[2, 3], 0, 0, 0].float())
+    assert batch.n_images == 4 * 25

@@ -1,0 +1,89 @@
+"""MTL: head rows gathered per task through a lookup, init scaling, loss."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datasets.episodes import TaskBatch
+from methods.backbones import Backbone
+from methods.mtl import MTL
+
+
+class TinyBackbone(Backbone):
+    def __init__(self, d_in=12, out_dim=8):
+        super().__init__()
+        self.out_dim = out_dim
+        self.net = nn.Linear(d_in, out_dim)
+
+    def forward(self, x):
+        return self.net(x.flatten(1))
+
+
+def _batch(classes, per_class=3, d_in=12):
+    t, w = classes.shape
+    labels = torch.arange(w).repeat_interleave(per_class).expand(t, -1)
+    x = torch.randn(t, w * per_class, 1, 3, 4)
+    return TaskBatch(x[:, : w * 2], labels[:, : w * 2].contiguous().clone(), x[:, w * 2:],
+                     labels[:, w * 2:].contiguous().clone(), classes)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_logits_use_the_head_row_of_each_samples_global_class(normalize):
+    torch.manual_seed(0)
+    model = MTL(TinyBackbone(), n_train_classes=10, ways=5,
+                hparams={"normalize_features": normalize})
+    # classes[j] < j for some j: the case the original in-place relabelling corrupted (FACTS 8.1)
+    classes = torch.tensor([[3, 0, 7, 1, 9], [4, 2, 8, 6, 5]])
+    batch = _batch(classes)
+    images = torch.cat([batch.support, batch.query], 1)
+    labels = torch.cat([batch.support_labels, batch.query_labels], 1)
+    feats = model.features(images.flatten(0, 1)).view(2, images.shape[1], -1)
+    logits = model.task_logits(feats, classes)
+    for t in range(2):
+        for j in range(5):
+            expected = feats[t] @ model.heads[classes[t, j]]
+            assert torch.allclose(logits[t, :, j], expected, atol=1e-6)
+    # the target of every sample is the column of its own global class: all five stay distinct
+    assert sorted(set(labels[0].tolist())) == [0, 1, 2, 3, 4]
+    expected_loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+    assert torch.allclose(model.loss(batch), expected_loss)
+
+
+def test_loss_is_mean_over_every_sample_of_every_task():
+    torch.manual_seed(1)
+    model = MTL(TinyBackbone(), 6, 3)
+    batch = _batch(torch.tensor([[0, 1, 2], [5, 4, 3]]))
+    per_task = []
+    for t in range(2):
+        single = TaskBatch(batch.support[t:t + 1], batch.support_labels[t:t + 1],
+                           batch.query[t:t + 1], batch.query_labels[t:t + 1],
+                           batch.classes[t:t + 1])
+        per_task.append(model.loss(single))
+    assert torch.allclose(model.loss(batch), torch.stack(per_task).mean(), atol=1e-6)
+
+
+def test_init_is_scaled_by_sqrt_classes_over_ways():
+    torch.manual_seed(0)
+    backbone = TinyBackbone(out_dim=640)
+    scaled = MTL(backbone, 64, 5).heads.detach()
+    plain = MTL(backbone, 64, 5, hparams={"scale_init": False}).heads.detach()
+    bound = 1 / math.sqrt(640)
+    assert plain.abs().max() <= bound and plain.abs().max() > 0.95 * bound
+    factor = math.sqrt(64 / 5)
+    assert scaled.abs().max() <= bound * factor and scaled.abs().max() > 0.95 * bound * factor
+
+
+def test_gradient_reaches_only_the_rows_of_the_task():
+    torch.manual_seed(0)
+    model = MTL(TinyBackbone(), 10, 5)
+    model.loss(_batch(torch.tensor([[3, 0, 7, 1, 9]]))).backward()
+    touched = model.heads.grad.abs().sum(1) > 0
+    assert touched.nonzero().flatten().tolist() == [0, 1, 3, 7, 9]
+    assert model.backbone.net.weight.grad.abs().sum() > 0
+
+
+def test_unknown_hparam_is_an_error():
+    with pytest.raises(ValueError, match="valid: normalize_features, scale_init"):
+        MTL(TinyBackbone(), 10, 5, hparams={"normalise_features": True})
