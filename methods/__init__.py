@@ -21,3 +21,5 @@ def register_method(name: str, *aliases: str):
 
 # Importing the modules registers them.
 from methods import mtl as _mtl  # noqa: E402,F401
+from methods import maml as _maml  # noqa: E402,F401
+from methods import anil as _anil  # noqa: E402,F401

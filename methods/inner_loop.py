@@ -1,0 +1,192 @@
+"""Inner-loop machinery shared by MAML and ANIL (gradient-based meta-learning).
+
+Both methods adapt some tensors to a task's support set with a few steps of plain gradient
+descent and score the adapted model on the query set (Finn, Abbeel & Levine, "Model-Agnostic
+Meta-Learning for Fast Adaptation of Deep Networks", ICML 2017, Alg. 2; Raghu, Raghu, Bengio &
+Vinyals, "Rapid Learning or Feature Reuse?", ICLR 2020; Wang, Zhao & Li, ICML 2021, Eq. 3-4).
+They differ only in *which* tensors adapt (all parameters vs. the linear head), so this module
+holds the common parts:
+
+- :func:`gradient_descent`: ``steps`` differentiable SGD steps on a dict of tensors, in one of
+  three :class:`Order` modes (second-order meta-gradient, first-order approximation, or none at
+  all for test-time adaptation);
+- :func:`batch_statistics` / :func:`scratch_buffers`: batch norm that normalises with the
+  current batch's statistics without touching the module's running statistics;
+- :func:`linear_logits` / :func:`task_cross_entropy`: a linear head with one weight matrix per
+  task, applied to all tasks at once with ``bmm``;
+- :class:`InnerLoopMethod`: the hyperparameters and their checks shared by MAML and ANIL.
+"""
+from __future__ import annotations
+
+import contextlib
+import enum
+from typing import Any, Callable, ClassVar, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+# _BatchNorm is the base of every BatchNorm{1,2,3}d, their Lazy variants and SyncBatchNorm.
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from datasets.episodes import TaskBatch
+from methods.backbones import Backbone
+from methods.base import FewShotMethod
+
+Params = dict[str, torch.Tensor]
+SupportLoss = Callable[[Params, int], torch.Tensor]
+"""``loss_fn(params, step)``: the support loss of the (partly adapted) ``params`` at ``step``."""
+
+
+class Order(enum.Enum):
+    """How much of the inner loop the outer (meta-)gradient differentiates through."""
+
+    SECOND = "second"
+    """Exact meta-gradient: the inner gradients keep their graph (``create_graph=True``)."""
+    FIRST = "first"
+    """First-order MAML (Finn et al. 2017, Sec. 5.2): inner gradients are constants, so the
+    meta-gradient is the query-loss gradient at the adapted parameters."""
+    NONE = "none"
+    """Test-time adaptation: start from detached copies, keep no graph between steps, and leave
+    the initial tensors untouched and out of any graph."""
+
+
+def gradient_descent(loss_fn: SupportLoss, params: Params, lr: float, steps: int,
+                     order: Order) -> Params:
+    """``steps`` steps of ``p <- p - lr * grad(loss_fn(p), p)`` on every tensor of ``params``.
+
+    Runs under ``torch.enable_grad()``, so it also works when the caller is under ``no_grad``
+    (the evaluator is). With :attr:`Order.SECOND` or :attr:`Order.FIRST` the returned tensors
+    are functions of the given ones, so a loss on them back-propagates into the initial
+    parameters; tensors that do not require grad (e.g. a frozen head initialisation) are
+    turned into fresh leaves, so the inner loop can still differentiate w.r.t. them.
+    """
+    with torch.enable_grad():
+        params = {name: _inner_leaf(p, order) for name, p in params.items()}
+        for step in range(steps):
+            params = sgd_step(loss_fn(params, step), params, lr, order)
+    return params
+
+
+def sgd_step(loss: torch.Tensor, params: Params, lr: float, order: Order) -> Params:
+    """One gradient step on ``params``; graph kept only as far as ``order`` asks."""
+    names = list(params)
+    grads = torch.autograd.grad(loss, [params[n] for n in names],
+                                create_graph=order is Order.SECOND, allow_unused=True)
+    updated: Params = {}
+    for name, grad in zip(names, grads):
+        p = params[name]
+        new = p if grad is None else p - lr * grad  # unused tensor: gradient zero, unchanged
+        updated[name] = new.detach().requires_grad_() if order is Order.NONE else new
+    return updated
+
+
+def _inner_leaf(p: torch.Tensor, order: Order) -> torch.Tensor:
+    if order is Order.NONE or not p.requires_grad:
+        return p.detach().requires_grad_()
+    return p
+
+
+def order_for(first_order: bool) -> Order:
+    """The training-time order; :attr:`Order.NONE` when autograd is off (e.g. a validation
+    loss under ``no_grad``: nothing will be back-propagated, so building graphs is waste)."""
+    if not torch.is_grad_enabled():
+        return Order.NONE
+    return Order.FIRST if first_order else Order.SECOND
+
+
+@contextlib.contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Within the block, every batch-norm layer of ``module`` normalises with the statistics of
+    the batch it sees, even in eval mode (other layers, e.g. dropout, keep their mode).
+
+    Combine with :func:`scratch_buffers` so that the running statistics the layers update
+    in training mode land on throw-away copies.
+    """
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    modes = [m.training for m in norms]
+    try:
+        for m in norms:
+            m.training = True
+        yield
+    finally:
+        for m, mode in zip(norms, modes):
+            m.training = mode
+
+
+def scratch_buffers(module: nn.Module) -> Params:
+    """Copies of every buffer of ``module`` (running means/variances, batch counters), to pass
+    to :func:`torch.func.functional_call` so in-place updates do not reach the module."""
+    return {name: b.clone() for name, b in module.named_buffers()}
+
+
+def linear_logits(features: torch.Tensor, head: Params) -> torch.Tensor:
+    """Logits ``[T, N, ways]`` of features ``[T, N, D]`` under per-task heads
+    ``head["weight"]`` ``[T, ways, D]`` and ``head["bias"]`` ``[T, ways]``."""
+    return torch.baddbmm(head["bias"].unsqueeze(1), features, head["weight"].transpose(1, 2))
+
+
+def task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over tasks of each task's mean cross-entropy (``logits [T, N, ways]``,
+    ``labels [T, N]``): the gradient w.r.t. task t's own tensors is that of its mean loss."""
+    total = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")
+    return total / labels.shape[1]
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"hyperparameter {name!r} must be a positive number, got {value!r}")
+
+
+def _check_steps(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"hyperparameter {name!r} must be an integer >= {minimum}, got {value!r}")
+
+
+class InnerLoopMethod(FewShotMethod):
+    """Shared base of MAML and ANIL: inner-loop hyperparameters and a linear head
+    ``nn.Linear(backbone.out_dim, ways)``.
+
+    - ``inner_lr``: inner-loop learning rate in training;
+    - ``train_steps`` (>= 1) / ``test_steps`` (>= 0): inner steps in training / at test time;
+    - ``test_inner_lr``: test-time inner learning rate (``None``: same as ``inner_lr``);
+    - ``first_order``: first-order approximation of the meta-gradient.
+    """
+
+    HPARAMS: ClassVar[tuple[str, ...]] = ("inner_lr", "train_steps", "test_steps",
+                                          "test_inner_lr", "first_order")
+    """Keys every subclass's ``default_hparams`` must hold (each sets its paper's values)."""
+
+    def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
+                 hparams: Mapping[str, Any] | None = None) -> None:
+        super().__init__(backbone, n_train_classes, ways, hparams)
+        self._check_hparams()
+        self.head = nn.Linear(backbone.out_dim, ways)
+
+    def _check_hparams(self) -> None:
+        h = self.hparams
+        missing = [k for k in self.HPARAMS if k not in h]
+        if missing:
+            raise TypeError(f"{type(self).__name__}.default_hparams lacks {', '.join(missing)}")
+        _check_positive("inner_lr", h["inner_lr"])
+        if h["test_inner_lr"] is not None:
+            _check_positive("test_inner_lr", h["test_inner_lr"])
+        _check_steps("train_steps", h["train_steps"], 1)
+        _check_steps("test_steps", h["test_steps"], 0)
+        if not isinstance(h["first_order"], bool):
+            raise ValueError(f"hyperparameter 'first_order' must be true or false, "
+                             f"got {h['first_order']!r}")
+
+    @property
+    def test_lr(self) -> float:
+        lr = self.hparams["test_inner_lr"]
+        return self.hparams["inner_lr"] if lr is None else lr
+
+    def training_order(self) -> Order:
+        return order_for(self.hparams["first_order"])
+
+    def check_training_batch(self, batch: TaskBatch) -> None:
+        """The outer loss lives on the query set: refuse episodes without queries."""
+        if batch.query.shape[1] == 0:
+            raise ValueError(f"{self.name} adapts on the support set and computes its training "
+                             "loss on the query set, but the batch has no queries; sample "
+                             "training episodes with queries >= 1")
