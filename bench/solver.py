@@ -39,9 +39,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -415,18 +414,6 @@ def _multinomial_C(C: float, ways: int) -> float:
     return C / 2 if ways == 2 else C
 
 
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (None: unchanged), then restore."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _default_chunk(support: Tensor, ways: int) -> int:
     """Episodes per chunk so that one chunk's Hessians fill about a fixed number of bytes."""
     _, s, d = support.shape
@@ -444,7 +431,6 @@ def solve_batched(
     tol: float | None = None,
     dtype: torch.dtype = torch.float64,
     chunk_size: int | None = None,
-    cpu_threads: int | None = 1,
 ) -> BatchedLogisticFit:
     """Fit the unified protocol's multinomial logistic head exactly, for all episodes at once.
 
@@ -468,10 +454,10 @@ def solve_batched(
     ``support_labels`` [T,S] follow the module's label contract. Work happens on the
     support's device in ``dtype``, ``chunk_size`` episodes at a time (the Hessians take
     chunk_size * n^2 numbers; None picks about 8 MiB of them on a CPU, 1 GiB elsewhere).
-    On a CPU the solve runs with ``cpu_threads`` torch threads (restored afterwards; None
-    leaves torch's setting alone): the work is thousands of tiny batched kernels and LAPACK
-    calls, and on a busy 2-core host 2 threads were measured 6-12x slower than 1, because
-    every parallel region waits for descheduled threads. Warns with
+    The solver never changes torch's thread count: with torch 2.14 on the CPU, an explicit
+    ``torch.set_num_threads(k > 1)`` makes later batched LU solves return invalid pivots. On a
+    busy CPU, start Python with ``OMP_NUM_THREADS=1`` (or call ``torch.set_num_threads(1)``):
+    the work is many tiny batched kernels, measured 6-12x faster single-threaded. Warns with
     :class:`SolverConvergenceWarning` if ``max_iter`` is reached first.
     """
     x = _as_tensor(support, "support")
@@ -487,11 +473,10 @@ def solve_batched(
     step = _default_chunk(x, ways) if chunk_size is None else max(1, chunk_size)
     C = _multinomial_C(C, ways)
     coefs, intercepts, rels, iters = [], [], [], 0
-    with _torch_threads(cpu_threads if x.device.type == "cpu" else None):
-        for lo in range(0, x.shape[0], step):
-            c, b, r, n = _solve_chunk(x[lo:lo + step], onehot[lo:lo + step], C, max_iter, tol)
-            coefs.append(c), intercepts.append(b), rels.append(r)
-            iters = max(iters, n)
+    for lo in range(0, x.shape[0], step):
+        c, b, r, n = _solve_chunk(x[lo:lo + step], onehot[lo:lo + step], C, max_iter, tol)
+        coefs.append(c), intercepts.append(b), rels.append(r)
+        iters = max(iters, n)
     rel = torch.cat(rels)
     converged = bool((rel <= tol).all())
     if not converged:
@@ -516,7 +501,6 @@ def predict_batched(
     tol: float | None = None,
     dtype: torch.dtype = torch.float64,
     chunk_size: int | None = None,
-    cpu_threads: int | None = 1,
 ) -> Tensor:
     """Query predictions [T,Q] (int64) from :func:`solve_batched`; on the support's device.
 
@@ -528,6 +512,6 @@ def predict_batched(
     _check_support(x, _as_tensor(support_labels, "support_labels"))
     _check_query(x, q)
     fit = solve_batched(
-        support, support_labels, C, ways, max_iter, tol, dtype, chunk_size, cpu_threads
+        support, support_labels, C, ways, max_iter, tol, dtype, chunk_size
     )
     return fit.predict(q)

@@ -23,3 +23,6 @@ def register_method(name: str, *aliases: str):
 from methods import mtl as _mtl  # noqa: E402,F401
 from methods import maml as _maml  # noqa: E402,F401
 from methods import anil as _anil  # noqa: E402,F401
+from methods import r2d2 as _r2d2  # noqa: E402,F401
+from methods import metaoptnet as _metaoptnet  # noqa: E402,F401
+from methods import protonet as _protonet  # noqa: E402,F401

@@ -1,0 +1,264 @@
+"""Differentiable episode heads, batched over tasks: pure functions of feature tensors.
+
+Every function takes support features ``[T, S, D]`` with labels ``[T, S]`` in ``0..ways-1``
+and works on all ``T`` tasks at once. Heads that are linear in the query are split in two
+steps, *fit* (support -> class weights ``[T, D, ways]``) and :func:`linear_logits` (query ->
+logits), so a method's native adaptation fits once and scores any number of queries.
+
+- Ridge regression (R2D2; Bertinetto et al., "Meta-learning with differentiable closed-form
+  solvers", ICLR 2019), solved in the support dimension (Woodbury form).
+- Crammer-Singer multi-class SVM dual (MetaOptNet; Lee et al., "Meta-Learning with
+  Differentiable Convex Optimization", CVPR 2019), solved with qpth's batched interior-point
+  solver (Amos & Kolter, "OptNet", ICML 2017), which differentiates through the KKT conditions.
+- Prototypes and negative squared Euclidean distances (ProtoNet; Snell et al., "Prototypical
+  Networks for Few-shot Learning", NeurIPS 2017).
+
+:class:`EpisodeHeadMethod` at the end is the scaffolding the three methods share: one backbone
+forward per batch, the head fitted on every task at once, cross-entropy on the queries.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from qpth.qp import QPFunction
+
+from datasets.episodes import TaskBatch
+from methods.base import FewShotMethod, Predictor
+
+# qpth prints an "inaccurate solution" banner whenever it stops before its residuals fall
+# below 1 and ``verbose >= 0``. MetaOptNet stops after 3 iterations at test time by design,
+# so the banner would be printed for nearly every test batch; -1 silences it.
+_QPTH_SILENT = -1
+
+
+def check_episode(support: torch.Tensor, support_labels: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless support features are ``[T, S, D]`` and labels ``[T, S]``.
+    Shape checks only: nothing is synchronised with the device."""
+    if support.dim() != 3:
+        raise ValueError(f"support features must be [tasks, shots*ways, dim], got "
+                         f"{tuple(support.shape)}; flatten each image's features first")
+    if support_labels.shape != support.shape[:2]:
+        raise ValueError(f"support labels {tuple(support_labels.shape)} do not match support "
+                         f"features {tuple(support.shape)}: expected {tuple(support.shape[:2])}")
+
+
+def one_hot(labels: torch.Tensor, ways: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[T, S]`` integer labels -> ``[T, S, ways]`` one-hot rows in ``dtype``."""
+    return F.one_hot(labels.long(), ways).to(dtype)
+
+
+def joint_task_features(task_features: Callable[[torch.Tensor], torch.Tensor],
+                        support: torch.Tensor, query: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Support and query images ``[T, S|Q, C, H, W]`` through ``task_features`` in ONE forward
+    (concatenated along dim 1, so batch norm sees every image of the batch once); returns
+    support features ``[T, S, D]`` and query features ``[T, Q, D]``."""
+    n_support = support.shape[1]
+    features = task_features(torch.cat([support, query], dim=1))
+    return features[:, :n_support], features[:, n_support:]
+
+
+def linear_logits(query: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Query features ``[T, Q, D]`` times class weights ``[T, D, W]`` -> logits ``[T, Q, W]``."""
+    return torch.bmm(query, weights.to(query.dtype))
+
+
+# --------------------------------------------------------------------------------------------
+# Ridge regression (R2D2)
+# --------------------------------------------------------------------------------------------
+def ridge_weights(support: torch.Tensor, support_labels: torch.Tensor, ways: int,
+                  lam: float) -> torch.Tensor:
+    """Closed-form ridge regression onto one-hot targets (Bertinetto et al. 2019).
+
+    ``W = Xᵀ (X Xᵀ + λ I)⁻¹ Y``: the Woodbury form, an ``S x S`` system per task, equal to the
+    primal ``(XᵀX + λI)⁻¹ XᵀY`` but cheap when the support set is smaller than the feature
+    dimension. Returns ``[T, D, ways]``; differentiable w.r.t. ``support``.
+    """
+    check_episode(support, support_labels)
+    if lam <= 0:
+        raise ValueError(f"ridge lambda must be positive (it makes XXᵀ+λI invertible), got {lam}")
+    targets = one_hot(support_labels, ways, support.dtype)
+    gram = torch.bmm(support, support.transpose(1, 2))
+    eye = torch.eye(support.shape[1], dtype=support.dtype, device=support.device)
+    # XXᵀ + λI is symmetric positive definite: Cholesky rather than LU (torch.linalg.solve).
+    # Half the work, and on the CPU, after any explicit torch.set_num_threads(k > 1), torch
+    # 2.14's batched LU returns invalid pivots for systems of ~190 rows and more (measured
+    # here); the batched Cholesky path stays correct.
+    chol = torch.linalg.cholesky(gram + lam * eye)
+    dual = torch.cholesky_solve(targets, chol)  # [T, S, W]
+    return torch.bmm(support.transpose(1, 2), dual)
+
+
+# --------------------------------------------------------------------------------------------
+# Crammer-Singer multi-class SVM (MetaOptNet-SVM)
+# --------------------------------------------------------------------------------------------
+def crammer_singer_qp(support: torch.Tensor, support_labels: torch.Tensor, ways: int,
+                      c_reg: float, dual_ridge: float = 1.0
+                      ) -> tuple[torch.Tensor, ...]:
+    """The Crammer-Singer dual as qpth's ``(Q, p, G, h, A, b)``, batched over tasks.
+
+    Variables ``α ∈ R^{S·ways}``, index ``i·ways + m`` (support sample i, class m)::
+
+        min ½ αᵀ (K ⊗ I_ways + dual_ridge·I) α − Σ_i α_i^{y_i}
+        s.t. α_i^m ≤ c_reg·[m = y_i],  Σ_m α_i^m = 0  (every i)
+
+    with ``K = X Xᵀ``. This is MetaOptNet's "SVM-CS" head (Lee et al. 2019, and
+    ``MetaOptNetHead_SVM_CS``). The ``dual_ridge·I`` term (1.0 in MetaOptNet) makes Q
+    positive definite; since ``K ⊗ I + I = (K + I) ⊗ I`` it is the exact Crammer-Singer SVM on
+    features augmented with a one-hot sample indicator ``[x_i, √dual_ridge·e_i]``.
+    """
+    check_episode(support, support_labels)
+    if c_reg <= 0 or dual_ridge <= 0:
+        raise ValueError(f"c_reg and dual_ridge must be positive, got {c_reg} and {dual_ridge}")
+    t, s, _ = support.shape
+    n = s * ways
+    dtype, device = support.dtype, support.device
+    gram = torch.bmm(support, support.transpose(1, 2))  # [T, S, S]
+    eye_w = torch.eye(ways, dtype=dtype, device=device)
+    # (K ⊗ I_w)[(i,m),(j,m')] = K_ij·δ_mm'
+    q = (gram[:, :, None, :, None] * eye_w[None, None, :, None, :]).reshape(t, n, n)
+    q = q + dual_ridge * torch.eye(n, dtype=dtype, device=device)
+    targets = one_hot(support_labels, ways, dtype).reshape(t, n)
+    p = -targets
+    g = torch.eye(n, dtype=dtype, device=device)
+    h = c_reg * targets
+    a = torch.kron(torch.eye(s, dtype=dtype, device=device),
+                   torch.ones(1, ways, dtype=dtype, device=device))  # [S, S·ways]
+    b = torch.zeros(s, dtype=dtype, device=device)
+    return q, p, g, h, a, b
+
+
+def svm_dual_coefficients(support: torch.Tensor, support_labels: torch.Tensor, ways: int,
+                          c_reg: float = 0.1, max_iter: int = 15, dual_ridge: float = 1.0,
+                          double_precision: bool = False) -> torch.Tensor:
+    """Solve the Crammer-Singer dual (:func:`crammer_singer_qp`) for all tasks in one batched
+    qpth call; returns ``α`` as ``[T, S, ways]`` in the dtype of ``support``.
+
+    ``max_iter`` caps the interior-point iterations (MetaOptNet: 15 in training and
+    validation, 3 at test). ``double_precision`` solves in float64 (MetaOptNet's option).
+    qpth's Cholesky "Q is SPD" pre-check is skipped: Q is positive definite by construction
+    (its smallest eigenvalue is at least ``dual_ridge``), and the solver factorises Q itself.
+    Gradients flow to ``support`` through Q (qpth differentiates the KKT conditions at the
+    returned point, which is exact only as far as the solver converged).
+    """
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be at least 1, got {max_iter}")
+    qp = crammer_singer_qp(support, support_labels, ways, c_reg, dual_ridge)
+    if double_precision:
+        qp = tuple(x.double() for x in qp)
+    q, p, g, h, a, b = qp
+    solver = QPFunction(verbose=_QPTH_SILENT, maxIter=max_iter, check_Q_spd=False)
+    try:
+        alpha = solver(q, p, g, h, a, b)  # only Q depends on the features
+    except RuntimeError as err:
+        if "lu_solve" not in str(err) or q.is_cuda:
+            raise
+        raise RuntimeError(
+            f"qpth's batched LU factorisation failed on the CPU ({err}). With torch 2.14 this "
+            f"happens for QPs of ~190 variables and more once torch.set_num_threads(k) has been "
+            f"called with k > 1 in this process (measured; the default setting is unaffected). "
+            f"Do not call torch.set_num_threads with k > 1: set OMP_NUM_THREADS before starting "
+            f"Python instead, or call torch.set_num_threads(1)."
+        ) from err
+    return alpha.reshape(support.shape[0], support.shape[1], ways).to(support.dtype)
+
+
+def svm_weights(support: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Primal class weights ``w_m = Σ_i α_i^m x_i`` as ``[T, D, ways]``, so that
+    ``logits_{q,m} = Σ_i α_i^m ⟨x_i, q⟩ = ⟨w_m, q⟩`` (:func:`linear_logits`)."""
+    return torch.bmm(support.transpose(1, 2), alpha)
+
+
+# --------------------------------------------------------------------------------------------
+# Prototypes (ProtoNet)
+# --------------------------------------------------------------------------------------------
+def prototypes(support: torch.Tensor, support_labels: torch.Tensor, ways: int) -> torch.Tensor:
+    """Class means of the support features, ``[T, ways, D]`` (Snell et al. 2017, Eq. 1).
+
+    Every class must have at least one support sample (the episode sampler guarantees it);
+    an empty class would give a zero prototype, so it is not checked here (that would need a
+    device synchronisation).
+    """
+    check_episode(support, support_labels)
+    targets = one_hot(support_labels, ways, support.dtype)  # [T, S, W]
+    counts = targets.sum(1).clamp_min(1.0)  # [T, W]
+    return torch.bmm(targets.transpose(1, 2), support) / counts.unsqueeze(-1)
+
+
+def prototype_logits(query: torch.Tensor, protos: torch.Tensor,
+                     normalize_by_dim: bool = True) -> torch.Tensor:
+    """``−‖q − c_m‖²`` for query ``[T, Q, D]`` and prototypes ``[T, W, D]`` -> ``[T, Q, W]``
+    (Snell et al. 2017, Eq. 2 with the squared Euclidean distance). With ``normalize_by_dim``
+    the distance is divided by D, as in MetaOptNet's ``ProtoNetHead(normalize=True)``."""
+    protos = protos.to(query.dtype)
+    sq_dist = ((query * query).sum(-1, keepdim=True)
+               - 2.0 * torch.bmm(query, protos.transpose(1, 2))
+               + (protos * protos).sum(-1).unsqueeze(1))
+    logits = -sq_dist
+    return logits / query.shape[-1] if normalize_by_dim else logits
+
+
+# --------------------------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------------------------
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                           eps: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over all queries of all tasks; logits ``[T, Q, W]``, labels ``[T, Q]``.
+
+    With ``eps > 0``, MetaOptNet's label smoothing: target ``1 − eps`` on the true class and
+    ``eps / (W − 1)`` on each other class (not torch's ``label_smoothing``, which spreads
+    ``eps / W`` over all classes including the true one).
+    """
+    ways = logits.shape[-1]
+    flat_logits, flat_labels = logits.reshape(-1, ways), labels.reshape(-1).long()
+    if eps == 0.0:
+        return F.cross_entropy(flat_logits, flat_labels)
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"label smoothing eps must be in [0, 1), got {eps}")
+    targets = F.one_hot(flat_labels, ways).to(flat_logits.dtype)
+    targets = targets * (1.0 - eps) + (1.0 - targets) * (eps / (ways - 1))
+    return -(targets * F.log_softmax(flat_logits, dim=-1)).sum(-1).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Method scaffolding shared by the three head-based methods
+# --------------------------------------------------------------------------------------------
+class EpisodeHeadMethod(FewShotMethod):
+    """A method whose only difference is a head fitted on each episode's support features
+    (R2D2, MetaOptNet, ProtoNet). Subclasses implement :meth:`fit_head` and
+    :meth:`head_logits`; training and native adaptation are shared:
+
+    - :meth:`loss`: support and query images of ALL tasks through the backbone in one forward,
+      the head fitted on the support of every task at once, cross-entropy averaged over all
+      queries of all tasks (with ``hparams["label_smoothing"]`` if the method has it).
+    - :meth:`adapt`: the head fitted once on the support features; the predictor scores query
+      images ``[T, Q, C, H, W]`` -> logits ``[T, Q, ways]`` with ``ways = self.ways``.
+    """
+
+    def fit_head(self, support: torch.Tensor, support_labels: torch.Tensor, ways: int,
+                 training: bool) -> torch.Tensor:
+        """Whatever the head needs from the support features ``[T, S, D]`` (class weights,
+        prototypes). ``training`` is True inside :meth:`loss`, False inside :meth:`adapt`."""
+        raise NotImplementedError
+
+    def head_logits(self, query: torch.Tensor, fitted: torch.Tensor) -> torch.Tensor:
+        """Logits ``[T, Q, ways]`` of query features ``[T, Q, D]`` under the fitted head."""
+        raise NotImplementedError
+
+    def loss(self, batch: TaskBatch) -> torch.Tensor:
+        support, query = joint_task_features(self.task_features, batch.support, batch.query)
+        fitted = self.fit_head(support, batch.support_labels, batch.ways, training=True)
+        logits = self.head_logits(query, fitted)
+        return smoothed_cross_entropy(logits, batch.query_labels,
+                                      float(self.hparams.get("label_smoothing", 0.0)))
+
+    def adapt(self, support: torch.Tensor, support_labels: torch.Tensor) -> Predictor:
+        fitted = self.fit_head(self.task_features(support), support_labels, self.ways,
+                               training=False)
+
+        def predictor(query: torch.Tensor) -> torch.Tensor:
+            return self.head_logits(self.task_features(query), fitted)
+
+        return predictor

@@ -1,0 +1,52 @@
+"""Prototypical Networks.
+
+Snell, Swersky & Zemel, "Prototypical Networks for Few-shot Learning", NeurIPS 2017. Each class
+is represented by the mean of its support features; query logits are negative squared Euclidean
+distances to the prototypes (:func:`methods.heads.prototype_logits`).
+
+Choices, following MetaOptNet's ``ProtoNetHead`` (FACTS.md 4.2), which the budgets' ResNet-12
+setting comes from: the distance is divided by the feature dimension D
+(``normalize_by_dim=True``; 16,000-d flattened ResNet-12 features otherwise give logits in the
+thousands), and the logits are multiplied by a learnable scale initialised to 1.0. Set
+``normalize_by_dim=False, learn_scale=False`` for the original formulation (also what
+learn2learn does, FACTS.md 8.15).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from methods import register_method
+from methods.backbones import Backbone
+from methods.heads import EpisodeHeadMethod, prototype_logits, prototypes
+
+
+@register_method("protonet", "proto")
+class ProtoNet(EpisodeHeadMethod):
+    """Nearest-prototype head with (scaled) negative squared Euclidean distances."""
+
+    paper = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
+    default_hparams = {
+        "normalize_by_dim": True,  # divide squared distances by D (MetaOptNet)
+        "learn_scale": True,  # learnable logit scale (MetaOptNet); False keeps it fixed
+        "scale_init": 1.0,  # (initial) logit scale
+    }
+
+    def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
+                 hparams: Mapping[str, Any] | None = None) -> None:
+        super().__init__(backbone, n_train_classes, ways, hparams)
+        scale = torch.tensor(float(self.hparams["scale_init"]))
+        if self.hparams["learn_scale"]:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
+
+    def fit_head(self, support: torch.Tensor, support_labels: torch.Tensor, ways: int,
+                 training: bool) -> torch.Tensor:
+        return prototypes(support, support_labels, ways)
+
+    def head_logits(self, query: torch.Tensor, fitted: torch.Tensor) -> torch.Tensor:
+        return self.scale * prototype_logits(query, fitted,
+                                             bool(self.hparams["normalize_by_dim"]))

@@ -1,0 +1,33 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# One intra-op thread for the whole session. With torch 2.14 on the CPU, any explicit
+# torch.set_num_threads(k > 1) (including restoring the default 2) makes later batched LU
+# solves (torch.linalg.solve, qpth) return invalid pivots; tests that change the thread count
+# then restore 1, which is safe. It also keeps timings of tests on a shared 2-core box sane.
+torch.set_num_threads(1)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The workplace's shared Omniglot archives, beside the repository (see their README.md).
+SHARED_OMNIGLOT = REPO_ROOT.parent / "shared" / "data" / "omniglot"
+
+
+@pytest.fixture(scope="session")
+def omniglot_root() -> Path:
+    """Folder holding the two small Omniglot background archives.
+
+    Skipped when absent, except in CI (``CI=true``), where a missing folder is a failure.
+    """
+    if not (SHARED_OMNIGLOT / "images_background_small1.zip").is_file():
+        reason = (f"shared Omniglot archives not found in {SHARED_OMNIGLOT} "
+                  f"(expected images_background_small1.zip and images_background_small2.zip)")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI must provide them", pytrace=False)
+        pytest.skip(reason)
+    return SHARED_OMNIGLOT
