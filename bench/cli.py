@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list methods, datasets and budgets")
 
+    data = sub.add_parser("data", help="prepare or verify a dataset's files (prepare/verify)")
+    from bench import data_cli
+
+    data_cli.add_arguments(data)
+
     theory = sub.add_parser("theory", help="the paper's Figure 1: MTL vs ANIL predictors "
                                            "from NTK/NNGP kernels and trained networks")
     from bench.theory import cli as theory_cli
@@ -186,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "table":
             return cmd_table(args.folder)
+        if args.command == "data":
+            from bench import data_cli
+
+            return data_cli.run(args)
         if args.command == "theory":
             from bench.theory import cli as theory_cli
 

@@ -25,13 +25,13 @@ from bench.results import SCHEMA, RunResult, is_finished, result_path, write_jso
 from bench.stats import episode_ci95
 from bench.timing import SectionTimer, device_hours
 from datasets import FewShotDataset
-from datasets.augment import Normalizer
+from datasets.augment import Normalizer, train_transform
 from datasets.episodes import EpisodeLoader, EpisodeSampler
 from methods import METHODS
 from methods.backbones import build_backbone
 from methods.base import FewShotMethod
 
-_STREAMS = {"train": 1, "val": 2, "test": 3}
+_STREAMS = {"train": 1, "val": 2, "test": 3, "augment": 4}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -128,13 +128,29 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, Any]:
             for k, v in module.state_dict().items()}
 
 
+def train_step(method: FewShotMethod, optimizer: torch.optim.Optimizer, loader: EpisodeLoader,
+               sampler: EpisodeSampler, meta_batch: int, precision: str = "fp32"
+               ) -> tuple[float, int]:
+    """One optimiser step on ``meta_batch`` fresh tasks; returns (loss, images processed)."""
+    batch = loader.load(sampler.sample(meta_batch))
+    with autocast(loader.device, precision):
+        loss = method.loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    method.on_optimizer_step()
+    return float(loss.detach()), batch.n_images
+
+
 def train(method: FewShotMethod, dataset: FewShotDataset, config: RunConfig,
           device: torch.device, timer: SectionTimer, progress: bool = True) -> TrainOutcome:
     """The timed training loop with validation-based model selection and early stopping."""
     budget = config.budget
-    transform = Normalizer(dataset.mean, dataset.std)
+    augment = torch.Generator(device=device).manual_seed(stream_seed(config.seed, "augment"))
+    transform = train_transform(dataset.name, dataset.image_size, dataset.mean, dataset.std,
+                                generator=augment)
     train_loader = EpisodeLoader(dataset.train, transform, device)
-    val_loader = EpisodeLoader(dataset.val, transform, device)
+    val_loader = EpisodeLoader(dataset.val, Normalizer(dataset.mean, dataset.std), device)
     sampler = EpisodeSampler(dataset.train, config.ways, budget.train_shots,
                              budget.train_queries, stream_seed(config.seed, "train"))
     optimizer = build_optimizer(budget, method.parameters())
@@ -149,20 +165,14 @@ def train(method: FewShotMethod, dataset: FewShotDataset, config: RunConfig,
                    leave=False, disable=not progress)
         for _ in bar:
             with timer.section("train"):
-                batch = train_loader.load(sampler.sample(budget.meta_batch))
-                with autocast(device, config.precision):
-                    loss = method.loss(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                method.on_optimizer_step()
-                value = float(loss.detach())
+                value, n_images = train_step(method, optimizer, train_loader, sampler,
+                                             budget.meta_batch, config.precision)
             if not math.isfinite(value):
                 raise NonFiniteLossError(
                     f"training loss became {value} at step {outcome.steps + 1} (epoch {epoch}); "
                     "try a lower learning rate or --precision fp32")
             outcome.steps += 1
-            outcome.images_seen += batch.n_images
+            outcome.images_seen += n_images
             bar.set_postfix(loss=f"{value:.3f}")
         outcome.epochs = epoch
 
@@ -188,7 +198,7 @@ def train(method: FewShotMethod, dataset: FewShotDataset, config: RunConfig,
     return outcome
 
 
-def test(method: FewShotMethod, dataset: FewShotDataset, config: RunConfig,
+def evaluate_test_split(method: FewShotMethod, dataset: FewShotDataset, config: RunConfig,
          device: torch.device, progress: bool = True) -> tuple[dict[str, Any], str]:
     """Both protocols on the run's test episodes; returns (results, episode hash)."""
     loader = EpisodeLoader(dataset.test, Normalizer(dataset.mean, dataset.std), device)
@@ -231,7 +241,7 @@ def run_one(config: RunConfig, dataset: FewShotDataset, device: torch.device,
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     method.load_state_dict(outcome.best_state)
     with timer.section("eval"):
-        test_results, digest = test(method, dataset, config, device, progress)
+        test_results, digest = evaluate_test_split(method, dataset, config, device, progress)
     train_seconds = timer.total("train")
     return {
         "schema": SCHEMA,

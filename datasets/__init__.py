@@ -46,3 +46,6 @@ def load_dataset(name: str, root: Path | str | None = None) -> FewShotDataset:
 # Importing the modules registers them.
 from datasets import glyphs as _glyphs  # noqa: E402,F401
 from datasets import omniglot as _omniglot  # noqa: E402,F401
+from datasets import mini_imagenet as _mini_imagenet  # noqa: E402,F401
+from datasets import tiered_imagenet as _tiered_imagenet  # noqa: E402,F401
+from datasets import cifar as _cifar  # noqa: E402,F401
