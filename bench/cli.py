@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--solver", choices=("sklearn", "batched"), default="sklearn",
                      help="unified-protocol solver: scikit-learn per episode, or the batched "
                           "exact solver on the device")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the backbone (compile time counts as training time and "
+                          "is also reported apart as first_step_seconds)")
     run.add_argument("--backbone", default=None, help="override the budget's backbone")
     run.add_argument("--feature-mode", choices=("avg", "flatten"), default=None,
                      help="override the budget's feature mode")
@@ -157,7 +160,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     configs.append(RunConfig(
                         method=method, dataset=name, ways=args.ways, shots=shots, seed=seed,
                         budget=budget, queries=args.queries, episodes=args.episodes,
-                        precision=args.precision, solver=args.solver))
+                        precision=args.precision, solver=args.solver,
+                        compile=args.compile))
     started = time.perf_counter()
     summary = run_sweep(configs, datasets, device, args.out, force=args.force,
                         progress=not args.no_progress)

@@ -182,6 +182,8 @@ class RunConfig:
     episodes: int = 2000  # test episodes
     precision: str = "fp32"  # fp32 | bf16
     solver: str = "sklearn"  # unified-protocol solver: sklearn | batched
+    compile: bool = False  # torch.compile the backbone (compile time counts as training time)
+    channels_last: bool | None = None  # None: channels_last on CUDA, NCHW on the CPU
     logreg_c: float = 3.0  # inverse L2 strength of the unified head (paper App. C.2: 1/0.33)
 
     @property

@@ -31,6 +31,7 @@ class Timings(TypedDict):
     train_seconds: float  # timed training steps only (the timing rule)
     device_hours: float  # train_seconds / 3600 * n_devices
     device_hours_unit: str  # "GPU-hours" or "CPU-hours"
+    first_step_seconds: float  # the first step alone (warm-up, torch.compile); in train_seconds
     validation_seconds: float  # excluded from device-hours
     eval_seconds: float  # final test evaluation, excluded from device-hours
     peak_memory_bytes: int | None  # peak device memory during training (CUDA only)

@@ -1,0 +1,87 @@
+"""The command line end to end: list, bad input, smoke runs on glyphs and Omniglot, table."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.results import read_result
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bench(*args, check=False, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_list_prints_methods_datasets_and_budgets():
+    out = bench("list", check=True).stdout
+    assert "methods:" in out and "mtl" in out
+    assert "datasets:" in out and "glyphs" in out and "omniglot" in out
+    assert "budgets:" in out and "smoke" in out and "quick" in out and "paper" in out
+
+
+@pytest.mark.parametrize("flag, value, expect", [
+    ("--methods", "mtll", "unknown method 'mtll'. Did you mean 'mtl'?"),
+    ("--dataset", "glyph5", "unknown dataset 'glyph5'. Did you mean 'glyphs'?"),
+])
+def test_unknown_names_exit_nonzero_with_choices(flag, value, expect, tmp_path):
+    args = {"--methods": "mtl", "--dataset": "glyphs", flag: value}
+    proc = bench("run", "--methods", args["--methods"], "--dataset", args["--dataset"],
+                 "--out", tmp_path)
+    assert proc.returncode == 2
+    assert expect in proc.stderr and "Valid" in proc.stderr
+
+
+def test_missing_data_says_where_and_how(tmp_path):
+    proc = bench("run", "--methods", "mtl", "--dataset", "omniglot", "--data-root",
+                 tmp_path / "nowhere", "--out", tmp_path)
+    assert proc.returncode == 2
+    assert "nowhere" in proc.stderr and "download" in proc.stderr.lower()
+
+
+def test_table_on_missing_folder_is_a_clear_error(tmp_path):
+    proc = bench("table", tmp_path / "none")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@pytest.mark.slow
+def test_smoke_run_on_glyphs_writes_results_skips_reruns_and_tables(tmp_path):
+    out = tmp_path / "results"
+    args = ("run", "--methods", "mtl", "--dataset", "glyphs", "--shots", "1,5", "--seeds", "0",
+            "--budget", "smoke", "--episodes", "60", "--out", out, "--no-progress")
+    bench(*args, check=True)
+    files = sorted((out / "runs").glob("*.json"))
+    assert [f.name for f in files] == ["mtl_glyphs_5w1s_smoke_seed0.json",
+                                       "mtl_glyphs_5w5s_smoke_seed0.json"]
+    result = read_result(files[0])
+    assert result["status"] == "ok" and len(result["test"]["unified"]["accuracies"]) == 60
+    assert result["timings"]["device_hours_unit"] == "CPU-hours"
+    assert result["timings"]["steps"] == 10 and result["config"]["budget"]["name"] == "smoke"
+    assert result["provenance"]["packages"]["torch"]
+    first = files[0].read_bytes()
+    rerun = bench(*args, check=True)
+    assert "skip mtl_glyphs_5w1s_smoke_seed0" in rerun.stdout + rerun.stderr
+    assert files[0].read_bytes() == first
+    table = bench("table", out, check=True).stdout
+    assert "glyphs 5-way 1-shot" in table and "| MTL | conv4-32 |" in table
+    for name in ("accuracy.csv", "accuracy.md", "efficiency.csv", "efficiency.md"):
+        assert (out / name).exists()
+
+
+@pytest.mark.slow
+def test_smoke_run_on_omniglot(tmp_path, omniglot_root):
+    out = tmp_path / "results"
+    bench("run", "--methods", "mtl", "--dataset", "omniglot", "--data-root", omniglot_root,
+          "--shots", "1", "--budget", "smoke", "--episodes", "40", "--out", out, "--no-progress",
+          check=True)
+    result = json.loads((out / "runs" / "mtl_omniglot_5w1s_smoke_seed0.json").read_text())
+    assert result["status"] == "ok"
+    assert 20.0 < result["test"]["unified"]["mean"] <= 100.0
