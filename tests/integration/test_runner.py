@@ -1,7 +1,6 @@
 """Runner behaviour: NaN loss becomes a failure record, the sweep goes on; quick MTL learns."""
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 

@@ -24,17 +24,6 @@ from methods.protonet import ProtoNet
 from methods.r2d2 import R2D2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """qpth issues many tiny ops; on a loaded 2-core machine intra-op threads made them ~100x
-    slower (measured), so this module runs on one thread. The previous count is deliberately
-    NOT restored with ``torch.set_num_threads(k > 1)``: with torch 2.14 on the CPU, any such
-    call leaves batched LU (``torch.linalg.solve``, qpth) returning invalid pivots for systems
-    of ~190 rows and more for the rest of the process (measured)."""
-    torch.set_num_threads(1)
-    yield
-
-
 def labels_for(tasks: int, ways: int, per_class: int) -> torch.Tensor:
     return torch.arange(ways).repeat_interleave(per_class).expand(tasks, -1).contiguous()
 

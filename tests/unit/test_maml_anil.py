@@ -23,15 +23,6 @@ from methods.maml import MAML
 WAYS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny second-order graphs run fastest single-threaded (and the CI CPU is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TinyConv(Backbone):
     """conv 3x3 -> BatchNorm2d -> tanh -> 2x2 average pool on 1x4x4 images (smooth, so finite
     differences are exact up to O(eps^2)); out_dim = 4 * channels."""

@@ -1,0 +1,266 @@
+"""``python -m bench theory``: reproduce Figure 1 of Wang, Zhao & Li (ICML 2021) without JAX.
+
+The default run (kernels only, plus a check of the analytic kernels against finite networks)
+takes well under two minutes on two CPU cores; ``--trained`` adds real MTL and ANIL networks.
+Outputs (under ``--out``, default ``results/theory/``):
+
+- ``per_task.csv``: one row per (curve, sweep point, seed, test task); see ``sweeps.ROW_COLUMNS``;
+- ``summary.csv``: mean and spread across seeds; see ``report.SUMMARY_COLUMNS``;
+- ``figure1.png``: the three panels of Figure 1 with kernel and trained curves;
+- ``kernel_validation.csv``: analytic vs empirical kernels by depth and width;
+- ``trained_runs.csv``: losses and seconds of every trained network (with ``--trained``);
+- ``diagnostics.json``: the settings, wall times and the measured lambda * tau cancellation.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from bench.theory.kernels import HE_W_STD, ReluNetConfig
+from bench.theory.report import (
+    format_table, plot_figure, rows_frame, summarize, write_csv, write_json,
+)
+from bench.theory.sweeps import (
+    SweepGrid, kernel_sweeps, trained_networks_needed, trained_seed, all_points,
+)
+from bench.theory.tasks import NORMALIZATIONS, ProblemConfig, make_tasks
+from bench.theory.trained import TrainConfig
+from bench.theory.validation import validate_kernels
+
+DEFAULT_LAM_TAUS = [round(0.05 * i, 2) for i in range(11)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``theory`` command's options on ``parser``."""
+    parser.add_argument("--out", type=Path, default=Path("results/theory"),
+                        help="output folder (default: results/theory)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="task seeds of the kernel sweeps (default: 0 1 2 3 4)")
+    parser.add_argument("--depths", type=int, nargs="+", default=list(range(2, 21)),
+                        help="depths L of the depth sweep (default: 2..20)")
+    parser.add_argument("--lam-taus", type=float, nargs="+", default=DEFAULT_LAM_TAUS,
+                        help="lambda*tau values of both lambda*tau sweeps (default: 0..0.5)")
+    parser.add_argument("--sweep-depth", type=int, default=10,
+                        help="depth of the lambda*tau sweeps (default: 10)")
+    parser.add_argument("--fixed-lam-tau", type=float, default=0.0,
+                        help="training lambda*tau held fixed in the other sweeps (default: 0)")
+    parser.add_argument("--fixed-lam-tau-hat", type=float, default=0.0,
+                        help="test-time lambda*tau_hat held fixed in the other sweeps (default: 0)")
+    parser.add_argument("--test-tasks", type=int, default=20,
+                        help="test tasks per seed (default: 20)")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default="sphere",
+                        help="input normalisation to unit variance (default: sphere, ||x||^2=d)")
+    parser.add_argument("--w-std", type=float, default=HE_W_STD,
+                        help="weight scale, NTK parameterisation (default: sqrt(2), He)")
+    parser.add_argument("--b-std", type=float, default=0.0,
+                        help="hidden-layer bias scale (default: 0; the head has no bias)")
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="gradient steps of the trained networks, also the finite-time "
+                             "kernel curve's t (default: 1000)")
+    parser.add_argument("--lr-scale", type=float, default=1.0,
+                        help="outer learning rate times sigma_max(Theta) (default: 1)")
+    parser.add_argument("--no-validate", action="store_true",
+                        help="skip the analytic-vs-empirical kernel check")
+    parser.add_argument("--validate-widths", type=int, nargs="+", default=[256, 1024, 4096],
+                        help="widths of the kernel check (default: 256 1024 4096)")
+    parser.add_argument("--validate-depths", type=int, nargs="+", default=[2, 3, 5],
+                        help="depths of the kernel check (default: 2 3 5)")
+    parser.add_argument("--validate-draws", type=int, default=4,
+                        help="network draws averaged per (depth, width) (default: 4)")
+    parser.add_argument("--validate-points", type=int, default=16,
+                        help="inputs in the kernel check (default: 16)")
+    parser.add_argument("--trained", action="store_true",
+                        help="also train finite-width MTL and ANIL networks")
+    parser.add_argument("--widths", type=int, nargs="+", default=[256],
+                        help="widths of the trained networks (default: 256)")
+    parser.add_argument("--trained-depths", type=int, nargs="+", default=[2, 5, 10, 20],
+                        help="depths of the trained depth sweep (default: 2 5 10 20)")
+    parser.add_argument("--trained-lam-taus", type=float, nargs="+", default=[0.0, 0.1, 0.3, 0.5],
+                        help="lambda*tau values of the trained sweeps (default: 0 0.1 0.3 0.5)")
+    parser.add_argument("--trained-seeds", type=int, nargs="+", default=[0, 1],
+                        help="task and initialisation seeds of the trained networks "
+                             "(default: 0 1)")
+    parser.add_argument("--inner-steps", type=int, default=10,
+                        help="gradient steps tau of each inner loop and test fine-tuning; "
+                             "the rate is lambda*tau / steps (default: 10)")
+    parser.add_argument("--device", default="auto",
+                        help="device of the trained networks: auto, cpu, cuda[:i] (default: auto)")
+    parser.add_argument("--threads", type=int, default=1, choices=(0, 1),
+                        help="1 (default): one torch CPU thread, far faster for these small "
+                             "matrices on a shared machine; 0: leave torch's setting alone "
+                             "(set OMP_NUM_THREADS before starting Python for more)")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    problem: ProblemConfig
+    net: ReluNetConfig
+    grid: SweepGrid
+    trained_grid: SweepGrid | None
+    train: TrainConfig | None
+
+
+def _settings(args: argparse.Namespace) -> _Settings:
+    """Validated configuration objects; raises ValueError with a message for bad options."""
+    problem = ProblemConfig(n_test_tasks=args.test_tasks, normalization=args.normalization)
+    net = ReluNetConfig(w_std=args.w_std, b_std=args.b_std)
+    grid = SweepGrid(
+        depths=tuple(args.depths), lam_taus=tuple(args.lam_taus), sweep_depth=args.sweep_depth,
+        fixed_lam_tau=args.fixed_lam_tau, fixed_lam_tau_hat=args.fixed_lam_tau_hat,
+    )
+    if args.steps < 1 or not 0 < args.lr_scale < 2:
+        raise ValueError(f"need --steps >= 1 and 0 < --lr-scale < 2; got {args.steps}, "
+                         f"{args.lr_scale}")
+    if not args.seeds:
+        raise ValueError("--seeds needs at least one seed")
+    if not args.trained:
+        return _Settings(problem, net, grid, None, None)
+    trained_grid = dataclasses.replace(
+        grid, depths=tuple(args.trained_depths), lam_taus=tuple(args.trained_lam_taus),
+    )
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device} asked for CUDA, which is not available here; "
+                         "use --device cpu")
+    for width in args.widths:
+        TrainConfig(width=width)  # validates the width
+    train = TrainConfig(
+        width=args.widths[0], steps=args.steps, inner_steps=args.inner_steps,
+        lr_scale=args.lr_scale, device=device,
+    )
+    return _Settings(problem, net, grid, trained_grid, train)
+
+
+def _run_kernels(args, settings: _Settings) -> tuple[list[dict], float]:
+    with tqdm(total=len(args.seeds), desc="kernel sweeps (seeds)", unit="seed") as bar:
+        return kernel_sweeps(
+            tuple(args.seeds), settings.grid, settings.problem, settings.net, args.steps,
+            args.lr_scale, progress=bar.update,
+        )
+
+
+def _run_validation(args, settings: _Settings) -> pd.DataFrame:
+    tasks = make_tasks(args.seeds[0], settings.problem)
+    points = all_points(tasks)[: args.validate_points]
+    cells = len(args.validate_depths) * len(args.validate_widths)
+    with tqdm(total=cells, desc="kernel check (depth x width)", unit="cell") as bar:
+        rows = validate_kernels(
+            points, args.validate_depths, args.validate_widths, args.validate_draws,
+            seed=args.seeds[0], net=settings.net, progress=lambda _: bar.update(1),
+        )
+    return pd.DataFrame([dataclasses.asdict(row) for row in rows])
+
+
+def _run_trained(args, settings: _Settings) -> tuple[list[dict], pd.DataFrame]:
+    assert settings.trained_grid is not None and settings.train is not None
+    per_seed = trained_networks_needed(settings.trained_grid)
+    total = per_seed * len(args.trained_seeds) * len(args.widths)
+    rows, runs = [], []
+    with tqdm(total=total, desc=f"trained networks ({settings.train.device})", unit="net") as bar:
+        for width in args.widths:
+            train = dataclasses.replace(settings.train, width=width)
+            for seed in args.trained_seeds:
+                seed_rows, log = trained_seed(
+                    seed, settings.trained_grid, train, settings.problem, settings.net,
+                    progress=bar.update,
+                )
+                rows += seed_rows
+                runs += [dataclasses.asdict(run) for run in log]
+    return rows, pd.DataFrame(runs)
+
+
+def _print_summary(summary: pd.DataFrame, validation: pd.DataFrame | None,
+                   invariance: float, timings: dict[str, float], out: Path) -> None:
+    print("\n||F_ANIL - F_MTL||_2 on the query points: mean +- std over seeds")
+    for sweep, x_key in (("depth", "depth"), ("train_lam_tau", "lam_tau"),
+                         ("test_lam_tau_hat", "lam_tau_hat")):
+        table = format_table(summary, sweep, x_key)
+        if table:
+            print(f"\n[{sweep}]\n{table}")
+    print(f"\nLargest relative change of F_ANIL (Lemma 1, t = infinity) across the training "
+          f"lambda*tau sweep: {invariance:.3e} (the cancellation predicts 0)")
+    if validation is not None and not validation.empty:
+        print("\nAnalytic vs empirical kernels, relative Frobenius error "
+              "(mean of draws | median single draw):")
+        for row in validation.itertuples():
+            print(f"  L={row.depth:<3d} width={row.width:<6d} "
+                  f"NTK {row.ntk_error_mean_kernel:.3f} | "
+                  f"{row.ntk_error_single_median:.3f}   NNGP {row.nngp_error_mean_kernel:.3f} | "
+                  f"{row.nngp_error_single_median:.3f}")
+    print("\nWall times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(f"Outputs in {out}/")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweeps, write the outputs and print a summary; returns an exit code."""
+    try:
+        settings = _settings(args)
+    except ValueError as error:
+        print(f"bench theory: {error}", file=sys.stderr)
+        return 2
+    if args.threads == 1:
+        torch.set_num_threads(1)  # the only safe explicit setting; see tests/conftest.py
+    try:
+        return _run(args, settings)
+    except FloatingPointError as error:
+        print(f"bench theory: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: _Settings) -> int:
+    out: Path = args.out
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    rows, invariance = _run_kernels(args, settings)
+    timings["kernel sweeps"] = time.perf_counter() - started
+    validation = None
+    if not args.no_validate:
+        clock = time.perf_counter()
+        validation = _run_validation(args, settings)
+        timings["kernel check"] = time.perf_counter() - clock
+        write_csv(out / "kernel_validation.csv", validation)
+    if args.trained:
+        clock = time.perf_counter()
+        trained_rows, runs = _run_trained(args, settings)
+        rows += trained_rows
+        timings["trained networks"] = time.perf_counter() - clock
+        write_csv(out / "trained_runs.csv", runs)
+    frame = rows_frame(rows)
+    summary = summarize(frame)
+    write_csv(out / "per_task.csv", frame)
+    write_csv(out / "summary.csv", summary)
+    plot_figure(summary, out / "figure1.png")
+    timings["total"] = time.perf_counter() - started
+    write_json(out / "diagnostics.json", {
+        "anil_train_lam_tau_max_relative_change": invariance,
+        "wall_seconds": timings,
+        "threads": args.threads,
+        "problem": dataclasses.asdict(settings.problem),
+        "network": dataclasses.asdict(settings.net),
+        "grid": dataclasses.asdict(settings.grid),
+        "seeds": list(args.seeds),
+        "finite_time_steps": args.steps,
+        "lr_scale": args.lr_scale,
+        "trained": None if settings.train is None else {
+            "widths": list(args.widths), "seeds": list(args.trained_seeds),
+            "grid": dataclasses.asdict(settings.trained_grid),
+            "steps": settings.train.steps, "inner_steps": settings.train.inner_steps,
+            "lr_scale": settings.train.lr_scale, "device": settings.train.device,
+            "dtype": str(settings.train.dtype),
+        },
+    })
+    _print_summary(summary, validation, invariance, timings, out)
+    if math.isfinite(invariance) and invariance > 1e-6:
+        print("warning: F_ANIL changed with the training lambda*tau more than rounding allows",
+              file=sys.stderr)
+    return 0
