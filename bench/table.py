@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-
 import numpy as np
 import pandas as pd
 
