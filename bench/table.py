@@ -8,7 +8,9 @@
 - efficiency (Table 4 layout): accuracy, device-hours, device, images seen, speed-up relative to
   MetaOptNet under the same dataset, shots and budget.
 
-Outputs: ``accuracy.csv``, ``accuracy.md``, ``efficiency.csv``, ``efficiency.md``.
+Outputs: ``accuracy.csv``, ``accuracy.md``, ``efficiency.csv``, ``efficiency.md``, and the plots
+``figure2.png`` (accuracy vs speed-up relative to MetaOptNet, the paper's Figure 2) and
+``device_hours.png`` (accuracy vs device-hours).
 """
 from __future__ import annotations
 
@@ -246,6 +248,10 @@ def make_tables(folder: Path, out_dir: Path | None = None,
                       efficiency.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(out_dir / "accuracy.md", acc_md)
     write_text_atomic(out_dir / "efficiency.md", eff_md)
+    from bench.plots import accuracy_vs_device_hours, figure2
+
+    figure2(efficiency, out_dir / "figure2.png", reference_csv)
+    accuracy_vs_device_hours(efficiency, out_dir / "device_hours.png")
     return acc_md + "\n" + eff_md
 
 

@@ -249,16 +249,30 @@ class EpisodeHeadMethod(FewShotMethod):
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         support, query = joint_task_features(self.task_features, batch.support, batch.query)
-        fitted = self.fit_head(support, batch.support_labels, batch.ways, training=True)
-        logits = self.head_logits(query, fitted)
+        with full_precision(support):
+            fitted = self.fit_head(support.float(), batch.support_labels, batch.ways,
+                                   training=True)
+            logits = self.head_logits(query.float(), fitted)
         return smoothed_cross_entropy(logits, batch.query_labels,
                                       float(self.hparams.get("label_smoothing", 0.0)))
 
     def adapt(self, support: torch.Tensor, support_labels: torch.Tensor) -> Predictor:
-        fitted = self.fit_head(self.task_features(support), support_labels, self.ways,
-                               training=False)
+        features = self.task_features(support)
+        with full_precision(features):
+            fitted = self.fit_head(features.float(), support_labels, self.ways, training=False)
 
         def predictor(query: torch.Tensor) -> torch.Tensor:
-            return self.head_logits(self.task_features(query), fitted)
+            features = self.task_features(query)
+            with full_precision(features):
+                return self.head_logits(features.float(), fitted)
 
         return predictor
+
+
+def full_precision(reference: torch.Tensor) -> torch.autocast:
+    """Autocast off: heads are fitted in float32 (or float64) whatever ``--precision`` is.
+
+    Under ``bf16`` only the backbone runs in bfloat16; the ridge and SVM solves need float32
+    (qpth's LU has no bfloat16 kernel, on the CPU or on CUDA).
+    """
+    return torch.autocast(device_type=reference.device.type, enabled=False)

@@ -400,3 +400,18 @@ def test_protonet_fixed_scale_is_a_buffer_not_a_parameter():
     method = build("protonet", learn_scale=False, scale_init=3.0)
     assert "scale" not in dict(method.named_parameters())
     assert method.scale.item() == 3.0
+
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_heads_run_in_float32_under_bf16_autocast(name):
+    """--precision bf16 autocasts the backbone; the head solves stay float32 (qpth has no
+    bfloat16 LU, on the CPU or on CUDA)."""
+    method = build(name)
+    batch = ClusterImages().batch(tasks=2, ways=3, shots=2, queries=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = method.loss(batch)
+        with torch.no_grad():
+            logits = method.adapt(batch.support, batch.support_labels)(batch.query)
+    assert torch.isfinite(loss) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
