@@ -175,9 +175,9 @@ class DropBlock(nn.Module):
     def extra_repr(self) -> str:
         return f"block_size={self.block_size}"
 
-    def forward(self, x: torch.Tensor, keep_rate: float) -> torch.Tensor:
-        if not self.training or keep_rate >= 1.0:
-            return x
+    def forward(self, x: torch.Tensor, keep_rate: float | torch.Tensor) -> torch.Tensor:
+        if not self.training or (isinstance(keep_rate, float) and keep_rate >= 1.0):
+            return x  # a 0-d tensor keep rate (ResNet12's) yields gamma 0 and an all-ones mask
         mask = self.keep_mask(x, keep_rate)
         scale = mask.numel() / mask.sum().clamp_min(1.0)  # all dropped: output is 0, not NaN
         return x * (mask * scale).to(x.dtype)
@@ -236,14 +236,14 @@ class ResNet12Block(nn.Module):
         self.drop_rate = drop_rate
         self.dropblock = DropBlock(dropblock_size) if dropblock_size is not None else None
 
-    def forward(self, x: torch.Tensor, keep_rate: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep_rate: float | torch.Tensor = 1.0) -> torch.Tensor:
         out = F.leaky_relu(self.bn1(self.conv1(x)), LEAKY_SLOPE)
         out = F.leaky_relu(self.bn2(self.conv2(out)), LEAKY_SLOPE)
         out = self.bn3(self.conv3(out))
         out = self.pool(F.leaky_relu(out + self.shortcut(x), LEAKY_SLOPE))
         return self.regularise(out, keep_rate)
 
-    def regularise(self, out: torch.Tensor, keep_rate: float) -> torch.Tensor:
+    def regularise(self, out: torch.Tensor, keep_rate: float | torch.Tensor) -> torch.Tensor:
         """Dropout (stages 1-2) or DropBlock at ``keep_rate`` (stages 3-4); identity in eval."""
         if self.dropblock is not None:
             return self.dropblock(out, keep_rate)
@@ -288,6 +288,8 @@ class ResNet12(Backbone):
         self.blocks = nn.ModuleList(self._make_blocks())
         self.head = FeatureHead(feature_mode, RESNET12_CHANNELS[-1], pooled_size(image_size))
         self.out_dim = self.head.out_dim
+        self.register_buffer("_keep_rate", torch.ones(()), persistent=False)
+        self._sync_keep_rate()
         _init_resnet12(self)
 
     def _make_blocks(self) -> list[ResNet12Block]:
@@ -303,10 +305,22 @@ class ResNet12(Backbone):
         """DropBlock keep probability at the current ``schedule_step``."""
         return dropblock_keep_rate(self.schedule_step, self.drop_rate, self.ramp_steps)
 
+    def advance_schedule(self, steps: int = 1) -> None:
+        super().advance_schedule(steps)
+        self._sync_keep_rate()
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self._sync_keep_rate()
+
+    def _sync_keep_rate(self) -> None:
+        """Mirror the keep rate into a 0-d buffer. ``forward`` reads the buffer, not the int
+        step, so ``torch.compile`` does not specialise on (and recompile at) every step."""
+        self._keep_rate.fill_(self.keep_rate)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keep_rate = self.keep_rate
         for block in self.blocks:
-            x = block(x, keep_rate)
+            x = block(x, self._keep_rate)
         return self.head(x)
 
 

@@ -51,7 +51,8 @@ def _small_resnet(**kwargs) -> ResNet12:
 def test_resnet12_parameter_count_matches_upstream(resnet84: ResNet12) -> None:
     trainable = sum(p.numel() for p in resnet84.parameters() if p.requires_grad)
     assert trainable == 12_424_320
-    buffers = dict(resnet84.named_buffers())
+    saved = resnet84.state_dict()  # persistent buffers only (not the keep-rate mirror)
+    buffers = {n: b for n, b in resnet84.named_buffers() if n in saved}
     stats = sum(b.numel() for n, b in buffers.items() if not n.endswith("num_batches_tracked"))
     assert stats == 9_472  # running mean + var of 16 BNs
     assert sum(b.numel() for b in buffers.values()) == 9_488  # FACTS.md 1 counts the 16 counters
@@ -331,3 +332,21 @@ def test_factory_returns_the_named_architecture() -> None:
     convs = [m for m in conv.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 4 and all(c.bias is not None for c in convs)
     assert build_backbone("conv4-64").filters == 64
+
+
+def test_compiled_resnet12_does_not_recompile_as_the_ramp_advances() -> None:
+    """The keep rate reaches forward as a 0-d buffer, so torch.compile does not specialise on
+    the optimiser-step count (counted with dynamo's eager backend: no C++ compiler needed)."""
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    model = build_backbone("resnet12", in_channels=1, image_size=28).train()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter)
+    x = torch.randn(2, 1, 28, 28)
+    for _ in range(4):
+        compiled(x)
+        model.advance_schedule(5000)
+    assert model.keep_rate < 1.0
+    assert counter.frame_count == 1
