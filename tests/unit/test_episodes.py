@@ -84,3 +84,11 @@ def test_loader_gathers_the_indexed_images():
     assert batch.support.shape == (4, 10, 1, 4, 4)
     assert torch.equal(batch.support[2, 3, 0, 0, 0], split.images[ep.support[2, 3], 0, 0, 0].float())
     assert batch.n_images == 4 * 25
+
+
+def test_large_splits_are_gathered_on_the_host(monkeypatch):
+    split = _split()
+    monkeypatch.setattr(EpisodeLoader, "RESIDENT_LIMIT_BYTES", 10)
+    loader = EpisodeLoader(split, lambda x: x.float(), "meta")  # a device that is not the CPU
+    assert not loader.resident and loader.images.device.type == "cpu"
+    assert EpisodeLoader(split, lambda x: x.float(), "cpu").resident
