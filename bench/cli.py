@@ -12,6 +12,7 @@ from bench.precision import PRECISIONS
 from bench.registry import UnknownNameError
 
 EXIT_USAGE = 2
+EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved; rerun the same command to resume
 
 
 def _int_list(text: str) -> list[int]:
@@ -22,6 +23,13 @@ def _int_list(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
+
+
+def _slurm_option(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (an sbatch option), got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip().lstrip("-").replace("-", "_"), value.strip()
 
 
 def _name_list(text: str) -> list[str]:
@@ -76,15 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the budget's feature mode")
     run.add_argument("--hparam", type=_hparam, action="append", default=[], metavar="KEY=VALUE",
                      help="override a method hyperparameter (repeatable)")
-    run.add_argument("--force", action="store_true", help="rerun finished results")
+    run.add_argument("--force", action="store_true",
+                     help="rerun finished results too (every run from scratch)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--table", action="store_true",
                      help="print the accuracy and efficiency tables of --out afterwards")
+    _add_survival_arguments(run)
 
     table = sub.add_parser("table", help="turn result files into accuracy and efficiency tables")
     table.add_argument("folder", type=Path, nargs="?", default=Path("results"))
 
     sub.add_parser("list", help="list methods, datasets and budgets")
+
+    speed = sub.add_parser("speed", help="steady-state training throughput of every method vs "
+                                         "its bare backbone, and paper-budget device-hours")
+    from bench import speed as speed_cli
+
+    speed_cli.add_arguments(speed)
 
     data = sub.add_parser("data", help="prepare or verify a dataset's files (prepare/verify)")
     from bench import data_cli
@@ -97,6 +113,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     theory_cli.add_arguments(theory)
     return parser
+
+
+def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
+    """Checkpoints, isolation and launchers (see the README's "Long sweeps" section)."""
+    group = run.add_argument_group(
+        "long sweeps", "Each run is checkpointed every epoch (and on SIGTERM) to "
+        "<out>/checkpoints; rerunning the same command resumes unfinished runs. Several "
+        "`bench run` processes may share one --out. Data-parallel: torchrun "
+        "--nproc_per_node=N -m bench run ...")
+    group.add_argument("--restart", action="store_true",
+                       help="discard the checkpoints of the runs to do and train them from "
+                            "scratch")
+    group.add_argument("--keep-checkpoints", action="store_true",
+                       help="keep each run's checkpoint after its result is written")
+    group.add_argument("--isolate", action="store_true",
+                       help="run each (method, dataset, ways, shots, seed) in its own process: "
+                            "a crash or out-of-memory kill writes one failure record and the "
+                            "sweep goes on")
+    group.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                       help="local (default): run here; slurm: submit one job per run through "
+                            "submitit and return")
+    group.add_argument("--slurm-partition", default=None, help="Slurm partition")
+    group.add_argument("--slurm-time", default="24:00:00",
+                       help="time limit per job (Slurm format: 90, 12:00:00, 2-00:00:00); a "
+                            "job that reaches it is requeued and resumes from its checkpoint")
+    group.add_argument("--slurm-gpus-per-job", type=int, default=1,
+                       help="GPUs per job; more than one trains data-parallel over them")
+    group.add_argument("--slurm-cpus-per-task", type=int, default=None,
+                       help="CPU cores per GPU task (default: the cluster's)")
+    group.add_argument("--slurm-option", type=_slurm_option, action="append", default=[],
+                       metavar="KEY=VALUE",
+                       help="any further sbatch option, e.g. account=proj or qos=long "
+                            "(repeatable)")
 
 
 def cmd_list() -> int:
@@ -122,26 +171,10 @@ def cmd_list() -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner import resolve_device, run_sweep
-    from datasets import DATASETS, DatasetError, load_dataset
-    from methods import METHODS
+def _build_configs(args: argparse.Namespace, methods: list[str], dataset_names: list[str],
+                   hparams: dict) -> list:
+    from dataclasses import replace
 
-    methods = [METHODS.canonical(m) for m in args.methods]
-    dataset_names = [DATASETS.canonical(d) for d in args.dataset]
-    hparams = dict(args.hparam)
-    for method in methods:  # fail before any training on a misspelt hyperparameter
-        METHODS.get(method).resolve_hparams(hparams)
-    device = resolve_device(args.device)
-    datasets = {}
-    for name in dataset_names:
-        root = args.data_root if len(dataset_names) == 1 or args.data_root is None \
-            else args.data_root / name
-        try:
-            datasets[name] = load_dataset(name, root)
-        except DatasetError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_USAGE
     configs = []
     for name in dataset_names:
         for method in methods:
@@ -154,23 +187,163 @@ def cmd_run(args: argparse.Namespace) -> int:
                     if hparams:
                         overrides["hparams"] = {**budget.hparams, **hparams}
                     if overrides:
-                        from dataclasses import replace
-
                         budget = replace(budget, **overrides)
                     configs.append(RunConfig(
                         method=method, dataset=name, ways=args.ways, shots=shots, seed=seed,
                         budget=budget, queries=args.queries, episodes=args.episodes,
                         precision=args.precision, solver=args.solver,
                         compile=args.compile))
+    return configs
+
+
+def _check_launch_flags(args: argparse.Namespace, world_size: int) -> str | None:
+    """What is wrong with the combination of launch flags, if anything."""
+    if world_size > 1 and (args.isolate or args.launcher != "local"):
+        return ("--isolate and --launcher slurm start their own processes; do not combine "
+                "them with torchrun (use --slurm-gpus-per-job for data-parallel Slurm jobs)")
+    if args.isolate and args.launcher == "slurm":
+        return "--launcher slurm already runs every run in a job of its own; drop --isolate"
+    if args.launcher == "slurm" and args.slurm_gpus_per_job < 0:
+        return "--slurm-gpus-per-job must be 0 or more"
+    return None
+
+
+def _check_meta_batches(configs: list, processes: int) -> str | None:
+    """Data-parallel runs need at least one task of each meta-batch per process."""
+    small = [f"{c.key} ({c.budget.meta_batch})" for c in configs
+             if c.budget.meta_batch < processes]
+    if processes <= 1 or not small:
+        return None
+    return (f"{processes} processes per run, but these runs' meta-batches have fewer tasks: "
+            f"{', '.join(small[:8])}{' ...' if len(small) > 8 else ''}; each process needs at "
+            "least one task of every meta-batch. Use fewer GPUs per run for them (a separate "
+            "command), or a larger meta-batch.")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.checkpoint import StorageError, ensure_writable
+    from bench.distributed import DistributedSetupError, environment_world_size
+    from bench.launch import SweepStopped
+    from bench.runner import Preempted, preflight_checkpoints, resolve_device
+    from datasets import DATASETS, DatasetError, load_dataset
+    from methods import METHODS
+
+    methods = [METHODS.canonical(m) for m in args.methods]
+    dataset_names = [DATASETS.canonical(d) for d in args.dataset]
+    hparams = dict(args.hparam)
+    for method in methods:  # fail before any training on a misspelt hyperparameter
+        METHODS.get(method).resolve_hparams(hparams)
+    world_size = environment_world_size()
+    problem = _check_launch_flags(args, world_size)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if world_size == 1 and args.launcher == "local":
+        resolve_device(args.device)  # fail early on a missing GPU
+    datasets, roots = {}, {}
+    for name in dataset_names:
+        roots[name] = args.data_root if len(dataset_names) == 1 or args.data_root is None \
+            else args.data_root / name
+        try:
+            datasets[name] = load_dataset(name, roots[name])
+        except DatasetError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+    configs = _build_configs(args, methods, dataset_names, hparams)
+    processes = args.slurm_gpus_per_job if args.launcher == "slurm" else world_size
+    problem = _check_meta_batches(configs, processes)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        ensure_writable(args.out)
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not (args.restart or args.force):
+        problems = preflight_checkpoints(configs, datasets, args.out, world_size)
+        if problems:
+            for line in problems:
+                print(f"error: {line}", file=sys.stderr)
+            return EXIT_USAGE
     started = time.perf_counter()
-    summary = run_sweep(configs, datasets, device, args.out, force=args.force,
-                        progress=not args.no_progress)
-    print(f"{len(summary.finished)} finished, {len(summary.skipped)} skipped, "
-          f"{len(summary.failed)} failed in {time.perf_counter() - started:.0f} s; "
-          f"results in {args.out}/runs")
-    if args.table:
-        cmd_table(args.out)
+    try:
+        if args.launcher == "slurm":
+            return _submit_slurm(args, configs, roots)
+        summary, is_main = _run_here(args, configs, datasets, roots)
+    except Preempted as stop:
+        print(f"pre-empted: {stop}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except (StorageError, SweepStopped, DistributedSetupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if is_main:
+        busy = f", {len(summary.busy)} run elsewhere" if summary.busy else ""
+        print(f"{len(summary.finished)} finished, {len(summary.skipped)} skipped, "
+              f"{len(summary.failed)} failed{busy} in {time.perf_counter() - started:.0f} s; "
+              f"results in {args.out}/runs")
+        if args.table:
+            cmd_table(args.out)
     return 1 if summary.failed else 0
+
+
+def _jobs(args: argparse.Namespace, configs: list, roots: dict) -> list:
+    from bench.launch import RunJob
+
+    return [RunJob(config=c.to_dict(), out=str(args.out),
+                   data_root=str(roots[c.dataset]) if roots[c.dataset] is not None else None,
+                   device=args.device, force=args.force, restart=args.restart,
+                   keep_checkpoints=args.keep_checkpoints, progress=not args.no_progress)
+            for c in configs]
+
+
+def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: dict):
+    """The sweep on this machine: in this process (data-parallel under torchrun) or, with
+    --isolate, each run in a child process. Returns (summary, whether this is rank 0)."""
+    from bench.distributed import init_from_environment, shutdown
+    from bench.launch import run_isolated
+    from bench.runner import CheckpointPolicy, resolve_device, run_sweep
+
+    if args.isolate:
+        return run_isolated(_jobs(args, configs, roots), args.out), True
+    parallel, device_name = init_from_environment(args.device)
+    try:
+        summary = run_sweep(configs, datasets, resolve_device(device_name), args.out,
+                            force=args.force, progress=not args.no_progress,
+                            checkpoints=CheckpointPolicy(True, args.restart,
+                                                         args.keep_checkpoints),
+                            parallel=parallel)
+    finally:
+        shutdown(parallel)
+    return summary, parallel.is_main
+
+
+def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict) -> int:
+    from bench.launch import SlurmOptions, parse_slurm_time, pending_jobs, submit
+
+    options = SlurmOptions(partition=args.slurm_partition,
+                           time_min=parse_slurm_time(args.slurm_time),
+                           gpus_per_job=args.slurm_gpus_per_job,
+                           cpus_per_task=args.slurm_cpus_per_task,
+                           extra=dict(args.slurm_option))
+    todo, notes = pending_jobs(_jobs(args, configs, roots), args.out)
+    for line in notes:
+        print(line)
+    if not todo:
+        print("nothing to submit")
+        return 0
+    try:
+        jobs = submit(todo, options, args.out / "slurm")
+    except RuntimeError as error:  # submitit: no sbatch/srun here
+        print(f"error: cannot submit Slurm jobs from this machine ({error}); run the command "
+              "on a Slurm login node, or use --launcher local", file=sys.stderr)
+        return EXIT_USAGE
+    ids = ", ".join(job.job_id for job in jobs[:5]) + (" ..." if len(jobs) > 5 else "")
+    print(f"submitted {len(jobs)} Slurm job(s) ({ids}), {options.gpus_per_job} GPU(s) and "
+          f"{options.time_min} min each; logs in {args.out}/slurm. Timed-out or pre-empted "
+          "jobs are requeued and resume from their checkpoints; rerun this command to "
+          f"resubmit failed ones, and `python -m bench table {args.out}` for the tables.")
+    return 0
 
 
 def cmd_table(folder: Path) -> int:
@@ -195,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "table":
             return cmd_table(args.folder)
+        if args.command == "speed":
+            from bench import speed as speed_cli
+
+            return speed_cli.run(args)
         if args.command == "data":
             from bench import data_cli
 

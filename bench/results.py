@@ -33,6 +33,9 @@ class Timings(TypedDict):
     device_hours_unit: str  # "GPU-hours" or "CPU-hours"
     first_step_seconds: float  # the first step alone (warm-up, torch.compile); in train_seconds
     validation_seconds: float  # excluded from device-hours
+    checkpoint_seconds: float  # writing checkpoints, excluded from device-hours
+    resume_seconds: float  # loading checkpoints on resume, excluded from device-hours
+    resumes: int  # how many times the run was resumed from a checkpoint
     eval_seconds: float  # final test evaluation, excluded from device-hours
     peak_memory_bytes: int | None  # peak device memory during training (CUDA only)
     steps: int  # optimiser steps taken
@@ -93,6 +96,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=1, allow_nan=True)
             handle.write("\n")
@@ -108,6 +112,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)

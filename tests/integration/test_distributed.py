@@ -1,0 +1,200 @@
+"""Data-parallel training on the CPU with two gloo processes equals one process with the same
+global meta-batch: every method's optimiser steps (per-task meta-gradients, synchronised and
+task-local batch norm, uneven shards), and ``torchrun ... -m bench run`` end to end."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from bench.config import RunConfig, resolve_budget
+from bench.distributed import SINGLE, Parallel, prepare_method
+from bench.runner import build_method, build_optimizer, parallel_train_step
+from datasets.augment import Normalizer
+from datasets.base import ClassSplit, FewShotDataset
+from datasets.episodes import EpisodeLoader, EpisodeSampler
+
+REPO = Path(__file__).resolve().parents[2]
+METHODS = ("mtl", "anil", "maml", "protonet", "r2d2", "metaoptnet")
+META_BATCH = 3  # two processes: shards of 2 and 1 tasks (uneven on purpose)
+STEPS = 2
+
+
+def tiny_dataset() -> FewShotDataset:
+    g = torch.Generator().manual_seed(0)
+
+    def split(name: str, first: int) -> ClassSplit:
+        labels = torch.arange(8).repeat_interleave(8)
+        images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g)
+        return ClassSplit(name, images, labels, tuple(f"{name}{first + c}" for c in range(8)))
+
+    return FewShotDataset("tiny", split("train", 0), split("val", 100), split("test", 200),
+                          mean=(0.5,), std=(0.25,))
+
+
+def train_steps(method_name: str, parallel: Parallel) -> dict[str, torch.Tensor]:
+    """``STEPS`` optimiser steps of ``method_name`` (conv4-32, MAML/ANIL second order with 2
+    inner steps) from seed 0; returns the state dict and the losses.
+
+    SGD, not Adam: Conv4's conv bias feeds batch norm, which removes it, so its gradient is
+    rounding noise; Adam would scale that noise to full-size steps, different for any
+    summation order, while SGD keeps it at rounding size."""
+    dataset = tiny_dataset()
+    budget = resolve_budget("smoke", method_name, "glyphs", 1)
+    hparams = {"maml": {"train_steps": 2}, "anil": {"train_steps": 2},
+               # qpth stops its interior-point iterations for a whole batch of QPs at once, so
+               # a task's SVM depends (to the solver's tolerance) on which tasks share its
+               # solve; solved to convergence in float64 it does not.
+               "metaoptnet": {"double_precision": True, "train_max_iter": 40}
+               }.get(method_name, {})
+    config = RunConfig(method_name, "tiny", 5, 1, 0,
+                       replace(budget, meta_batch=META_BATCH, optimizer="sgd", lr=0.1,
+                               hparams=hparams))
+    torch.manual_seed(0)
+    method = build_method(config, dataset)
+    prepare_method(method, parallel)
+    optimizer = build_optimizer(config.budget, method.parameters())
+    loader = EpisodeLoader(dataset.train, Normalizer(dataset.mean, dataset.std), "cpu")
+    sampler = EpisodeSampler(dataset.train, 5, budget.train_shots, budget.train_queries, 7)
+    method.train()
+    losses = [parallel_train_step(method, optimizer, loader, sampler, META_BATCH,
+                                  parallel=parallel).loss for _ in range(STEPS)]
+    state = {k: v.detach().clone() if torch.is_tensor(v) else v
+             for k, v in method.state_dict().items()}
+    state["losses"] = torch.tensor(losses)
+    return state
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
+                                         rank=rank, world_size=world)
+    try:
+        states = {name: train_steps(name, Parallel(rank, world, rank)) for name in METHODS}
+        torch.save(states, f"{out}.rank{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_process_states(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ddp") / "states")
+    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    return [torch.load(f"{out}.rank{r}", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.parametrize("method_name", METHODS)
+def test_two_processes_take_the_steps_one_process_takes(method_name, two_process_states):
+    single = train_steps(method_name, SINGLE)
+    rank0, rank1 = (states[method_name] for states in two_process_states)
+    for key, value in single.items():
+        if not torch.is_tensor(value):  # DropBlock's step counter (extra state)
+            assert rank0[key] == rank1[key] == value, key
+            continue
+        assert torch.equal(rank0[key], rank1[key]), f"{key} differs between the ranks"
+        if key.endswith("num_batches_tracked"):
+            assert torch.equal(rank0[key], value), key
+            continue
+        torch.testing.assert_close(rank0[key], value, rtol=2e-4, atol=2e-5, msg=key)
+
+
+def _bench(*args: object, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, *prefix, "-m", "bench", *map(str, args)]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
+RUN = ("run", "--methods", "mtl", "--dataset", "glyphs", "--shots", "1", "--budget", "smoke",
+       "--episodes", "20", "--device", "cpu", "--no-progress", "--keep-checkpoints")
+KEY = "mtl_glyphs_5w1s_smoke_seed0"
+# The real CLI, but every process sends itself a signal when its training step N starts.
+INTERRUPTED = """
+import os, signal, sys
+import bench.runner as runner
+step, sig = int(sys.argv[1]), getattr(signal, sys.argv[2])
+original, calls = runner.parallel_train_step, [0]
+def interrupted(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == step:
+        os.kill(os.getpid(), sig)
+    return original(*args, **kwargs)
+runner.parallel_train_step = interrupted
+from bench.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _outputs(out: Path) -> tuple[dict, dict]:
+    result = json.loads((out / "runs" / f"{KEY}.json").read_text())
+    return result, torch.load(out / "checkpoints" / f"{KEY}.pt")
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp-run")
+    _bench(*RUN, "--out", out, prefix=TORCHRUN)
+    return _outputs(out)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_process_end_to_end(tmp_path, two_process_run):
+    _bench(*RUN, "--out", tmp_path / "one")
+    (one, one_final), (two, two_final) = _outputs(tmp_path / "one"), two_process_run
+    assert two["provenance"]["device_count"] == 2
+    assert two["timings"]["device_hours"] == pytest.approx(
+        two["timings"]["train_seconds"] * 2 / 3600)
+    assert two["timings"]["steps"] == one["timings"]["steps"] == 10
+    assert two["timings"]["images_seen"] == one["timings"]["images_seen"]
+    assert two["episode_hash"] == one["episode_hash"]
+    assert two["selection"]["best_epoch"] == one["selection"]["best_epoch"]
+    assert two["selection"]["val_curve"] == pytest.approx(one["selection"]["val_curve"],
+                                                          abs=0.5)
+    a, b = (torch.tensor(r["test"]["unified"]["accuracies"]) for r in (one, two))
+    assert (a == b).float().mean() >= 0.9 and abs(a.mean() - b.mean()) <= 1.0
+    # Conv and batch-norm weights (Adam turns the conv biases' rounding-noise gradients into
+    # full steps, see train_steps, so those are not compared).
+    for name, value in one_final["best"]["state"].items():
+        if torch.is_tensor(value) and value.is_floating_point() and "blocks" in name \
+                and name.endswith(".weight"):
+            torch.testing.assert_close(two_final["best"]["state"][name], value, rtol=1e-3,
+                                       atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_a_two_process_run_stopped_by_sigterm_resumes_to_the_same_result(tmp_path,
+                                                                         two_process_run):
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    stopped = subprocess.run([sys.executable, *TORCHRUN, str(script), "8", "SIGTERM", *RUN,
+                              "--out", str(out)], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert stopped.returncode != 0 and "stopped by SIGTERM" in stopped.stderr
+    saved = torch.load(out / "checkpoints" / f"{KEY}.pt")
+    assert saved["world_size"] == 2 and len(saved["rng"]) == 2
+    assert saved["progress"]["epochs"] == 1 and saved["progress"]["step_in_epoch"] > 0
+    _bench(*RUN, "--out", out, prefix=TORCHRUN)
+    (result, final), (reference, reference_final) = _outputs(out), two_process_run
+    assert result["timings"]["resumes"] == 1
+    assert result["test"]["unified"]["accuracies"] == reference["test"]["unified"]["accuracies"]
+    assert result["selection"] == reference["selection"]
+    for name, value in reference_final["model"].items():
+        if torch.is_tensor(value):
+            assert torch.equal(final["model"][name], value), name
