@@ -123,8 +123,14 @@ def init_from_environment(device_name: str) -> tuple[Parallel, str]:
 
 
 def shutdown(parallel: Parallel) -> None:
+    """Tear the process group down together: without the barrier a rank that finishes first
+    can destroy gloo's pairs while another still uses them, and that rank aborts at exit
+    ("terminate called without an active exception", seen in CI)."""
     if parallel.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -19,6 +19,7 @@ from bench.runner import build_method, build_optimizer, parallel_train_step
 from datasets.augment import Normalizer
 from datasets.base import ClassSplit, FewShotDataset
 from datasets.episodes import EpisodeLoader, EpisodeSampler
+from interrupted_cli import INTERRUPTED, KEY, RUN  # beside this file (pytest puts it on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = ("mtl", "anil", "maml", "protonet", "r2d2", "metaoptnet")
@@ -120,24 +121,6 @@ def _bench(*args: object, prefix: tuple[str, ...] = ()) -> subprocess.CompletedP
 
 
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
-RUN = ("run", "--methods", "mtl", "--dataset", "glyphs", "--shots", "1", "--budget", "smoke",
-       "--episodes", "20", "--device", "cpu", "--no-progress", "--keep-checkpoints")
-KEY = "mtl_glyphs_5w1s_smoke_seed0"
-# The real CLI, but every process sends itself a signal when its training step N starts.
-INTERRUPTED = """
-import os, signal, sys
-import bench.runner as runner
-step, sig = int(sys.argv[1]), getattr(signal, sys.argv[2])
-original, calls = runner.parallel_train_step, [0]
-def interrupted(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == step:
-        os.kill(os.getpid(), sig)
-    return original(*args, **kwargs)
-runner.parallel_train_step = interrupted
-from bench.cli import main
-sys.exit(main(sys.argv[3:]))
-"""
 
 
 def _outputs(out: Path) -> tuple[dict, dict]:

@@ -22,27 +22,9 @@ from bench.results import read_result, result_path
 from bench.runner import CheckpointPolicy, preflight_checkpoints, run_sweep
 from datasets import load_dataset
 from datasets.base import ClassSplit, FewShotDataset
+from interrupted_cli import INTERRUPTED, KEY, RUN  # beside this file (pytest puts it on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
-KEY = "mtl_glyphs_5w1s_smoke_seed0"
-RUN = ("run", "--methods", "mtl", "--dataset", "glyphs", "--shots", "1", "--budget", "smoke",
-       "--episodes", "20", "--device", "cpu", "--no-progress", "--keep-checkpoints")
-
-# Runs the real CLI, but sends this process a signal when training step N starts.
-INTERRUPTED = """
-import os, signal, sys
-import bench.runner as runner
-step, sig = int(sys.argv[1]), getattr(signal, sys.argv[2])
-original, calls = runner.parallel_train_step, [0]
-def interrupted(*args, **kwargs):
-    calls[0] += 1
-    if calls[0] == step:
-        os.kill(os.getpid(), sig)
-    return original(*args, **kwargs)
-runner.parallel_train_step = interrupted
-from bench.cli import main
-sys.exit(main(sys.argv[3:]))
-"""
 
 
 def _env() -> dict:
