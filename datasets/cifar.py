@@ -37,7 +37,7 @@ from datasets import DatasetInfo, register_dataset
 from datasets.base import DatasetError, FewShotDataset
 from datasets.cache import (DatasetSpec, Located, Log, Sink, SplitSet, SplitSource, load_files,
                             register_spec, relabel_by_name, split_from_array)
-from datasets.readers import Layout, decode_image, find_layout, load_pickle
+from datasets.readers import Layout, decode_image, find_layout, load_pickle, load_pickled_dict
 
 __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "CIFAR_FS_SPEC", "FC100_SPEC", "cifar100_classes",
@@ -122,11 +122,7 @@ def _membership_problem(dataset: str, split: str, names: set[str]) -> str | None
 # ----------------------------------------------------------------------------------- pickles
 
 def _read_pickled_split(path: Path, title: str) -> tuple[np.ndarray, np.ndarray]:
-    data = load_pickle(path, f"a {title} pickle")
-    if not isinstance(data, dict) or "data" not in data or "labels" not in data:
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise DatasetError(f"{path} is a pickle but not a {title} file: expected keys 'data' "
-                           f"and 'labels', found {keys}")
+    data = load_pickled_dict(path, ("data", "labels"), f"a {title} pickle", f"a {title} file")
     images = np.asarray(data["data"])
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DatasetError(f"{path}: expected uint8 images N x 32 x 32 x 3, got {images.dtype} "

@@ -27,7 +27,7 @@ from datasets import DatasetInfo, register_dataset
 from datasets.base import DatasetError, FewShotDataset
 from datasets.cache import (DatasetSpec, Located, SplitSet, SplitSource, load_files,
                             register_spec, relabel_by_name, split_from_array)
-from datasets.readers import Layout, find_layout, load_pickle
+from datasets.readers import Layout, find_layout, load_pickled_dict
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SPEC", "load", "load_mini_imagenet", "locate"]
 
@@ -54,11 +54,9 @@ WHERE_TO_GET = (
 
 def _l2l_split(path: Path, split: str) -> SplitSource:
     """A learn2learn ``mini-imagenet-cache-*.pkl``: labels follow the sorted class names."""
-    data = load_pickle(path, "a learn2learn mini-ImageNet cache pickle")
-    if not isinstance(data, dict) or "image_data" not in data or "class_dict" not in data:
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise DatasetError(f"{path} is a pickle but not a learn2learn mini-ImageNet cache: "
-                           f"expected keys 'image_data' and 'class_dict', found {keys}")
+    data = load_pickled_dict(path, ("image_data", "class_dict"),
+                             "a learn2learn mini-ImageNet cache pickle",
+                             "a learn2learn mini-ImageNet cache")
     images = _uint8_images(data["image_data"], path)
     labels = np.full(len(images), -1, dtype=np.int64)
     class_dict: dict[str, Any] = data["class_dict"]
@@ -77,11 +75,8 @@ def _l2l_split(path: Path, split: str) -> SplitSource:
 
 def _gidaris_split(path: Path, split: str) -> SplitSource:
     """A Gidaris/MetaOptNet ``miniImageNet_category_split_*.pickle``."""
-    data = load_pickle(path, "a MetaOptNet mini-ImageNet pickle")
-    if not isinstance(data, dict) or "data" not in data or "labels" not in data:
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise DatasetError(f"{path} is a pickle but not a MetaOptNet mini-ImageNet file: "
-                           f"expected keys 'data' and 'labels', found {keys}")
+    data = load_pickled_dict(path, ("data", "labels"), "a MetaOptNet mini-ImageNet pickle",
+                             "a MetaOptNet mini-ImageNet file")
     images = _uint8_images(data["data"], path)
     raw = np.asarray(data["labels"], dtype=np.int64)
     named = {int(v): str(k) for k, v in dict(data.get("catname2label") or {}).items()}

@@ -194,6 +194,18 @@ _PICKLE_ERRORS = (_WrongContent, pickle.UnpicklingError, EOFError, ValueError, T
                   ImportError, MemoryError)
 
 
+def load_pickled_dict(path: Path, keys: tuple[str, ...], expected: str, kind: str) -> dict:
+    """:func:`load_pickle`, then require a dict holding ``keys``; ``kind`` names the format in
+    the error ("a MetaOptNet mini-ImageNet file")."""
+    data = load_pickle(path, expected)
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        wanted = " and ".join(repr(k) for k in keys)
+        raise DatasetError(f"{path} is a pickle but not {kind}: expected keys {wanted}, "
+                           f"found {found}")
+    return data
+
+
 def load_pickle(path: Path, expected: str = "a pickle") -> Any:
     """Unpickle ``path`` (latin1 for Python 2 pickles) with clear errors for bad files."""
     path = Path(path)
