@@ -15,11 +15,13 @@ from bench.cost_curves import (CURVE_KEY, CURVE_OPTIONAL, CURVE_REQUIRED,
                                TIME_TO_ACCURACY_COLUMNS, CurveError, CurvePoint, curve_hours,
                                time_to_accuracy, time_to_accuracy_csv,
                                time_to_accuracy_markdown, validate_curve)
+from bench.curve_plots import curve_figure_name, plot_learning_curves
 from bench.table import load_results
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PAIRED = FIXTURES / "paired"
 GOLDEN = PAIRED / "golden"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def curve(seconds_per_epoch, accuracies, val_seconds=600.0, test=None):
@@ -259,6 +261,51 @@ def test_curve_hours_and_options():
         time_to_accuracy([], ["slow"], metric="loss")
 
 
+# --- the figure --------------------------------------------------------------------------------
+
+def _is_png(path: Path) -> bool:
+    data = path.read_bytes()
+    return len(data) > 1000 and data.startswith(PNG_SIGNATURE)
+
+
+def test_one_figure_per_dataset_ways_and_shots(tmp_path):
+    written = plot_learning_curves(load_results(PAIRED), tmp_path / "figs", targets={"maml"})
+    names = sorted(p.name for p in written)
+    assert names == ["learning_curves_glyphs_5w1s.png", "learning_curves_glyphs_5w5s.png"]
+    assert all(_is_png(p) for p in written)
+    assert sorted(os.listdir(tmp_path / "figs")) == names  # no temporary file left
+
+
+def _png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # IHDR width
+
+
+def test_figure_with_cpu_and_gpu_panels_and_test_curves(tmp_path):
+    slow = curve(HOUR, [50, 60, 70, 72, 71], test={2: 58, 4: 70})
+    fast = curve(HOUR / 4, [55, 65, 72.5, 73, 74, 74], test={2: 63, 4: 71, 6: 72})
+    results = [run("slow", 0, slow), run("fast", 0, fast),
+               run("fast", 1, fast, device="cpu", unit="CPU-hours")]
+    written = plot_learning_curves(results, tmp_path, targets=["slow"], metric="test_accuracy")
+    assert [p.name for p in written] == ["learning_curves_data_5w5s_test.png"]
+    assert _is_png(written[0])
+    one_panel = plot_learning_curves(results[:2], tmp_path / "one", metric="test_accuracy")
+    assert _png_width(written[0]) > 1.8 * _png_width(one_panel[0])  # GPU and CPU panels
+
+
+def test_no_curves_no_figure(tmp_path):
+    messages: list[str] = []
+    no_curve = run("fast", 0, None)
+    no_curve.pop(CURVE_KEY)
+    assert plot_learning_curves([no_curve], tmp_path, warn=messages.append) == []
+    assert len(messages) == 1 and "no finished run has a validation learning curve" in \
+        messages[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_figure_name_is_safe():
+    assert curve_figure_name("my data/set", 5, 1) == "learning_curves_my-data-set_5w1s.png"
+
+
 # --- no method or dataset names in the new bench modules (the project's rule) ----------------
 
 def test_new_modules_name_no_method_or_dataset():
@@ -270,7 +317,7 @@ def test_new_modules_name_no_method_or_dataset():
         names.update(registry.names())
         names.update(getattr(registry, "_aliases", {}))
     bench = Path(__file__).resolve().parents[2] / "bench"
-    for module in ("cells.py", "compare.py", "cost_curves.py"):
+    for module in ("cells.py", "compare.py", "cost_curves.py", "curve_plots.py"):
         text = (bench / module).read_text().lower()
         hits = [n for n in names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)]
         assert not hits, f"bench/{module} names {hits}"
