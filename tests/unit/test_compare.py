@@ -249,6 +249,15 @@ def test_a_cell_without_the_baseline_says_so(paired_results):
     assert set(anil["shots"]) == {5}
 
 
+def test_a_cell_whose_baseline_runs_all_failed_says_so(paired_results):
+    results = copy.deepcopy(paired_results)
+    for r in results:
+        if r["config"]["method"] == "mtl":
+            r["status"], r["error"] = "failed", "fixture failure"
+    frame = paired_comparisons(results, baseline="mtl")
+    assert set(frame[frame["shots"] == 1]["note"]) == {"every mtl run in this cell failed"}
+
+
 def test_the_baseline_is_an_argument_and_names_are_displayed(paired_results):
     names = {"mtl": "MTL", "r2d2": "R2D2"}
     frame = paired_comparisons(paired_results, baseline="r2d2",
