@@ -194,6 +194,11 @@ def _validation_shots(run: Mapping[str, Any]) -> Any:
     return val_shots if val_shots is not None else run["config"].get("shots")
 
 
+def _validation_episodes(run: Mapping[str, Any]) -> Any:
+    budget = run["config"].get("budget", {})
+    return budget.get("val_episodes") if isinstance(budget, Mapping) else None
+
+
 def _device(run: Mapping[str, Any]) -> tuple[str, int]:
     return str(run.get("provenance", {}).get("device", "?")), device_count(run)
 
@@ -204,7 +209,8 @@ def unit_of(run: Mapping[str, Any]) -> str:
 
 
 def _usable_seeds(arm: Arm, target: Arm, metric: str, method_name: str,
-                  target_name: str) -> tuple[list[int], list[str]]:
+                  target_name: str) -> tuple[list[int], list[str], list[str]]:
+    """(paired seeds, notes on the seeds left out, notes on the paired ones)."""
     notes: list[str] = []
     for side, mine, other in ((target_name, arm, target), (method_name, target, arm)):
         only = set(mine.runs) - set(other.runs)
@@ -228,7 +234,13 @@ def _usable_seeds(arm: Arm, target: Arm, metric: str, method_name: str,
                          f"{_validation_shots(t)}-shot episodes, accuracies not comparable")
         else:
             seeds.append(seed)
-    return seeds, notes
+    counts = {(_validation_episodes(arm.runs[s]), _validation_episodes(target.runs[s]))
+              for s in seeds} if metric == "val_accuracy" else set()
+    caveats = []
+    for mine, theirs in sorted(c for c in counts if c[0] != c[1]):
+        caveats.append(f"validated on {mine} vs {theirs} episodes (the best of the noisier "
+                     "curve is biased upward more)")
+    return seeds, notes, caveats
 
 
 def _nan_row() -> dict[str, Any]:
@@ -319,7 +331,7 @@ def time_to_accuracy(results: Iterable[Mapping[str, Any]],
 def _row(cell: Cell, arm: Arm, target: Arm, clock: str, metric: str,
          display: Callable[[str], str]) -> dict[str, Any]:
     method_name, target_name = display(arm.method), display(target.method)
-    seeds, notes = _usable_seeds(arm, target, metric, method_name, target_name)
+    seeds, notes, caveats = _usable_seeds(arm, target, metric, method_name, target_name)
     any_run = next(iter(target.runs.values()))
     row = {**cell.columns(), "method": method_name, "variant": arm.variant,
            "target": target_name, "target_variant": target.variant, "metric": metric,
@@ -331,9 +343,9 @@ def _row(cell: Cell, arm: Arm, target: Arm, clock: str, metric: str,
     measured, more = _measure(arm, target, seeds, clock, metric)
     row.update(measured)
     row["unit"] = unit_of(target.runs[seeds[0]])
-    if notes:
+    if notes:  # some seed was left out: say which were used
         notes.insert(0, f"seed{'s' if len(seeds) > 1 else ''} {seeds_text(seeds)} only")
-    row["note"] = "; ".join(notes + more)
+    row["note"] = "; ".join(notes + caveats + more)
     return row
 
 
@@ -356,7 +368,9 @@ def time_to_accuracy_footer(clock: str = "train", metric: str = "val_accuracy") 
         "epoch of the first reach (later epochs excluded). Over several seeds: seed s of the "
         "method against seed s of the target, hours averaged over the paired seeds, speed-up "
         "= ratio of the mean hours (per-seed range in the CSV). Only runs on the same device "
-        "and device count are compared.")
+        "and device count are compared. A curve's best is its maximum, which validation noise "
+        "biases upward (more so with fewer validation episodes): read small differences in "
+        "speed-up with that in mind.")
 
 
 def _hours(value: float) -> str:

@@ -182,6 +182,13 @@ def test_incomparable_runs_are_not_compared():
     row = _row(time_to_accuracy(other_shots, ["slow"]), "fast", "slow")
     assert row["note"] == ("seed 0: validated on 1-shot vs 5-shot episodes, accuracies not "
                            "comparable")
+    fewer_episodes = [run("slow", 0, SLOW_0), run("fast", 0, FAST_0)]
+    fewer_episodes[1]["config"]["budget"]["val_episodes"] = 400
+    fewer_episodes[0]["config"]["budget"]["val_episodes"] = 2000
+    row = _row(time_to_accuracy(fewer_episodes, ["slow"]), "fast", "slow")
+    assert row["speedup"] == pytest.approx(4.0 / 0.75)  # compared, with a warning
+    assert row["note"] == ("validated on 400 vs 2000 episodes (the best of the noisier curve "
+                           "is biased upward more)")
     no_curve = [run("slow", 0, SLOW_0), run("fast", 0, None)]
     no_curve[1].pop(CURVE_KEY)
     row = _row(time_to_accuracy(no_curve, ["slow"]), "fast", "slow")
