@@ -309,10 +309,11 @@ def comparison_footer(margin: float = DEFAULT_MARGIN) -> str:
         "training randomness). Two or more seeds: mean of the per-seed mean differences with "
         "a t-based 95% CI over seeds (df = seeds - 1). p: two-sided t-test of no difference, "
         f"over the same units as the CI. Verdict, with equivalence margin {m} point(s), by two "
-        f"one-sided tests (TOST) at 5%: equivalent when the 90% CI lies inside (-{m}, +{m}); otherwise better "
-        "or worse when the 95% CI excludes 0; otherwise inconclusive. Equivalence is decided "
-        "first: a significant difference inside the margin is reported as equivalent, with "
-        "its direction noted, because the margin declares differences that small immaterial.")
+        f"one-sided tests (TOST) at 5%: equivalent when the 90% CI lies inside (-{m}, +{m}); "
+        "otherwise better or worse when the 95% CI excludes 0; otherwise inconclusive. "
+        "Equivalence is decided first: a significant difference inside the margin is "
+        "reported as equivalent, with its direction noted, because the margin declares "
+        "differences that small immaterial.")
 
 
 def _fmt(value: float, spec: str = "+.2f") -> str:
