@@ -187,8 +187,8 @@ def _print_summary(summary: pd.DataFrame, validation: pd.DataFrame | None,
         table = format_table(summary, sweep, x_key)
         if table:
             print(f"\n[{sweep}]\n{table}")
-    print(f"\nLargest relative change of F_ANIL (Lemma 1, t = infinity) across the training "
-          f"lambda*tau sweep: {invariance:.3e} (the cancellation predicts 0)")
+    print(f"\nLargest relative change of F_ANIL (t = infinity, eq. (61) and verbatim forms) "
+          f"across the training lambda*tau sweep: {invariance:.3e} (the cancellation predicts 0)")
     if validation is not None and not validation.empty:
         print("\nAnalytic vs empirical kernels, relative Frobenius error "
               "(mean of draws | median single draw):")

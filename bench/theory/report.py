@@ -31,13 +31,16 @@ tasks; ``diff_std_seeds``: standard deviation of those seed means (the spread dr
 figure); ``diff_std_tasks``: standard deviation over all test tasks pooled."""
 
 VARIANT_LABELS = {
-    "printed": "kernel: Lemma 1 as printed ($t=\\infty$)",
-    "eq61": "kernel: $\\Phi'_{ANIL}$ of eq. (61) ($t=\\infty$)",
+    "eq61": "kernel: eq. (61), $\\Theta - K$ in $\\Phi'_{ANIL}$ ($t=\\infty$)",
+    "printed": "kernel: Lemma 1 verbatim, $\\Theta$ in $\\Phi'_{ANIL}$ ($t=\\infty$)",
     "eq61-finite-t": "kernel: eq. (61) at the trained nets' $\\eta t$ (Lemma 2)",
 }
+"""Legend labels in ``KERNEL_VARIANTS`` order: the eq. (61) form leads, the printed Lemma 1 is
+the verbatim variant. The CSV files keep the variant names ``eq61``, ``printed``,
+``eq61-finite-t`` and ``trained``."""
 VARIANT_STYLES = {
-    "printed": dict(color="C0", linestyle="-"),
-    "eq61": dict(color="C1", linestyle="--"),
+    "eq61": dict(color="C0", linestyle="-"),
+    "printed": dict(color="C1", linestyle="--"),
     "eq61-finite-t": dict(color="C2", linestyle=":"),
 }
 PANELS = (
@@ -194,9 +197,7 @@ def format_table(summary: pd.DataFrame, sweep: str, x_key: str, x_values: Sequen
     selected = summary[summary["sweep"] == sweep]
     if selected.empty:
         return ""
-    curves = []
-    for (source, variant, width), _ in selected.groupby(["source", "variant", "width"], sort=False):
-        curves.append((source, variant, width))
+    curves = curve_order(selected)
     header = [x_key] + [
         (VARIANT_KEY_SHORT.get(variant, variant) if source == "kernel" else f"trained w={width}")
         for source, variant, width in curves
@@ -222,7 +223,20 @@ def format_table(summary: pd.DataFrame, sweep: str, x_key: str, x_values: Sequen
 
 
 VARIANT_KEY_SHORT = {
-    "printed": "kernel printed",
     "eq61": "kernel eq61",
+    "printed": "verbatim (printed)",
     "eq61-finite-t": "kernel eq61 finite-t",
 }
+
+
+def curve_order(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """The ``(source, variant, width)`` curves present in ``frame``, the lead curve first:
+    kernel curves in ``KERNEL_VARIANTS`` order, then trained networks by width."""
+    curves = frame[["source", "variant", "width"]].drop_duplicates().itertuples(index=False)
+    rank = {variant: index for index, variant in enumerate(KERNEL_VARIANTS)}
+
+    def key(curve: tuple[str, str, int]) -> tuple[int, int, str, int]:
+        source, variant, width = curve
+        return (source != "kernel", rank.get(variant, len(rank)), variant, int(width))
+
+    return sorted((tuple(curve) for curve in curves), key=key)

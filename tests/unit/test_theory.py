@@ -19,7 +19,7 @@ from bench.theory.network import (
     empirical_kernels, empirical_ntk, empirical_ntk_products, forward, head_output, init_params,
 )
 from bench.theory.report import atomic_write_text, rows_frame, summarize
-from bench.theory.sweeps import SweepGrid, all_points, kernel_seed
+from bench.theory.sweeps import KERNEL_VARIANTS, SweepGrid, all_points, kernel_seed
 from bench.theory.tasks import ProblemConfig, make_tasks
 from bench.theory.trained import (
     TrainConfig, adapt_head, adapted_residual, query_predictions, train_anil, train_mtl,
@@ -211,6 +211,14 @@ def test_full_fine_tuning_time_makes_g_the_nngp_regression():
     assert torch.allclose(g, regression.squeeze(-1), rtol=1e-8)
 
 
+def test_eq61_is_the_default_form_and_the_lead_curve():
+    kern, tasks = small_kernels()
+    args = (kern, tasks.y_train, tasks.y_support, 0.2, 0.3)
+    assert torch.equal(P.f_anil(*args), P.f_anil(*args, "eq61"))
+    assert not torch.allclose(P.f_anil(*args), P.f_anil(*args, "printed"))
+    assert KERNEL_VARIANTS[0] == "eq61" and P.ANIL_VARIANTS[0] == "eq61"
+
+
 def test_difference_falls_with_depth():
     grid = SweepGrid(depths=tuple(range(2, 21)), lam_taus=(0.0,), sweep_depth=10)
     problem = ProblemConfig(n_train_tasks=8, n_train_points=5, n_test_tasks=5, n_support=3,
@@ -218,9 +226,10 @@ def test_difference_falls_with_depth():
     for seed in (0, 1):
         rows = kernel_seed(seed, grid, problem, flow_steps=100).rows
         frame = summarize(rows_frame(rows))
-        depth = frame[(frame["sweep"] == "depth") & (frame["variant"] == "printed")]
-        rho = spearmanr(depth["depth"], depth["diff_mean"]).statistic
-        assert rho <= -0.8, f"seed {seed}: Spearman {rho:.2f}"
+        for variant in ("eq61", "printed"):
+            depth = frame[(frame["sweep"] == "depth") & (frame["variant"] == variant)]
+            rho = spearmanr(depth["depth"], depth["diff_mean"]).statistic
+            assert rho <= -0.8, f"seed {seed}, {variant}: Spearman {rho:.2f}"
 
 
 # ----------------------------------------------------------------------------------- trained
@@ -318,6 +327,8 @@ def test_cli_runs_a_tiny_sweep_and_writes_its_outputs(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     printed = capsys.readouterr().out
     assert "[depth]" in printed and "cancellation predicts 0" in printed
+    header = printed.split("[depth]\n")[1].splitlines()[0].split()
+    assert header[:3] == ["depth", "kernel", "eq61"]  # the lead curve comes first
 
 
 def test_cli_rejects_bad_options_with_a_message(tmp_path, capsys):
