@@ -24,11 +24,17 @@ GROUP_KEYS: tuple[str, ...] = (
 )
 SUMMARY_COLUMNS: tuple[str, ...] = (
     *GROUP_KEYS, "n_seeds", "n_tasks", "diff_mean", "diff_std_seeds", "diff_std_tasks",
-    "rel_diff_mean", "err_mtl_mean", "err_anil_mean",
+    "rel_diff_mean", "err_mtl_mean", "err_anil_mean", "label_std_mean",
+    "diff_normalized_mean", "diff_normalized_std_seeds", "diff_zscored_mean",
+    "diff_zscored_std_seeds",
 )
 """``diff_mean``: mean over seeds of each seed's mean ``||F_ANIL - F_MTL||_2`` over its test
 tasks; ``diff_std_seeds``: standard deviation of those seed means (the spread drawn in the
-figure); ``diff_std_tasks``: standard deviation over all test tasks pooled."""
+figure); ``diff_std_tasks``: standard deviation over all test tasks pooled.
+``label_std_mean``: mean over seeds of the training-label standard deviation;
+``diff_normalized_*`` and ``diff_zscored_*``: the same aggregation of the per-task columns
+``diff_normalized`` (``diff / label_std``, per seed) and ``diff_zscored`` (see
+``sweeps.ROW_COLUMNS``; empty for trained networks)."""
 
 VARIANT_LABELS = {
     "eq61": "kernel: eq. (61), $\\Theta - K$ in $\\Phi'_{ANIL}$ ($t=\\infty$)",
@@ -88,18 +94,34 @@ def rows_frame(rows: Iterable[dict]) -> pd.DataFrame:
     return frame[list(ROW_COLUMNS)]
 
 
+def seed_means(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (curve, sweep point, seed): the mean of each per-task column over the test tasks."""
+    return rows.groupby([*GROUP_KEYS, "seed"], sort=False).agg(
+        diff=("diff", "mean"), rel_diff=("rel_diff", "mean"), err_mtl=("err_mtl", "mean"),
+        err_anil=("err_anil", "mean"), label_std=("label_std", "mean"),
+        diff_normalized=("diff_normalized", "mean"), diff_zscored=("diff_zscored", "mean"),
+        n_tasks=("task", "size"),
+    ).reset_index()
+
+
+def _std_seeds(values: pd.Series) -> float:
+    """Sample standard deviation over seeds (0 for a single seed; NaN for an empty column)."""
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0 * float(values.iloc[0])
+
+
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     """Aggregate per seed (mean over test tasks), then across seeds (see SUMMARY_COLUMNS)."""
     keys = list(GROUP_KEYS)
-    per_seed = rows.groupby([*keys, "seed"], sort=False).agg(
-        diff=("diff", "mean"), rel_diff=("rel_diff", "mean"), err_mtl=("err_mtl", "mean"),
-        err_anil=("err_anil", "mean"), n_tasks=("task", "size"),
-    ).reset_index()
+    per_seed = seed_means(rows)
     summary = per_seed.groupby(keys, sort=False).agg(
         n_seeds=("seed", "nunique"), n_tasks=("n_tasks", "sum"), diff_mean=("diff", "mean"),
-        diff_std_seeds=("diff", lambda s: float(s.std(ddof=1)) if len(s) > 1 else 0.0),
+        diff_std_seeds=("diff", _std_seeds),
         rel_diff_mean=("rel_diff", "mean"), err_mtl_mean=("err_mtl", "mean"),
-        err_anil_mean=("err_anil", "mean"),
+        err_anil_mean=("err_anil", "mean"), label_std_mean=("label_std", "mean"),
+        diff_normalized_mean=("diff_normalized", "mean"),
+        diff_normalized_std_seeds=("diff_normalized", _std_seeds),
+        diff_zscored_mean=("diff_zscored", "mean"),
+        diff_zscored_std_seeds=("diff_zscored", _std_seeds),
     ).reset_index()
     task_std = rows.groupby(keys, sort=False)["diff"].std(ddof=0).rename("diff_std_tasks")
     summary = summary.merge(task_std.reset_index(), on=keys)

@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -19,8 +20,12 @@ from bench.theory.network import (
     empirical_kernels, empirical_ntk, empirical_ntk_products, forward, head_output, init_params,
 )
 from bench.theory.report import atomic_write_text, rows_frame, summarize
-from bench.theory.sweeps import KERNEL_VARIANTS, SweepGrid, all_points, kernel_seed
-from bench.theory.tasks import ProblemConfig, make_tasks
+from bench.theory.sweeps import (
+    KERNEL_VARIANTS, SweepGrid, all_points, flow_time, kernel_predictions, kernel_seed,
+)
+from bench.theory.tasks import (
+    ProblemConfig, TaskSet, label_std, make_tasks, rescale_labels, standardize_labels,
+)
 from bench.theory.trained import (
     TrainConfig, adapt_head, adapted_residual, query_predictions, train_anil, train_mtl,
 )
@@ -219,6 +224,68 @@ def test_eq61_is_the_default_form_and_the_lead_curve():
     assert KERNEL_VARIANTS[0] == "eq61" and P.ANIL_VARIANTS[0] == "eq61"
 
 
+def _differences(kern, tasks, eta_t=2.0) -> dict[str, torch.Tensor]:
+    """``F_ANIL - F_MTL`` ``[B, m]`` of every kernel curve (lam_tau 0.2, lam_tau_hat 0.1)."""
+    return {
+        variant: anil - mtl
+        for variant, (mtl, anil) in kernel_predictions(kern, tasks, 0.2, 0.1, eta_t).items()
+    }
+
+
+def test_label_std_is_the_population_std_of_the_training_labels():
+    tasks = make_tasks(0)
+    assert label_std(tasks) == pytest.approx(float(np.std(tasks.y_train.numpy())), rel=1e-12)
+    assert 10 < label_std(tasks) < 20  # the raw labels' scale (measured 14.5 on seed 0)
+
+
+def test_normalized_difference_equals_the_difference_from_rescaled_labels():
+    """The identity behind ``diff_normalized``: the predictors are linear in the labels, so
+    dividing every label by the seed's label_std before computing them gives the same
+    ||F_ANIL - F_MTL|| as dividing the raw difference afterwards, to float64 rounding."""
+    grid = SweepGrid(depths=(2, 6), lam_taus=(0.0, 0.3), sweep_depth=4)
+    rows = rows_frame(kernel_seed(1, grid, SMALL, flow_steps=50).rows)
+    tasks = make_tasks(1, SMALL)
+    scaled = rescale_labels(tasks, label_std(tasks))
+    assert label_std(scaled) == pytest.approx(1.0, rel=1e-12)
+    every = relu_kernels_all_depths(all_points(tasks), None, 6)
+    for (sweep, variant, depth, lam_tau, lam_tau_hat), group in rows.groupby(
+        ["sweep", "variant", "depth", "lam_tau", "lam_tau_hat"]
+    ):
+        kern = P.TaskKernels.from_full(
+            every.ntk[depth - 1], every.nngp[depth - 1], SMALL.n_train_tasks,
+            SMALL.n_train_tasks * SMALL.n_train_points, SMALL.n_test_tasks, SMALL.n_support,
+            SMALL.n_query,
+        )
+        eta_t = flow_time(kern, 50, 1.0)
+        mtl, anil = kernel_predictions(kern, scaled, lam_tau, lam_tau_hat, eta_t)[variant]
+        from_scaled = (anil - mtl).norm(dim=-1).numpy()
+        normalized = group.sort_values("task")["diff_normalized"].to_numpy()
+        np.testing.assert_allclose(normalized, from_scaled, rtol=1e-10, atol=0)
+        raw = group.sort_values("task")["diff"].to_numpy()
+        assert not np.allclose(raw, from_scaled)  # the raw column keeps the label units
+
+
+def test_centred_labels_change_the_difference_by_the_constant_label_term():
+    """Z-scoring also subtracts the mean m, and F_ANIL(1) != F_MTL(1): the two predictors
+    extrapolate a constant label differently. By linearity the z-scored difference is
+    (D(y) - m D(1)) / s with D = F_ANIL - F_MTL, so it is not D(y) / s."""
+    kern, tasks = small_kernels()
+    scale, mean = label_std(tasks), float(tasks.y_train.mean())
+    raw = _differences(kern, tasks)
+    zscored = _differences(kern, standardize_labels(tasks))
+    ones = _differences(kern, TaskSet(
+        tasks.x_train, torch.ones_like(tasks.y_train), tasks.x_support,
+        torch.ones_like(tasks.y_support), tasks.x_query, torch.ones_like(tasks.y_query),
+    ))
+    for variant in KERNEL_VARIANTS:
+        expected = (raw[variant] - mean * ones[variant]) / scale
+        assert torch.allclose(zscored[variant], expected, rtol=1e-9, atol=1e-12)
+        assert ones[variant].norm() > 1e-3 * raw[variant].norm() / scale
+        assert not torch.allclose(
+            zscored[variant].norm(dim=-1), raw[variant].norm(dim=-1) / scale, rtol=1e-3
+        )
+
+
 def test_difference_falls_with_depth():
     grid = SweepGrid(depths=tuple(range(2, 21)), lam_taus=(0.0,), sweep_depth=10)
     problem = ProblemConfig(n_train_tasks=8, n_train_points=5, n_test_tasks=5, n_support=3,
@@ -290,10 +357,11 @@ def test_trained_networks_start_from_zero_output():
 def test_summary_aggregates_per_seed_then_across_seeds():
     base = dict(source="kernel", sweep="depth", variant="printed", width=0, depth=2,
                 lam_tau=0.0, lam_tau_hat=0.0, rel_diff=0.1, norm_mtl=1.0, norm_anil=1.0,
-                err_mtl=1.0, err_anil=1.0)
+                err_mtl=1.0, err_anil=1.0, diff_zscored=math.nan)
     rows = [
-        {**base, "seed": 0, "task": 0, "diff": 1.0}, {**base, "seed": 0, "task": 1, "diff": 3.0},
-        {**base, "seed": 1, "task": 0, "diff": 6.0},
+        {**base, "seed": 0, "task": 0, "diff": 1.0, "label_std": 2.0, "diff_normalized": 0.5},
+        {**base, "seed": 0, "task": 1, "diff": 3.0, "label_std": 2.0, "diff_normalized": 1.5},
+        {**base, "seed": 1, "task": 0, "diff": 6.0, "label_std": 3.0, "diff_normalized": 2.0},
     ]
     summary = summarize(rows_frame(rows))
     assert len(summary) == 1
@@ -301,6 +369,10 @@ def test_summary_aggregates_per_seed_then_across_seeds():
     assert row["n_seeds"] == 2 and row["n_tasks"] == 3
     assert row["diff_mean"] == pytest.approx(4.0)  # mean of the seed means 2 and 6
     assert row["diff_std_seeds"] == pytest.approx(math.sqrt(8.0))
+    assert row["label_std_mean"] == pytest.approx(2.5)
+    assert row["diff_normalized_mean"] == pytest.approx(1.5)  # seed means 1 and 2
+    assert row["diff_normalized_std_seeds"] == pytest.approx(math.sqrt(0.5))
+    assert math.isnan(row["diff_zscored_mean"]) and math.isnan(row["diff_zscored_std_seeds"])
 
 
 def test_atomic_write_leaves_only_the_final_file(tmp_path):
