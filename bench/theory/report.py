@@ -128,6 +128,66 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     return summary[list(SUMMARY_COLUMNS)]
 
 
+RATIO_COLUMNS: tuple[str, ...] = (
+    "source", "variant", "width", "labels", "depth_low", "depth_high", "n_seeds", "ratio_min",
+    "ratio_median", "ratio_max", "seeds", "ratios",
+)
+"""One row per curve and label scale of :func:`depth_ratios`; ``labels`` is ``raw`` (the
+``diff`` column; ``diff_normalized`` has the same ratios, since one seed's two depths share
+its label scale) or ``zscored`` (``diff_zscored``, kernel curves only)."""
+
+
+def depth_ratios(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per-seed ratio of the difference at the shallowest to the deepest depth of the depth sweep.
+
+    For each curve and seed: the mean over test tasks of ``||F_ANIL - F_MTL||`` at the curve's
+    shallowest depth ``depth_low`` divided by the same mean at its deepest ``depth_high``; then
+    the minimum, median and maximum over seeds. A spread, not a slope: how much the difference
+    falls between the two depths, seed by seed. Curves with a single depth are left out.
+    """
+    depth_rows = rows[rows["sweep"] == "depth"]
+    records: list[dict] = []
+    per_seed = seed_means(depth_rows)
+    for source, variant, width in curve_order(per_seed):
+        curve = per_seed[
+            (per_seed["source"] == source) & (per_seed["variant"] == variant)
+            & (per_seed["width"] == width)
+        ]
+        low, high = int(curve["depth"].min()), int(curve["depth"].max())
+        if low == high:
+            continue
+        for labels, column in (("raw", "diff"), ("zscored", "diff_zscored")):
+            by_depth = curve.pivot_table(index="seed", columns="depth", values=column,
+                                         dropna=False)
+            if low not in by_depth or high not in by_depth:
+                continue
+            ratio = (by_depth[low] / by_depth[high]).dropna()
+            if ratio.empty:
+                continue
+            records.append({
+                "source": source, "variant": variant, "width": int(width), "labels": labels,
+                "depth_low": low, "depth_high": high, "n_seeds": len(ratio),
+                "ratio_min": float(ratio.min()), "ratio_median": float(ratio.median()),
+                "ratio_max": float(ratio.max()), "seeds": [int(seed) for seed in ratio.index],
+                "ratios": [float(value) for value in ratio],
+            })
+    return pd.DataFrame(records, columns=list(RATIO_COLUMNS))
+
+
+def format_ratios(ratios: pd.DataFrame) -> str:
+    """Plain-text lines: one per curve and label scale, min / median / max over seeds."""
+    lines = []
+    for row in ratios.itertuples(index=False):
+        name = (VARIANT_KEY_SHORT.get(row.variant, row.variant) if row.source == "kernel"
+                else f"trained w={row.width}")
+        lines.append(
+            f"  {name:<22} L={row.depth_low}/L={row.depth_high}  {row.labels:<8} "
+            f"{row.ratio_min:7.2f} / {row.ratio_median:7.2f} / {row.ratio_max:7.2f}   "
+            f"({row.n_seeds} seeds)"
+        )
+    return "\n".join(lines)
+
+
 def _curve(summary: pd.DataFrame, sweep: str, source: str, variant: str, width: int,
            x_key: str) -> pd.DataFrame:
     selected = summary[
@@ -214,9 +274,11 @@ def _one(values: pd.Series) -> str:
 
 
 def format_table(summary: pd.DataFrame, sweep: str, x_key: str, x_values: Sequence[float] | None
-                 = None) -> str:
-    """Plain-text table for one sweep: one line per x value, one column per curve."""
-    selected = summary[summary["sweep"] == sweep]
+                 = None, value: str = "diff") -> str:
+    """Plain-text table for one sweep: one line per x value, one column per curve (the lead
+    curve first), cells ``{value}_mean +- {value}_std_seeds``; ``value`` is ``diff``,
+    ``diff_normalized`` or ``diff_zscored``. Curves without that value are left out."""
+    selected = summary[(summary["sweep"] == sweep) & summary[f"{value}_mean"].notna()]
     if selected.empty:
         return ""
     curves = curve_order(selected)
@@ -238,7 +300,7 @@ def format_table(summary: pd.DataFrame, sweep: str, x_key: str, x_values: Sequen
             if row.empty:
                 cells.append(f"{'-':>22}")
             else:
-                mean, std = row["diff_mean"].iloc[0], row["diff_std_seeds"].iloc[0]
+                mean, std = row[f"{value}_mean"].iloc[0], row[f"{value}_std_seeds"].iloc[0]
                 cells.append(f"{f'{mean:.3f} +- {std:.3f}':>22}")
         lines.append("  ".join(cells))
     return "\n".join(lines)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -19,7 +21,9 @@ from bench.theory.kernels import ReluNetConfig, relu_kernels, relu_kernels_all_d
 from bench.theory.network import (
     empirical_kernels, empirical_ntk, empirical_ntk_products, forward, head_output, init_params,
 )
-from bench.theory.report import atomic_write_text, rows_frame, summarize
+from bench.theory.report import (
+    atomic_write_text, depth_ratios, format_ratios, rows_frame, summarize,
+)
 from bench.theory.sweeps import (
     KERNEL_VARIANTS, SweepGrid, all_points, flow_time, kernel_predictions, kernel_seed,
 )
@@ -375,6 +379,40 @@ def test_summary_aggregates_per_seed_then_across_seeds():
     assert math.isnan(row["diff_zscored_mean"]) and math.isnan(row["diff_zscored_std_seeds"])
 
 
+def test_depth_ratios_give_the_spread_of_per_seed_ratios():
+    """Seed means at L = 2 and L = 20 of 30/2, 60/2 and 40/2: ratios 15, 30 and 20."""
+    base = dict(source="kernel", sweep="depth", variant="eq61", width=0, lam_tau=0.0,
+                lam_tau_hat=0.0, rel_diff=0.1, norm_mtl=1.0, norm_anil=1.0, err_mtl=1.0,
+                err_anil=1.0, label_std=15.0)
+    seed_means = {0: {2: 30.0, 10: 9.0, 20: 2.0}, 1: {2: 60.0, 10: 9.0, 20: 2.0},
+                  2: {2: 40.0, 10: 9.0, 20: 2.0}}
+    rows = []
+    for seed, by_depth in seed_means.items():
+        for depth, mean in by_depth.items():
+            for task, offset in enumerate((-1.0, 1.0)):  # two tasks around the seed mean
+                diff = mean + offset * mean / 4
+                rows.append({**base, "seed": seed, "depth": depth, "task": task, "diff": diff,
+                             "diff_normalized": diff / 15.0, "diff_zscored": diff / 30.0})
+    trained = dict(base, source="trained", variant="trained", width=64, diff_zscored=math.nan)
+    rows += [{**trained, "seed": 0, "depth": depth, "task": 0, "diff": 1.0 + depth,
+              "diff_normalized": 1.0} for depth in (2, 20)]
+    rows += [{**base, "sweep": "train_lam_tau", "seed": 0, "depth": 30, "task": 0,
+              "diff": 1.0, "diff_normalized": 1.0, "diff_zscored": 1.0}]  # ignored
+    ratios = depth_ratios(rows_frame(rows)).set_index(["source", "labels"])
+    raw = ratios.loc[("kernel", "raw")]
+    assert (raw["depth_low"], raw["depth_high"], raw["n_seeds"]) == (2, 20, 3)
+    assert raw["ratio_min"] == pytest.approx(15.0)
+    assert raw["ratio_median"] == pytest.approx(20.0)
+    assert raw["ratio_max"] == pytest.approx(30.0)
+    assert raw["ratios"] == pytest.approx([15.0, 30.0, 20.0]) and raw["seeds"] == [0, 1, 2]
+    assert ratios.loc[("kernel", "zscored")]["ratio_median"] == pytest.approx(20.0)
+    assert ratios.loc[("trained", "raw")]["ratio_max"] == pytest.approx(3.0 / 21.0)
+    assert ("trained", "zscored") not in ratios.index  # no z-scored trained networks
+    assert "L=2/L=20" in format_ratios(depth_ratios(rows_frame(rows)))
+    single = [row for row in rows if row["depth"] == 2]
+    assert depth_ratios(rows_frame(single)).empty
+
+
 def test_atomic_write_leaves_only_the_final_file(tmp_path):
     target = tmp_path / "sub" / "a.csv"
     atomic_write_text(target, "x\n1\n")
@@ -398,9 +436,19 @@ def test_cli_runs_a_tiny_sweep_and_writes_its_outputs(tmp_path, capsys):
     for name in ("per_task.csv", "summary.csv", "figure1.png", "diagnostics.json"):
         assert (tmp_path / name).stat().st_size > 0
     printed = capsys.readouterr().out
-    assert "[depth]" in printed and "cancellation predicts 0" in printed
-    header = printed.split("[depth]\n")[1].splitlines()[0].split()
+    assert "cancellation predicts 0" in printed
+    header = printed.split("[depth, raw labels")[1].splitlines()[1].split()
     assert header[:3] == ["depth", "kernel", "eq61"]  # the lead curve comes first
+    assert "[depth, label-normalised" in printed and "L=2/L=4" in printed
+    diagnostics = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert set(diagnostics["label_std_by_seed"]) == {"0"}
+    lead = diagnostics["depth_ratios"][0]
+    assert (lead["variant"], lead["labels"], lead["depth_low"], lead["depth_high"]) == (
+        "eq61", "raw", 2, 4)
+    assert lead["ratio_min"] == lead["ratio_median"] == lead["ratio_max"] > 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert (summary["diff_normalized_mean"] * summary["label_std_mean"]).to_numpy() == (
+        pytest.approx(summary["diff_mean"].to_numpy(), rel=1e-8))  # one seed: one scale
 
 
 def test_cli_rejects_bad_options_with_a_message(tmp_path, capsys):
