@@ -6,7 +6,8 @@ Outputs (under ``--out``, default ``results/theory/``):
 
 - ``per_task.csv``: one row per (curve, sweep point, seed, test task); see ``sweeps.ROW_COLUMNS``;
 - ``summary.csv``: mean and spread across seeds; see ``report.SUMMARY_COLUMNS``;
-- ``figure1.png``: the three panels of Figure 1 with kernel and trained curves;
+- ``figure1.png``: the three panels of Figure 1 with kernel and trained curves (raw labels);
+- ``figure1_normalized.png``: the same in units of the training-label standard deviation;
 - ``kernel_validation.csv``: analytic vs empirical kernels by depth and width;
 - ``trained_runs.csv``: losses and seconds of every trained network (with ``--trained``);
 - ``diagnostics.json``: the settings, wall times, the measured lambda * tau cancellation, each
@@ -265,6 +266,8 @@ def _run(args: argparse.Namespace, settings: _Settings) -> int:
     write_csv(out / "per_task.csv", frame)
     write_csv(out / "summary.csv", summary)
     plot_figure(summary, out / "figure1.png")
+    plot_figure(summary, out / "figure1_normalized.png", value="diff_normalized",
+                title_note=", labels divided by the training-label std")
     timings["total"] = time.perf_counter() - started
     write_json(out / "diagnostics.json", {
         "anil_train_lam_tau_max_relative_change": invariance,

@@ -197,9 +197,20 @@ def _curve(summary: pd.DataFrame, sweep: str, source: str, variant: str, width: 
     return selected.sort_values(x_key)
 
 
-def plot_figure(summary: pd.DataFrame, path: Path, title_note: str = "") -> None:
+VALUE_AXIS_LABELS = {
+    "diff": r"$\|F_{ANIL} - F_{MTL}\|_2$, raw labels",
+    "diff_normalized": r"$\|F_{ANIL} - F_{MTL}\|_2$ / training-label std",
+}
+
+
+def plot_figure(summary: pd.DataFrame, path: Path, title_note: str = "",
+                value: str = "diff") -> None:
     """Three panels like the paper's Figure 1: kernel curves (bands: +-1 std over seeds) and
-    trained networks (error bars), ``||F_ANIL - F_MTL||_2`` on the query points."""
+    trained networks (error bars), ``||F_ANIL - F_MTL||_2`` on the query points, mean over
+    test tasks; ``value`` is ``diff`` (raw labels) or ``diff_normalized``."""
+    if value not in VALUE_AXIS_LABELS:
+        raise ValueError(f"unknown value {value!r}; choose one of {tuple(VALUE_AXIS_LABELS)}")
+    mean_key, std_key = f"{value}_mean", f"{value}_std_seeds"
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     widths = sorted(w for w in summary["width"].unique() if w > 0)
     for axis, (sweep, x_key, x_label) in zip(axes, PANELS):
@@ -208,24 +219,24 @@ def plot_figure(summary: pd.DataFrame, path: Path, title_note: str = "") -> None
             if curve.empty:
                 continue
             style = VARIANT_STYLES[variant]
-            axis.plot(curve[x_key], curve["diff_mean"], label=VARIANT_LABELS[variant], **style)
+            axis.plot(curve[x_key], curve[mean_key], label=VARIANT_LABELS[variant], **style)
             axis.fill_between(
-                curve[x_key], curve["diff_mean"] - curve["diff_std_seeds"],
-                curve["diff_mean"] + curve["diff_std_seeds"], color=style["color"], alpha=0.15,
+                curve[x_key], curve[mean_key] - curve[std_key],
+                curve[mean_key] + curve[std_key], color=style["color"], alpha=0.15,
             )
         for index, width in enumerate(widths):
             curve = _curve(summary, sweep, "trained", "trained", width, x_key)
             if curve.empty:
                 continue
             axis.errorbar(
-                curve[x_key], curve["diff_mean"], yerr=curve["diff_std_seeds"],
+                curve[x_key], curve[mean_key], yerr=curve[std_key],
                 marker="os^D"[index % 4], color=f"C{3 + index}", capsize=3, linestyle="-",
                 linewidth=0.8,
                 label=f"trained, width {width}",
             )
         axis.set_title(f"{x_label}   [{_fixed_values(summary, sweep)}]", fontsize=10)
         axis.set_xlabel(x_label[4:])
-        axis.set_ylabel(r"$\|F_{ANIL} - F_{MTL}\|_2$, mean over test tasks")
+        axis.set_ylabel(VALUE_AXIS_LABELS[value])
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -433,7 +433,8 @@ def test_cli_runs_a_tiny_sweep_and_writes_its_outputs(tmp_path, capsys):
         "--sweep-depth", "3", "--test-tasks", "2", "--no-validate", "--steps", "50",
     ])
     assert cli.run(args) == 0
-    for name in ("per_task.csv", "summary.csv", "figure1.png", "diagnostics.json"):
+    for name in ("per_task.csv", "summary.csv", "figure1.png", "figure1_normalized.png",
+                 "diagnostics.json"):
         assert (tmp_path / name).stat().st_size > 0
     printed = capsys.readouterr().out
     assert "cancellation predicts 0" in printed
