@@ -11,7 +11,7 @@ Outputs (under ``--out``, default ``results/theory/``):
 - ``kernel_validation.csv``: analytic vs empirical kernels by depth and width;
 - ``trained_runs.csv``: losses and seconds of every trained network (with ``--trained``);
 - ``diagnostics.json``: the settings, wall times, the measured lambda * tau cancellation, each
-  seed's training-label std and the per-seed ratio of the difference at the shallowest to the
+  seed's training-label mean and std, and the per-seed ratio of the difference at the shallowest to the
   deepest depth (min, median, max; see ``report.depth_ratios``).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from bench.theory.report import (
 from bench.theory.sweeps import (
     SweepGrid, kernel_sweeps, trained_networks_needed, trained_seed, all_points,
 )
-from bench.theory.tasks import NORMALIZATIONS, ProblemConfig, make_tasks
+from bench.theory.tasks import NORMALIZATIONS, ProblemConfig, label_std, make_tasks
 from bench.theory.trained import TrainConfig
 from bench.theory.validation import validate_kernels
 
@@ -190,11 +190,16 @@ SCALES = (
 )
 
 
-def _print_summary(summary: pd.DataFrame, ratios: pd.DataFrame, validation: pd.DataFrame | None,
-                   invariance: float, timings: dict[str, float], out: Path) -> None:
+def _print_summary(summary: pd.DataFrame, ratios: pd.DataFrame, labels: dict[str, dict],
+                   validation: pd.DataFrame | None, invariance: float,
+                   timings: dict[str, float], out: Path) -> None:
     print("\n||F_ANIL - F_MTL||_2 on the query points: mean +- std over seeds. "
           "Lead curve: eq. (61), Theta - K in Phi'_ANIL; verbatim: Lemma 1 as printed.")
-    print(f"Training-label std, mean over seeds: {summary['label_std_mean'].mean():.2f}")
+    stds, means = labels["label_std_by_seed"], labels["label_mean_by_seed"]
+    print(f"Training labels per seed ({', '.join(stds)}): mean "
+          f"{', '.join(f'{v:.2f}' for v in means.values())}; std "
+          f"{', '.join(f'{v:.2f}' for v in stds.values())} "
+          f"(std averaged over seeds: {sum(stds.values()) / len(stds):.2f})")
     for value, scale in SCALES:
         for sweep, x_key in (("depth", "depth"), ("train_lam_tau", "lam_tau"),
                              ("test_lam_tau_hat", "lam_tau_hat")):
@@ -220,10 +225,14 @@ def _print_summary(summary: pd.DataFrame, ratios: pd.DataFrame, validation: pd.D
     print(f"Outputs in {out}/")
 
 
-def _label_stds(frame: pd.DataFrame) -> dict[str, float]:
-    """The training-label standard deviation of every seed in ``frame``."""
-    stds = frame.groupby("seed")["label_std"].first()
-    return {str(int(seed)): float(std) for seed, std in stds.items()}
+def _label_statistics(args: argparse.Namespace, problem: ProblemConfig) -> dict[str, dict]:
+    """Mean and standard deviation (``tasks.label_std``) of every run seed's training labels."""
+    seeds = sorted({*args.seeds, *(args.trained_seeds if args.trained else ())})
+    tasks = {seed: make_tasks(seed, problem) for seed in seeds}
+    return {
+        "label_std_by_seed": {str(seed): label_std(t) for seed, t in tasks.items()},
+        "label_mean_by_seed": {str(seed): float(t.y_train.mean()) for seed, t in tasks.items()},
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -263,6 +272,7 @@ def _run(args: argparse.Namespace, settings: _Settings) -> int:
     frame = rows_frame(rows)
     summary = summarize(frame)
     ratios = depth_ratios(frame)
+    labels = _label_statistics(args, settings.problem)
     write_csv(out / "per_task.csv", frame)
     write_csv(out / "summary.csv", summary)
     plot_figure(summary, out / "figure1.png")
@@ -277,7 +287,7 @@ def _run(args: argparse.Namespace, settings: _Settings) -> int:
             "same at depth_high (depth sweep); min, median and max over seeds; labels raw "
             "(diff and diff_normalized give the same ratio) or zscored"
         ),
-        "label_std_by_seed": _label_stds(frame),
+        **labels,
         "wall_seconds": timings,
         "threads": args.threads,
         "problem": dataclasses.asdict(settings.problem),
@@ -294,7 +304,7 @@ def _run(args: argparse.Namespace, settings: _Settings) -> int:
             "dtype": str(settings.train.dtype),
         },
     })
-    _print_summary(summary, ratios, validation, invariance, timings, out)
+    _print_summary(summary, ratios, labels, validation, invariance, timings, out)
     if math.isfinite(invariance) and invariance > 1e-6:
         print("warning: F_ANIL changed with the training lambda*tau more than rounding allows",
               file=sys.stderr)

@@ -442,7 +442,8 @@ def test_cli_runs_a_tiny_sweep_and_writes_its_outputs(tmp_path, capsys):
     assert header[:3] == ["depth", "kernel", "eq61"]  # the lead curve comes first
     assert "[depth, label-normalised" in printed and "L=2/L=4" in printed
     diagnostics = json.loads((tmp_path / "diagnostics.json").read_text())
-    assert set(diagnostics["label_std_by_seed"]) == {"0"}
+    assert diagnostics["label_std_by_seed"]["0"] == pytest.approx(label_std(make_tasks(0)))
+    assert diagnostics["label_mean_by_seed"]["0"] > diagnostics["label_std_by_seed"]["0"]
     lead = diagnostics["depth_ratios"][0]
     assert (lead["variant"], lead["labels"], lead["depth_low"], lead["depth_high"]) == (
         "eq61", "raw", 2, 4)
