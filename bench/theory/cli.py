@@ -11,8 +11,8 @@ Outputs (under ``--out``, default ``results/theory/``):
 - ``kernel_validation.csv``: analytic vs empirical kernels by depth and width;
 - ``trained_runs.csv``: losses and seconds of every trained network (with ``--trained``);
 - ``diagnostics.json``: the settings, wall times, the measured lambda * tau cancellation, each
-  seed's training-label mean and std, and the per-seed ratio of the difference at the shallowest to the
-  deepest depth (min, median, max; see ``report.depth_ratios``).
+  seed's training-label mean and std, and the per-seed ratio of the difference at the
+  shallowest to the deepest depth (min, median, max; see ``report.depth_ratios``).
 """
 from __future__ import annotations
 
