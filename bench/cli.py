@@ -9,7 +9,7 @@ from typing import Sequence
 
 from bench.config import BUDGETS, RunConfig, describe_budgets, resolve_budget
 from bench.precision import PRECISIONS
-from bench.registry import UnknownNameError
+from core.registry import UnknownNameError
 
 EXIT_USAGE = 2
 EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved; rerun the same command to resume

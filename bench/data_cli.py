@@ -185,7 +185,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``bench data <command>``; returns the exit status (0 ok, 1 verify failed, 2 error)."""
-    from bench.registry import UnknownNameError
+    from core.registry import UnknownNameError
 
     try:
         if args.data_command == "prepare":

@@ -702,7 +702,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``python -m bench.speed`` (same options as ``bench speed``)."""
-    from bench.registry import UnknownNameError
+    from core.registry import UnknownNameError
 
     parser = argparse.ArgumentParser(prog="python -m bench speed", description=__doc__.split(
         "\n\n")[0])

@@ -1,7 +1,7 @@
 """Dataset registry: ``load_dataset("glyphs")`` and ``DATASETS.names()``.
 
 Each dataset module registers a :class:`DatasetInfo` with ``register_dataset``. A bad name raises
-:class:`bench.registry.UnknownNameError` listing the valid names.
+:class:`core.registry.UnknownNameError` listing the valid names.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench.registry import Registry
+from core.registry import Registry
 from datasets.base import ClassSplit, DatasetError, FewShotDataset, default_data_root
 
 __all__ = [

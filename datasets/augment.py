@@ -195,7 +195,7 @@ def uses_lee2019(dataset_name: str) -> bool:
     """Whether the reference implementations train ``dataset_name`` (a name or alias) with
     the Lee et al. 2019 augmentation."""
     from datasets import DATASETS
-    from bench.registry import UnknownNameError
+    from core.registry import UnknownNameError
 
     try:
         return DATASETS.canonical(dataset_name) in LEE2019_DATASETS

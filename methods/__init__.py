@@ -1,10 +1,10 @@
 """Method registry: ``METHODS.get("mtl")`` returns the class; ``@register_method("mtl")``.
 
-A bad name raises :class:`bench.registry.UnknownNameError` listing the valid names.
+A bad name raises :class:`core.registry.UnknownNameError` listing the valid names.
 """
 from __future__ import annotations
 
-from bench.registry import Registry
+from core.registry import Registry
 
 METHODS: Registry[type] = Registry("method")
 
