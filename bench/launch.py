@@ -24,8 +24,8 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import submitit
 
 from bench.config import RunConfig, TrainBudget
+from core.atomic import write_json_atomic
 from bench.locks import ClaimBoard
 from bench.results import is_finished, result_path
 
@@ -143,10 +144,8 @@ def run_child(job: RunJob, work_dir: Path) -> tuple[int, str]:
 
     SIGTERM to this process is passed on to the child meanwhile.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{job.key}.", suffix=".job", dir=work_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(asdict(job), handle)
+    name = Path(work_dir) / f".{job.key}.{uuid.uuid4().hex}.job"
+    write_json_atomic(name, asdict(job))
     tail = bytearray()
     previous = None
     try:

@@ -9,7 +9,7 @@
 * :func:`accuracy_vs_device_hours`: accuracy against the device-hours themselves, needing no
   MetaOptNet run; GPU-hours and CPU-hours get separate panels (they are not comparable).
 
-Both write PNGs atomically (a temporary file in the same folder, then ``os.replace``) with
+Both write PNGs atomically (:mod:`core.atomic`) with
 matplotlib's Agg renderer through :class:`matplotlib.figure.Figure` (no pyplot, so no global
 backend switch) and return the path, or None with a message on stderr when there is nothing
 to draw.
@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from core.atomic import atomic_file
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
 NO_METAOPTNET = "no MetaOptNet run to compare with"
@@ -42,19 +42,10 @@ def _warn(message: str) -> None:
 
 
 def _save_atomic(figure: Figure, path: Path) -> Path:
-    """Render ``figure`` to ``path`` through a temporary file in the same folder."""
+    """Render ``figure`` to ``path`` atomically (:mod:`core.atomic`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
-                                    suffix=path.suffix or ".png")
-    os.close(handle)
-    try:
-        figure.savefig(temp, dpi=130, format="png")
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        figure.savefig(handle, dpi=130, format="png")
     return path
 
 

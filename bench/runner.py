@@ -44,7 +44,8 @@ from bench.distributed import (SINGLE, TASK_LOCAL_BATCH_NORM, Parallel, all_redu
 from bench.evaluate import evaluate_native, evaluate_unified
 from bench.locks import ClaimBoard
 from bench.precision import autocast
-from bench.results import SCHEMA, RunResult, is_finished, result_path, write_json_atomic
+from bench.results import SCHEMA, RunResult, is_finished, result_path
+from core.atomic import write_json_atomic
 from bench.stats import episode_ci95
 from bench.timing import SectionTimer, device_hours
 from datasets import FewShotDataset

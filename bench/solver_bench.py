@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from bench import provenance
-from bench.results import write_json_atomic
+from core.atomic import write_json_atomic
 from bench.solver import l2_normalize, predict_batched, predict_sklearn
 from bench.timing import SectionTimer
 

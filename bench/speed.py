@@ -46,7 +46,7 @@ from torch import nn
 from bench import provenance
 from bench.config import BUDGETS, SMALL_IMAGE_DATASETS, RunConfig, TrainBudget, resolve_budget
 from bench.precision import PRECISIONS, autocast
-from bench.results import write_json_atomic
+from core.atomic import write_json_atomic
 from bench.timing import TIMING_RULE, SectionTimer
 from datasets.base import ClassSplit, FewShotDataset
 

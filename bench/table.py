@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.results import RunResult, read_result, write_text_atomic
+from bench.results import RunResult, read_result
+from core.atomic import write_text_atomic
 from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
 

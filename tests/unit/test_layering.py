@@ -21,7 +21,7 @@ def imported_after(statement: str) -> set[str]:
 
 
 @pytest.mark.parametrize("statement, forbidden", [
-    ("import core, core.registry", {"bench", "methods", "datasets"}),
+    ("import core, core.registry, core.atomic", {"bench", "methods", "datasets"}),
     ("import datasets", {"bench", "methods"}),
     ("import methods, datasets", {"bench"}),
 ])

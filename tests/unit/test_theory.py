@@ -18,7 +18,7 @@ from bench.theory.kernels import ReluNetConfig, relu_kernels, relu_kernels_all_d
 from bench.theory.network import (
     empirical_kernels, empirical_ntk, empirical_ntk_products, forward, head_output, init_params,
 )
-from bench.theory.report import atomic_write_text, rows_frame, summarize
+from bench.theory.report import rows_frame, summarize
 from bench.theory.sweeps import SweepGrid, all_points, kernel_seed
 from bench.theory.tasks import ProblemConfig, make_tasks
 from bench.theory.trained import (
@@ -292,14 +292,6 @@ def test_summary_aggregates_per_seed_then_across_seeds():
     assert row["n_seeds"] == 2 and row["n_tasks"] == 3
     assert row["diff_mean"] == pytest.approx(4.0)  # mean of the seed means 2 and 6
     assert row["diff_std_seeds"] == pytest.approx(math.sqrt(8.0))
-
-
-def test_atomic_write_leaves_only_the_final_file(tmp_path):
-    target = tmp_path / "sub" / "a.csv"
-    atomic_write_text(target, "x\n1\n")
-    atomic_write_text(target, "x\n2\n")
-    assert target.read_text() == "x\n2\n"
-    assert [p.name for p in target.parent.iterdir()] == ["a.csv"]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
