@@ -4,8 +4,8 @@ Before a process trains run ``key`` it claims it: it creates ``<out>/claims/<key
 where, since when) with :func:`core.atomic.create_new`, which hard-links a temporary file to the
 claim's name. A link fails when the name exists, so exactly one process wins, on a local disk
 as on NFS, and a claim file is never seen half-written. The winner trains, writes the result
-and removes its claim; everyone else skips the run. A daemon thread refreshes the claim's modification time while it
-is held (the heartbeat).
+and removes its claim; everyone else skips the run. A daemon thread refreshes the claim's
+modification time while it is held (the heartbeat).
 
 A claim left behind by a process that died (SIGKILL, out-of-memory killer, node failure) is
 *stale* and is broken by the next claimant:
