@@ -7,42 +7,13 @@ papers' hyperparameters, FACTS.md section 4). Every result records the resolved 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
+
+from core.budget import TrainBudget
 
 BUDGETS = ("smoke", "quick", "paper")
 SMALL_IMAGE_DATASETS = ("glyphs", "omniglot")  # single-channel 28 px
-
-
-@dataclass(frozen=True)
-class TrainBudget:
-    """Everything that decides how a method is trained (one place for every method)."""
-
-    name: str
-    backbone: str
-    feature_mode: str
-    epochs: int  # maximum number of epochs; early stopping may end training sooner
-    steps_per_epoch: int  # optimiser steps per epoch
-    meta_batch: int  # tasks per optimiser step
-    train_shots: int  # support images per class in training tasks
-    train_queries: int  # query images per class in training tasks
-    optimizer: str = "radam"  # radam | adam | sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    schedule: str = "plateau"  # plateau (on val accuracy) | step (lr_factors at lr_epochs) | constant
-    plateau_factor: float = 0.1
-    plateau_patience: int = 4
-    lr_epochs: tuple[int, ...] = ()  # for "step": epochs at which the factor changes
-    lr_factors: tuple[float, ...] = ()  # for "step": factor from each of lr_epochs on
-    early_stop_patience: int | None = 15  # epochs without val improvement; None = never
-    val_episodes: int = 400
-    val_shots: int | None = None  # None = the run's test shots
-    hparams: dict[str, Any] = field(default_factory=dict)  # method hyperparameters
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,4 +177,10 @@ class RunConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as stored in result files and checkpoints (``config``)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """Inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        return cls(**{**data, "budget": TrainBudget.from_dict(data["budget"])})

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import submitit
 
-from bench.config import RunConfig, TrainBudget
+from bench.config import RunConfig
 from core.atomic import write_json_atomic
 from bench.locks import ClaimBoard
 from bench.results import is_finished, result_path
@@ -68,15 +68,7 @@ class RunJob:
 
     @property
     def key(self) -> str:
-        return config_from_dict(self.config).key
-
-
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Inverse of ``RunConfig.to_dict()`` (also after a JSON round trip)."""
-    budget = dict(data["budget"])
-    for name in ("lr_epochs", "lr_factors"):
-        budget[name] = tuple(budget[name])
-    return RunConfig(**{**data, "budget": TrainBudget(**budget)})
+        return RunConfig.from_dict(self.config).key
 
 
 def execute(job: RunJob) -> int:
@@ -89,7 +81,7 @@ def execute(job: RunJob) -> int:
     from bench.runner import CheckpointPolicy, Preempted, resolve_device, run_sweep
     from datasets import DatasetError, load_dataset
 
-    config = config_from_dict(job.config)
+    config = RunConfig.from_dict(job.config)
     parallel = None
     try:
         parallel, device_name = init_from_environment(job.device)
@@ -222,7 +214,7 @@ def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
             raise SweepStopped(last[0] if last else f"{job.key}: its process stopped the sweep")
         else:
             error = death_error(code, tail)
-            record = failure_record(config_from_dict(job.config), resolve_device(job.device),
+            record = failure_record(RunConfig.from_dict(job.config), resolve_device(job.device),
                                     error)
             record["traceback"] = tail[-4000:]
             write_result(path, record)

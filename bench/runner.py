@@ -35,7 +35,8 @@ from bench.checkpoint import (CheckpointError, StorageError, capture_rng, check_
                               checkpoint_path, dataset_identity, describe_write_failure,
                               ensure_writable, load_checkpoint, normalized_config, restore_rng,
                               save_checkpoint)
-from bench.config import RunConfig, TrainBudget
+from bench.config import RunConfig
+from core.budget import TrainBudget
 from bench.distributed import (SINGLE, TASK_LOCAL_BATCH_NORM, Parallel, all_reduce_gradients,
                                broadcast_object, check_meta_batch, gather_objects,
                                max_over_ranks, prepare_method, rank_seed,

@@ -44,7 +44,8 @@ import torch
 from torch import nn
 
 from bench import provenance
-from bench.config import BUDGETS, SMALL_IMAGE_DATASETS, RunConfig, TrainBudget, resolve_budget
+from bench.config import BUDGETS, SMALL_IMAGE_DATASETS, RunConfig, resolve_budget
+from core.budget import TrainBudget
 from bench.precision import PRECISIONS, autocast
 from core.atomic import write_json_atomic
 from bench.timing import TIMING_RULE, SectionTimer
