@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.hparams import HParam
 from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.backbones import Backbone
 from methods.base import Predictor
 from methods.inner_loop import (InnerLoopMethod, Order, Params, gradient_descent,
-                                linear_logits, task_cross_entropy)
+                                inner_loop_hparams, linear_logits, task_cross_entropy)
 
 
 @register_method("anil")
@@ -44,17 +45,15 @@ class ANIL(InnerLoopMethod):
 
     paper = ("Raghu, Raghu, Bengio & Vinyals 2020, Rapid Learning or Feature Reuse? (ICLR); "
              "Wang, Zhao & Li 2021, Eq. 3-5")
-    default_hparams = {
-        "inner_lr": 0.1, "train_steps": 5, "test_steps": 5, "test_inner_lr": None,
-        "first_order": False, "freeze_head_init": False,
+    hparam_spec = {
+        **inner_loop_hparams(inner_lr=0.1, train_steps=5, test_steps=5),
+        "freeze_head_init": HParam(False, bool, doc="Eq. 5: the head starts every inner loop "
+                                                    "from zero and is not meta-learned"),
     }
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:
         super().__init__(backbone, n_train_classes, ways, hparams)
-        if not isinstance(self.hparams["freeze_head_init"], bool):
-            raise ValueError("hyperparameter 'freeze_head_init' must be true or false, "
-                             f"got {self.hparams['freeze_head_init']!r}")
         if self.hparams["freeze_head_init"]:
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)

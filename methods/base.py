@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 from torch import nn
 
+from core.hparams import HParam, validate_hparams
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
 
@@ -21,15 +22,17 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 class FewShotMethod(nn.Module):
-    """Base class. Subclasses set ``name``, ``default_hparams``, ``paper`` and implement
+    """Base class. Subclasses set ``name``, ``hparam_spec``, ``paper`` and implement
     :meth:`loss`; those with a native test-time adaptation implement :meth:`adapt`.
 
-    ``hparams`` may only contain keys of ``default_hparams`` (typos are errors).
+    ``hparams`` may only contain keys of ``hparam_spec``, with values it accepts
+    (:func:`core.hparams.validate_hparams`: typos and bad values are errors).
     """
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
-    default_hparams: ClassVar[dict[str, Any]] = {}
+    hparam_spec: ClassVar[Mapping[str, HParam]] = {}
+    """The method's hyperparameters: default, type, valid range and meaning of each."""
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:
@@ -41,13 +44,9 @@ class FewShotMethod(nn.Module):
 
     @classmethod
     def resolve_hparams(cls, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(overrides) - set(cls.default_hparams))
-        if unknown:
-            raise ValueError(
-                f"method {cls.name!r} has no hyperparameter(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(cls.default_hparams)) or '(none)'}"
-            )
-        return {**cls.default_hparams, **overrides}
+        """The defaults updated with ``overrides``, checked against :attr:`hparam_spec`
+        (:class:`core.hparams.HParamError`, a ``ValueError``, otherwise). Needs no model."""
+        return validate_hparams(f"method {cls.name!r}", cls.hparam_spec, overrides)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings ``[B, D]`` of images ``[B, C, H, W]`` (what the unified protocol sees)."""

@@ -30,7 +30,7 @@ from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.base import Predictor
 from methods.inner_loop import (InnerLoopMethod, Order, Params, batch_statistics,
-                                gradient_descent, scratch_buffers)
+                                gradient_descent, inner_loop_hparams, scratch_buffers)
 
 
 @register_method("maml")
@@ -41,10 +41,7 @@ class MAML(InnerLoopMethod):
 
     paper = ("Finn, Abbeel & Levine 2017, Model-Agnostic Meta-Learning for Fast Adaptation of "
              "Deep Networks (ICML)")
-    default_hparams = {
-        "inner_lr": 0.01, "train_steps": 5, "test_steps": 10, "test_inner_lr": None,
-        "first_order": False,
-    }
+    hparam_spec = inner_loop_hparams(inner_lr=0.01, train_steps=5, test_steps=10)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, ways]`` of the (unadapted) network on images ``[B, C, H, W]``."""

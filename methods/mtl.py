@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.hparams import HParam
 from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.backbones import Backbone
@@ -28,16 +29,19 @@ from methods.base import FewShotMethod
 
 @register_method("mtl", "multi-task")
 class MTL(FewShotMethod):
-    """MTL (Wang et al. 2021). Hyperparameters:
-
-    - ``normalize_features``: L2-normalise features before the heads, in training and at test
-      (the paper's ``--norm_train_features``; on for mini, tiered and CIFAR-FS, off for FC100).
-    - ``scale_init``: multiply the head init by sqrt(n_train_classes / ways), which compensates
-      for the fan-in-based init of a matrix much larger than one task's head (FACTS.md 4.1).
-    """
+    """MTL (Wang et al. 2021); hyperparameters in :attr:`hparam_spec`."""
 
     paper = "Wang, Zhao & Li 2021, Bridging Multi-Task Learning and Meta-Learning (ICML)"
-    default_hparams = {"normalize_features": True, "scale_init": True}
+    hparam_spec = {
+        "normalize_features": HParam(
+            True, bool, doc="L2-normalise features before the heads, in training and at test "
+            "(the paper's --norm_train_features; on for mini, tiered and CIFAR-FS, off for "
+            "FC100)"),
+        "scale_init": HParam(
+            True, bool, doc="multiply the head init by sqrt(n_train_classes / ways), which "
+            "compensates for the fan-in-based init of a matrix much larger than one task's "
+            "head (FACTS.md 4.1)"),
+    }
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from core.hparams import HParam
 from methods import register_method
 from methods.backbones import Backbone
 from methods.heads import EpisodeHeadMethod, prototype_logits, prototypes
@@ -28,10 +29,11 @@ class ProtoNet(EpisodeHeadMethod):
     """Nearest-prototype head with (scaled) negative squared Euclidean distances."""
 
     paper = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
-    default_hparams = {
-        "normalize_by_dim": True,  # divide squared distances by D (MetaOptNet)
-        "learn_scale": True,  # learnable logit scale (MetaOptNet); False keeps it fixed
-        "scale_init": 1.0,  # (initial) logit scale
+    hparam_spec = {
+        "normalize_by_dim": HParam(True, bool, doc="divide squared distances by D (MetaOptNet)"),
+        "learn_scale": HParam(True, bool, doc="learnable logit scale (MetaOptNet); false keeps "
+                                              "it fixed"),
+        "scale_init": HParam(1.0, float, doc="(initial) logit scale"),
     }
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from core.hparams import HParam
 from methods import register_method
 from methods.backbones import Backbone
 from methods.heads import EpisodeHeadMethod, linear_logits, ridge_weights
@@ -31,17 +32,16 @@ class R2D2(EpisodeHeadMethod):
 
     paper = ("Bertinetto et al., Meta-learning with differentiable closed-form solvers, "
              "ICLR 2019")
-    default_hparams = {
-        "lam": 50.0,  # ridge regulariser λ (fixed; MetaOptNet's R2D2 head)
-        "scale_init": 1.0,  # initial output scale α
-        "bias_init": 0.0,  # initial output bias β
+    hparam_spec = {
+        "lam": HParam(50.0, float, gt=0,
+                      doc="ridge regulariser λ (fixed; MetaOptNet's R2D2 head)"),
+        "scale_init": HParam(1.0, float, doc="initial output scale α"),
+        "bias_init": HParam(0.0, float, doc="initial output bias β"),
     }
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:
         super().__init__(backbone, n_train_classes, ways, hparams)
-        if float(self.hparams["lam"]) <= 0:
-            raise ValueError(f"r2d2: lam must be positive, got {self.hparams['lam']}")
         self.scale = nn.Parameter(torch.tensor(float(self.hparams["scale_init"])))
         self.bias = nn.Parameter(torch.tensor(float(self.hparams["bias_init"])))
 

@@ -85,5 +85,6 @@ def test_gradient_reaches_only_the_rows_of_the_task():
 
 
 def test_unknown_hparam_is_an_error():
-    with pytest.raises(ValueError, match="valid: normalize_features, scale_init"):
+    with pytest.raises(ValueError, match=r"Valid: normalize_features \(true or false, default "
+                                         r"true\); scale_init \(true or false, default true\)"):
         MTL(TinyBackbone(), 10, 5, hparams={"normalise_features": True})
