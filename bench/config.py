@@ -11,16 +11,21 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from core.budget import TrainBudget
+from datasets import DATASETS
 
 BUDGETS = ("smoke", "quick", "paper")
-SMALL_IMAGE_DATASETS = ("glyphs", "omniglot")  # single-channel 28 px
+
+
+def _small_images(dataset: str) -> bool:
+    """Whether ``dataset`` declares small character images (Conv4 in smoke and quick)."""
+    return DATASETS.get(dataset).small_images
 
 
 # ---------------------------------------------------------------------------------------------
 # smoke and quick: identical for every method, so CPU comparisons are like for like.
 
 def _smoke(dataset: str) -> TrainBudget:
-    small = dataset in SMALL_IMAGE_DATASETS
+    small = _small_images(dataset)
     return TrainBudget(
         name="smoke", backbone="conv4-32" if small else "resnet12", feature_mode="avg",
         epochs=2, steps_per_epoch=5, meta_batch=2, train_shots=2, train_queries=3,
@@ -37,7 +42,7 @@ _QUICK_HPARAMS: dict[str, dict[str, Any]] = {
 
 
 def _quick(dataset: str, method: str = "") -> TrainBudget:
-    small = dataset in SMALL_IMAGE_DATASETS
+    small = _small_images(dataset)
     return TrainBudget(
         name="quick", backbone="conv4-64" if small else "resnet12", feature_mode="avg",
         epochs=8, steps_per_epoch=50, meta_batch=4, train_shots=5, train_queries=5, lr=3e-3,
@@ -91,7 +96,7 @@ def _metaoptnet_style_paper(dataset: str, shots: int, train_shots: int,
 def _maml_paper(dataset: str, shots: int, hparams: dict[str, Any]) -> TrainBudget:
     """Finn et al. 2017 (mini-ImageNet): Conv4-32, Adam 1e-3, meta-batch 4 (1-shot) or 2
     (5-shot), 15 queries per class, 60,000 meta-iterations, tested with 10 inner steps."""
-    small = dataset in SMALL_IMAGE_DATASETS
+    small = _small_images(dataset)
     return TrainBudget(
         name="paper", backbone="conv4-64" if small else "conv4-32", feature_mode="flatten",
         epochs=60, steps_per_epoch=1000, meta_batch=4 if shots == 1 else 2,

@@ -27,12 +27,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from core.atomic import atomic_file
+from datasets import by_benchmark
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
 NO_METAOPTNET = "no MetaOptNet run to compare with"
-#: The paper's dataset names -> ours (as in bench.table.PAPER_DATASET).
-_OUR_DATASET = {"mini-imagenet": "mini", "tiered-imagenet": "tiered", "cifar-fs": "cifar-fs",
-                "fc100": "fc100"}
 _MARKERS = "osD^vP*Xh<>p"
 _PANEL_KEYS = ["dataset", "ways", "shots"]
 
@@ -103,11 +101,12 @@ def paper_points(reference_csv: Path = REFERENCE_CSV) -> pd.DataFrame:
     if not Path(reference_csv).exists():
         return pd.DataFrame(columns=columns)
     cells: dict[tuple, dict[str, float]] = {}
+    to_ours = by_benchmark()  # the paper's dataset names -> ours
     with open(reference_csv, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            if row["table"] != "4" or row["dataset"] not in _OUR_DATASET:
+            if row["table"] != "4" or row["dataset"] not in to_ours:
                 continue
-            key = (row["method"], _OUR_DATASET[row["dataset"]], int(row["ways"]),
+            key = (row["method"], to_ours[row["dataset"]], int(row["ways"]),
                    int(row["shots"]))
             cells.setdefault(key, {})[row["metric"]] = float(row["value"])
     rows = []

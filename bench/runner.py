@@ -49,7 +49,7 @@ from bench.results import SCHEMA, RunResult, is_finished, result_path
 from core.atomic import write_json_atomic
 from bench.stats import episode_ci95
 from bench.timing import SectionTimer, device_hours
-from datasets import FewShotDataset
+from datasets import FewShotDataset, registered_info
 from datasets.augment import Normalizer, train_transform
 from datasets.episodes import EpisodeLoader, EpisodeSampler
 from methods import METHODS
@@ -314,7 +314,9 @@ class TrainSession:
         self.device, self.parallel = device, parallel
         self.augment = torch.Generator(device=device).manual_seed(
             stream_seed(config.seed, "augment"))
-        transform = train_transform(dataset.name, dataset.image_size, dataset.mean, dataset.std,
+        info = registered_info(dataset)
+        transform = train_transform(info.train_augmentation if info is not None else None,
+                                    dataset.image_size, dataset.mean, dataset.std,
                                     generator=self.augment)
         self.train_loader = EpisodeLoader(dataset.train, transform, device)
         self.val_loader = EpisodeLoader(dataset.val, Normalizer(dataset.mean, dataset.std),

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from bench import provenance
-from bench.config import BUDGETS, SMALL_IMAGE_DATASETS, RunConfig, resolve_budget
+from bench.config import BUDGETS, RunConfig, resolve_budget
 from core.budget import TrainBudget
 from bench.precision import PRECISIONS, autocast
 from core.atomic import write_json_atomic
@@ -58,10 +58,6 @@ DEFAULT_OUT = Path("results/speed")
 #: MetaOptNet's own epoch count (60): a neutral choice, not a measured one. The break-even
 #: number of epochs that reproduces the paper's ratio is reported next to it.
 DEFAULT_ASSUMED_EPOCHS = 60
-#: Number of training classes of each dataset's standard split (FACTS.md 2; glyphs: its
-#: default), so MTL's head matrix has its real size.
-TRAIN_CLASSES = {"mini": 64, "tiered": 351, "cifar-fs": 64, "fc100": 60, "omniglot": 1100,
-                 "glyphs": 256}
 FLOP_NOTE = ("FLOPs of one step counted once with torch.utils.flop_counter.FlopCounterMode "
              "(matmul/bmm/conv and their backward, 2 FLOPs per multiply-add; element-wise ops "
              "and non-matmul linear algebra are not counted)")
@@ -188,10 +184,9 @@ def dataset_shape(name: str, image_size: int | None) -> tuple[str, int, int]:
     """Canonical dataset name, image size (default: the dataset's own) and channels."""
     from datasets import DATASETS
 
-    canonical = DATASETS.canonical(name)
-    size = image_size if image_size is not None else DATASETS.get(canonical).image_size
-    channels = 1 if canonical in SMALL_IMAGE_DATASETS else 3
-    return canonical, size, channels
+    info = DATASETS.get(name)
+    size = image_size if image_size is not None else info.image_size
+    return info.name, size, info.channels
 
 
 def budget_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -310,7 +305,8 @@ def measure_training_step(config: RunConfig, dataset: FewShotDataset, device: to
     backbone measurement.
     """
     from bench.runner import build_method, build_optimizer, prepare_for_device, train_step
-    from datasets.augment import LEE2019_PADDING, Normalizer, train_transform, uses_lee2019
+    from datasets import registered_info
+    from datasets.augment import augmentation_applies, train_transform
     from datasets.episodes import EpisodeLoader, EpisodeSampler
 
     budget = config.budget
@@ -321,11 +317,12 @@ def measure_training_step(config: RunConfig, dataset: FewShotDataset, device: to
     # Taken before anything is compiled or trained; it waits on the CPU so that it does not
     # count towards the method's peak memory.
     bare = copy.deepcopy(method.backbone).to("cpu")
-    augment = uses_lee2019(dataset.name) and dataset.image_size in LEE2019_PADDING
+    info = registered_info(dataset)
+    declared = info.train_augmentation if info is not None else None
+    augment = declared if augmentation_applies(declared, dataset.image_size) else None
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    transform = (train_transform(dataset.name, dataset.image_size, dataset.mean, dataset.std,
-                                 augment=True, generator=generator) if augment
-                 else Normalizer(dataset.mean, dataset.std))
+    transform = train_transform(augment, dataset.image_size, dataset.mean, dataset.std,
+                                generator=generator)
     loader = EpisodeLoader(dataset.train, transform, device)
     sampler = EpisodeSampler(dataset.train, config.ways, budget.train_shots,
                              budget.train_queries, seed=config.seed)
@@ -336,7 +333,7 @@ def measure_training_step(config: RunConfig, dataset: FewShotDataset, device: to
                           config.precision)[1]
 
     compile_method = method.backbone.compile if config.compile else None
-    result: dict[str, Any] = {"augmentation": "lee2019" if augment else "normalize only"}
+    result: dict[str, Any] = {"augmentation": augment or "normalize only"}
     result["step"] = _measure(method_step, compile_method, steps, warmup, device, timer_factory)
     batch = loader.load(sampler.sample(budget.meta_batch))
     images = torch.cat([batch.support, batch.query], dim=1).flatten(0, 1).contiguous()
@@ -626,8 +623,11 @@ def measure_all(args: argparse.Namespace, device: torch.device,
     name, size, channels = dataset_shape(args.dataset, args.image_size)
     budgets = {m: speed_budget(m, name, args.shots, args) for m in methods}
     per_class = max(b.train_shots + b.train_queries for b in budgets.values())
-    dataset = synthetic_dataset(name, size, channels, TRAIN_CLASSES.get(name, 64), per_class,
-                                args.seed)
+    from datasets import DATASETS
+
+    # The standard split's number of training classes, so MTL's head matrix has its real size.
+    dataset = synthetic_dataset(name, size, channels, DATASETS.get(name).train_classes,
+                                per_class, args.seed)
     entries: list[dict[str, Any]] = []
     for method in methods:
         budget = budgets[method]

@@ -22,14 +22,12 @@ import pandas as pd
 
 from bench.results import RunResult, read_result
 from core.atomic import write_text_atomic
+from datasets import by_benchmark
 from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
 SKIP_DIRS = {"reference", "speed", "theory"}
-# Our canonical dataset names -> the paper's.
-PAPER_DATASET = {"mini": "mini-imagenet", "tiered": "tiered-imagenet", "cifar-fs": "cifar-fs",
-                 "fc100": "fc100"}
 DISPLAY = {"mtl": "MTL", "maml": "MAML", "anil": "ANIL", "r2d2": "R2D2",
            "metaoptnet": "MetaOptNet", "protonet": "ProtoNet"}
 
@@ -96,7 +94,7 @@ def reference_rows(measured: pd.DataFrame, reference_csv: Path = REFERENCE_CSV,
         return measured.iloc[0:0]
     ref = pd.read_csv(reference_csv, dtype={"table": str})
     ref = ref[(ref["table"] == table) & (ref["metric"] == metric)]
-    to_ours = {v: k for k, v in PAPER_DATASET.items()}
+    to_ours = by_benchmark()  # the paper's dataset names -> ours
     present = {(m.lower(), d) for m, d in zip(measured["method"], measured["dataset"])}
     rows = []
     for _, r in ref.iterrows():
@@ -197,7 +195,7 @@ def efficiency_markdown(frame: pd.DataFrame, reference_csv: Path = REFERENCE_CSV
     if Path(reference_csv).exists():
         ref = pd.read_csv(reference_csv, dtype={"table": str})
         ref = ref[ref["table"] == "4"]
-        to_ours = {v: k for k, v in PAPER_DATASET.items()}
+        to_ours = by_benchmark()
         present = {(m.lower(), d) for m, d in zip(frame["method"], frame["dataset"])}
         reported = [r for _, r in ref.iterrows()
                     if (str(r["method"]).lower(), to_ours.get(r["dataset"])) in present]

@@ -338,13 +338,17 @@ register_dataset(
     DatasetInfo(name="cifar-fs", load=_load_cifar_fs,
                 description="CIFAR-FS 64/16/20 classes x 600, 32 px (raw CIFAR-100, "
                             "learn2learn folders or MetaOptNet pickles)",
-                image_size=32, needs_files=True),
+                benchmark="cifar-fs", channels=3, image_size=32,
+                classes=CIFAR_FS_SPEC.standard, mean=CIFAR_FS_SPEC.mean, std=CIFAR_FS_SPEC.std,
+                train_augmentation="lee2019", small_images=False, needs_files=True),
     "cifarfs", "cifar_fs",
 )
 register_dataset(
     DatasetInfo(name="fc100", load=_load_fc100,
                 description="FC100 60/20/20 classes by superclass, 32 px (raw CIFAR-100 or "
                             "MetaOptNet pickles)",
-                image_size=32, needs_files=True),
+                benchmark="fc100", channels=3, image_size=32, classes=FC100_SPEC.standard,
+                mean=FC100_SPEC.mean, std=FC100_SPEC.std, train_augmentation="lee2019",
+                small_images=False, needs_files=True),
     "fc-100",
 )

@@ -138,6 +138,8 @@ register_dataset(
     DatasetInfo(name="mini", load=load,
                 description="mini-ImageNet 64/16/20 classes x 600 (learn2learn or MetaOptNet "
                             "pickles, or a prepared cache)",
-                image_size=84, needs_files=True),
+                benchmark="mini-imagenet", channels=3, image_size=84, classes=SPEC.standard,
+                mean=SPEC.mean, std=SPEC.std, train_augmentation="lee2019",
+                small_images=False, needs_files=True, efficiency_reference=True),
     "mini-imagenet", "miniimagenet",
 )

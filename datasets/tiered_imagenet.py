@@ -156,6 +156,8 @@ register_dataset(
     DatasetInfo(name="tiered", load=load,
                 description="tiered-ImageNet 351/97/160 classes (learn2learn PNG pickles or "
                             "MetaOptNet npz, used through a prepared memory-mapped cache)",
-                image_size=84, needs_files=True),
+                benchmark="tiered-imagenet", channels=3, image_size=84, classes=SPEC.standard,
+                mean=SPEC.mean, std=SPEC.std, train_augmentation="lee2019",
+                small_images=False, needs_files=True),
     "tiered-imagenet", "tieredimagenet",
 )
