@@ -157,7 +157,7 @@ def cmd_list() -> int:
         cls = METHODS.get(name)
         aliases = METHODS.aliases_of(name)
         extra = f" (aliases: {', '.join(aliases)})" if aliases else ""
-        print(f"  {name:<11} {cls.paper}{extra}")
+        print(f"  {name:<11} {cls.citation}{extra}")
     print("datasets:")
     for name in DATASETS.names():
         info = DATASETS.get(name)

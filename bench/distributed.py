@@ -15,11 +15,11 @@ How a run is split over ``N`` processes (ranks), for every method:
   meta-batch in one forward (MTL, ANIL, ProtoNet, R2D2, MetaOptNet) normalise with the
   statistics of the whole meta-batch; their batch-norm layers become :class:`SyncedBatchNorm2d`,
   which sums per-channel statistics over the ranks with a differentiable ``all_reduce``, so
-  the forward and backward passes equal the single-process ones. MAML normalises every forward
-  with one task's own statistics (:mod:`methods.maml`), which sharding leaves unchanged; its
-  running statistics, an exponential average updated task after task, are recombined after
-  each step in task order (:func:`reconcile_running_stats`), as if one process had seen all
-  tasks.
+  the forward and backward passes equal the single-process ones. A method that declares
+  ``task_local_batch_norm`` (MAML) normalises every forward with one task's own statistics
+  (:mod:`methods.maml`), which sharding leaves unchanged; its running statistics, an
+  exponential average updated task after task, are recombined after each step in task order
+  (:func:`reconcile_running_stats`), as if one process had seen all tasks.
 - **Solvers.** MetaOptNet's qpth solve stops its interior-point iterations for a whole batch
   of QPs at once, so a task's SVM depends, within the solver's tolerance, on which tasks share
   its solve, here the rank's shard (as in MetaOptNet's own multi-GPU ``DataParallel`` recipe);
@@ -51,11 +51,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from datasets.episodes import EpisodeIndices, TaskBatch
-
-TASK_LOCAL_BATCH_NORM = frozenset({"maml"})
-"""Methods whose every training forward normalises with a single task's statistics (so their
-batch-norm layers are not synchronised across ranks; see the module docstring)."""
-
+from methods.base import FewShotMethod
 
 class DistributedSetupError(RuntimeError):
     """A distributed run that cannot work as asked; the message says what to change."""
@@ -280,17 +276,13 @@ def synchronise_batch_norm(module: nn.Module) -> int:
     return changed
 
 
-def task_local_batch_norm(method: nn.Module) -> bool:
-    """Whether ``method`` normalises every training forward with one task's statistics."""
-    return getattr(method, "name", "") in TASK_LOCAL_BATCH_NORM
-
-
-def prepare_method(method: nn.Module, parallel: Parallel) -> None:
+def prepare_method(method: FewShotMethod, parallel: Parallel) -> None:
     """Make ``method`` ready for data-parallel training (see the module docstring): batch norm
-    synchronised across ranks unless it is task-local, rank 0's weights everywhere."""
+    synchronised across ranks unless the method declares it task-local
+    (``task_local_batch_norm``), rank 0's weights everywhere."""
     if not parallel.enabled:
         return
-    if not task_local_batch_norm(method):
+    if not method.task_local_batch_norm:
         synchronise_batch_norm(method)
     broadcast_module(method, parallel)
 

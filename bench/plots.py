@@ -27,10 +27,16 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from core.atomic import atomic_file
+from bench.table import efficiency_reference
 from datasets import by_benchmark
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
-NO_METAOPTNET = "no MetaOptNet run to compare with"
+
+
+def no_reference() -> str:
+    """Why Figure 2 is missing when the reference method has not run."""
+    return f"no {efficiency_reference().display} run to compare with"
+
 _MARKERS = "osD^vP*Xh<>p"
 _PANEL_KEYS = ["dataset", "ways", "shots"]
 
@@ -96,7 +102,7 @@ def _log_axis(axis: Any, fmt: str) -> None:
 
 def paper_points(reference_csv: Path = REFERENCE_CSV) -> pd.DataFrame:
     """The paper's Table 4 as Figure 2 points: method, dataset, ways, shots, accuracy and
-    speed-up relative to MetaOptNet (85.6 / 3.7 GPU-hours for MTL)."""
+    speed-up relative to the reference method (MetaOptNet: 85.6 / 3.7 GPU-hours for MTL)."""
     columns = ["method", "dataset", "ways", "shots", "accuracy", "speedup"]
     if not Path(reference_csv).exists():
         return pd.DataFrame(columns=columns)
@@ -109,9 +115,9 @@ def paper_points(reference_csv: Path = REFERENCE_CSV) -> pd.DataFrame:
             key = (row["method"], to_ours[row["dataset"]], int(row["ways"]),
                    int(row["shots"]))
             cells.setdefault(key, {})[row["metric"]] = float(row["value"])
-    rows = []
+    reference, rows = efficiency_reference(), []
     for (method, dataset, ways, shots), metrics in cells.items():
-        ref = cells.get(("MetaOptNet", dataset, ways, shots), {}).get("gpu_hours")
+        ref = cells.get((reference.display, dataset, ways, shots), {}).get("gpu_hours")
         hours, acc = metrics.get("gpu_hours"), metrics.get("test_accuracy_pct")
         if ref is None or hours is None or acc is None or hours <= 0:
             continue
@@ -131,17 +137,18 @@ def figure2(efficiency: pd.DataFrame, out_png: Path,
     speed-up.
     """
     if efficiency.empty:
-        warn(f"figure 2 not drawn: no finished results ({NO_METAOPTNET})")
+        warn(f"figure 2 not drawn: no finished results ({no_reference()})")
         return None
-    has_reference = bool((efficiency["method"] == "MetaOptNet").any())
-    rows = efficiency[efficiency["speedup_vs_metaoptnet"].notna()
-                      & (efficiency["speedup_vs_metaoptnet"] > 0)]
+    reference = efficiency_reference()
+    has_reference = bool((efficiency["method"] == reference.display).any())
+    speedup = efficiency[reference.speedup_column]
+    rows = efficiency[speedup.notna() & (speedup > 0)]
     if not has_reference or rows.empty:
         cells = sorted({f"{d} {w}-way {s}-shot" for d, w, s in
                         zip(efficiency["dataset"], efficiency["ways"], efficiency["shots"])})
-        warn(f"figure 2 not drawn: {NO_METAOPTNET} (results for {', '.join(cells)}; run "
-             "`python -m bench run --methods metaoptnet ...` with the same dataset, shots and "
-             "budget)")
+        warn(f"figure 2 not drawn: {no_reference()} (results for {', '.join(cells)}; run "
+             f"`python -m bench run --methods {reference.name} ...` with the same dataset, "
+             "shots and budget)")
         return None
     paper = paper_points(reference_csv)
     styles = _style_map(_label(r) for r in rows.itertuples(index=False))
@@ -151,30 +158,31 @@ def figure2(efficiency: pd.DataFrame, out_png: Path,
         _draw_figure2_panel(axis, group, styles)
         _draw_paper_points(axis, paper, dataset, ways, shots)
         axis.set_title(f"{dataset} {ways}-way {shots}-shot", fontsize=10)
-    title = ("Accuracy vs training speed-up relative to MetaOptNet-SVM\n"
+    title = (f"Accuracy vs training speed-up relative to {reference.display}\n"
              "(shape of Wang, Zhao & Li 2021, Figure 2; same budget and device unit)")
     return _legend_and_save(figure, axes, title, out_png)
 
 
 def _draw_figure2_panel(axis: Any, group: pd.DataFrame, styles: dict[str, dict]) -> None:
-    for row in group.itertuples(index=False):
+    reference = efficiency_reference()
+    column = reference.speedup_column
+    for row, speedup in zip(group.itertuples(index=False), group[column]):
         label = _label(row)
-        axis.scatter([row.speedup_vs_metaoptnet], [row.accuracy_unified], s=45, label=label,
-                     zorder=3, **styles[label])
-        axis.annotate(f"{row.speedup_vs_metaoptnet:.1f}x", (row.speedup_vs_metaoptnet,
-                                                           row.accuracy_unified),
+        axis.scatter([speedup], [row.accuracy_unified], s=45, label=label, zorder=3,
+                     **styles[label])
+        axis.annotate(f"{speedup:.1f}x", (speedup, row.accuracy_unified),
                       textcoords="offset points", xytext=(5, 4), fontsize=7)
-    mon = group[group["method"] == "MetaOptNet"]
-    if not mon.empty:
-        axis.axhline(float(mon["accuracy_unified"].iloc[0]), color="0.5", linestyle="--",
+    ref = group[group["method"] == reference.display]
+    if not ref.empty:
+        axis.axhline(float(ref["accuracy_unified"].iloc[0]), color="0.5", linestyle="--",
                      linewidth=0.8)
     axis.axvline(1.0, color="0.5", linestyle=":", linewidth=0.8)
     axis.margins(y=0.15)
     _log_axis(axis, "{:g}x")
-    lo = min(0.8, float(group["speedup_vs_metaoptnet"].min()) / 1.5)
-    hi = max(1.25, float(group["speedup_vs_metaoptnet"].max()) * 1.5)
+    lo = min(0.8, float(group[column].min()) / 1.5)
+    hi = max(1.25, float(group[column].max()) * 1.5)
     axis.set_xlim(lo, hi)
-    axis.set_xlabel(f"speed-up vs MetaOptNet ({group['unit'].iloc[0]})")
+    axis.set_xlabel(f"speed-up vs {reference.display} ({group['unit'].iloc[0]})")
     axis.set_ylabel("test accuracy, unified protocol (%)")
     axis.grid(alpha=0.3, which="both")
 

@@ -37,7 +37,7 @@ from bench.checkpoint import (CheckpointError, StorageError, capture_rng, check_
                               save_checkpoint)
 from bench.config import RunConfig
 from core.budget import TrainBudget
-from bench.distributed import (SINGLE, TASK_LOCAL_BATCH_NORM, Parallel, all_reduce_gradients,
+from bench.distributed import (SINGLE, Parallel, all_reduce_gradients,
                                broadcast_object, check_meta_batch, gather_objects,
                                max_over_ranks, prepare_method, rank_seed,
                                reconcile_running_stats, running_stats, shard_batch,
@@ -206,7 +206,7 @@ def parallel_train_step(method: FewShotMethod, optimizer: torch.optim.Optimizer,
     """
     batch = loader.load(sampler.sample(meta_batch))
     mine = shard_batch(batch, parallel)
-    task_local = parallel.enabled and getattr(method, "name", "") in TASK_LOCAL_BATCH_NORM
+    task_local = parallel.enabled and method.task_local_batch_norm
     before = running_stats(method) if task_local else []
     with autocast(loader.device, precision):
         loss = method.loss(mine)
@@ -314,9 +314,8 @@ class TrainSession:
         self.device, self.parallel = device, parallel
         self.augment = torch.Generator(device=device).manual_seed(
             stream_seed(config.seed, "augment"))
-        info = registered_info(dataset)
-        transform = train_transform(info.train_augmentation if info is not None else None,
-                                    dataset.image_size, dataset.mean, dataset.std,
+        augmentation = type(method).training_augmentation(registered_info(dataset), budget)
+        transform = train_transform(augmentation, dataset.image_size, dataset.mean, dataset.std,
                                     generator=self.augment)
         self.train_loader = EpisodeLoader(dataset.train, transform, device)
         self.val_loader = EpisodeLoader(dataset.val, Normalizer(dataset.mean, dataset.std),

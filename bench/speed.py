@@ -180,11 +180,13 @@ def synthetic_dataset(name: str, image_size: int, channels: int, n_train_classes
                           source=f"synthetic uint8 noise for bench speed (seed {seed})")
 
 
-def dataset_shape(name: str, image_size: int | None) -> tuple[str, int, int]:
-    """Canonical dataset name, image size (default: the dataset's own) and channels."""
-    from datasets import DATASETS
+def dataset_shape(name: str | None, image_size: int | None) -> tuple[str, int, int]:
+    """Canonical dataset name (default: the dataset that declares ``efficiency_reference``,
+    the one the paper's Table 4 was timed on), image size (default: the dataset's own) and
+    channels."""
+    from datasets import DATASETS, efficiency_reference
 
-    info = DATASETS.get(name)
+    info = DATASETS.get(name) if name is not None else efficiency_reference()
     size = image_size if image_size is not None else info.image_size
     return info.name, size, info.channels
 
@@ -380,22 +382,26 @@ def _free(device: torch.device) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def paper_ratio(reference_csv: Path = REFERENCE_CSV) -> dict[str, Any] | None:
-    """MetaOptNet over MTL GPU-hours as reported in the paper's Table 4 (85.6 / 3.7)."""
+def paper_ratio(method: str, reference: str, reference_csv: Path = REFERENCE_CSV
+                ) -> dict[str, Any] | None:
+    """``reference``'s over ``method``'s GPU-hours as the paper's Table 4 reports them (display
+    names, as in the reference CSV; MetaOptNet over MTL: 85.6 / 3.7), or None when the CSV
+    has no such pair."""
     import csv
 
     if not Path(reference_csv).exists():
         return None
-    hours: dict[str, float] = {}
+    rows: dict[str, dict[str, str]] = {}
     with open(reference_csv, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             if row["table"] == "4" and row["metric"] == "gpu_hours":
-                hours[row["method"].lower()] = float(row["value"])
-    if "metaoptnet" not in hours or "mtl" not in hours:
+                rows[row["method"].lower()] = row
+    mine, ref = rows.get(method.lower()), rows.get(reference.lower())
+    if mine is None or ref is None:
         return None
-    return {"metaoptnet_gpu_hours": hours["metaoptnet"], "mtl_gpu_hours": hours["mtl"],
-            "ratio": hours["metaoptnet"] / hours["mtl"],
-            "source": "Wang et al. 2021 Table 4, mini-ImageNet 5-way 5-shot, 4x V100 "
+    return {"method_gpu_hours": float(mine["value"]), "reference_gpu_hours": float(ref["value"]),
+            "ratio": float(ref["value"]) / float(mine["value"]),
+            "source": f"{ref['source']}, {ref['dataset']} {ref['ways']}-way {ref['shots']}-shot "
                       "(results/reference/paper.csv)"}
 
 
@@ -413,43 +419,62 @@ def budget_projection(entry: dict[str, Any], assume_epochs: int) -> dict[str, An
 
 
 def extrapolate(entries: list[dict[str, Any]], assume_epochs: int,
-                reference: dict[str, Any] | None,
+                reference_csv: Path | None = REFERENCE_CSV,
                 overrides: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """MetaOptNet-SVM over MTL device-hours under both methods' budgets.
+    """Every measured method's device-hours relative to the efficiency reference method (the
+    class that declares ``efficiency_reference``: MetaOptNet-SVM, as in the paper's Table 4),
+    under both methods' budgets.
 
-    Per step, per epoch and for the whole budget (MTL's epochs assumed, see
-    :data:`DEFAULT_ASSUMED_EPOCHS`), plus the number of MTL epochs at which the measured
-    step times would reproduce the paper's ratio. Validation is excluded (timing rule), while
-    the paper's GPU-hours most likely include it (MetaOptNet validates 2000 episodes per epoch).
-    ``overrides`` (budget fields changed on the command line) are recorded: with any, the
-    result is the overridden budgets' ratio, not the paper budgets'.
+    Per method: the reference's over the method's time per step, per epoch and for the whole
+    budget (budgets that stop early run ``assume_epochs`` epochs, see
+    :data:`DEFAULT_ASSUMED_EPOCHS`), its images/s over the reference's, and, where the paper
+    reports both (``reference_csv``), the paper's ratio and the number of the method's epochs
+    at which the measured step times would reproduce it. Validation is excluded (timing rule),
+    while the paper's GPU-hours most likely include it. ``overrides`` (budget fields changed on
+    the command line) are recorded: with any, the ratios are the overridden budgets'. None
+    without a reference measurement and at least one other.
     """
+    from methods import efficiency_reference
+
+    reference = efficiency_reference()
     by_name = {e["method"]: e for e in entries if "step" in e}
-    if "mtl" not in by_name or "metaoptnet" not in by_name:
+    if reference.name not in by_name or len(by_name) < 2:
         return None
-    mtl, mon = by_name["mtl"], by_name["metaoptnet"]
-    mtl_p, mon_p = mtl["paper_budget"], mon["paper_budget"]
-    out: dict[str, Any] = {
-        "per_step": mon["step"]["median_s"] / mtl["step"]["median_s"],
-        "per_image": mtl["step"]["images_per_s"] / mon["step"]["images_per_s"],
-        "per_epoch": mon_p["epoch_seconds"] / mtl_p["epoch_seconds"],
-        "full_budget": mon_p["device_hours"] / mtl_p["device_hours"],
-        "mtl_epochs": mtl_p["epochs"], "mtl_epochs_assumed": mtl_p["epochs_assumed"],
-        "metaoptnet_epochs": mon_p["epochs"],
-        "budgets": {"mtl": mtl["budget"]["name"], "metaoptnet": mon["budget"]["name"]},
-        "overrides": overrides,
-        "paper": reference,
+    ref = by_name[reference.name]
+    ref_p = ref["paper_budget"]
+    methods: dict[str, Any] = {}
+    for name, entry in by_name.items():
+        if name == reference.name:
+            continue
+        mine = entry["paper_budget"]
+        display = entry.get("display_name", name)
+        paper = (paper_ratio(display, reference.display_name, reference_csv)
+                 if reference_csv is not None else None)
+        row: dict[str, Any] = {
+            "per_step": ref["step"]["median_s"] / entry["step"]["median_s"],
+            "per_image": entry["step"]["images_per_s"] / ref["step"]["images_per_s"],
+            "per_epoch": ref_p["epoch_seconds"] / mine["epoch_seconds"],
+            "full_budget": ref_p["device_hours"] / mine["device_hours"],
+            "epochs": mine["epochs"], "epochs_assumed": mine["epochs_assumed"],
+            "budget": entry["budget"]["name"], "paper": paper,
+        }
+        if paper is not None:
+            row["epochs_for_paper_ratio"] = (ref_p["device_hours"] * 3600.0
+                                             / (paper["ratio"] * mine["epoch_seconds"]))
+        methods[name] = row
+    return {
+        "reference": reference.name, "reference_display_name": reference.display_name,
+        "reference_epochs": ref_p["epochs"], "reference_epochs_assumed": ref_p["epochs_assumed"],
+        "reference_budget": ref["budget"]["name"], "overrides": overrides,
         "assumption": (
-            f"MTL's budget stops early after an unreported number of epochs; {mtl_p['epochs']} "
-            f"epochs assumed (--assume-epochs). Training steps only: validation is excluded by "
-            "the timing rule, although the paper's GPU-hours probably include MetaOptNet's "
-            "2000 validation episodes per epoch; the paper's MetaOptNet ran on 4 V100s "
-            "(GPU-hours = 4 x wall time)."),
+            f"budgets that stop early (after a number of epochs their papers do not report) "
+            f"are assumed to run {assume_epochs} epochs (--assume-epochs). Training steps only: "
+            f"validation is excluded by the timing rule, although the paper's GPU-hours "
+            f"probably include it ({reference.display_name} validates "
+            f"{ref['budget']['val_episodes']} episodes per epoch); the paper's hardware is in "
+            f"its source."),
+        "methods": methods,
     }
-    if reference is not None:
-        out["mtl_epochs_for_paper_ratio"] = (
-            mon_p["device_hours"] * 3600.0 / (reference["ratio"] * mtl_p["epoch_seconds"]))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,19 +560,23 @@ def format_report(report: dict[str, Any]) -> str:
                  f"peak: {report['memory_note']}.")
     ext = report.get("extrapolation")
     if ext is None:
-        lines.append("MetaOptNet vs MTL: not extrapolated (measure both methods for it).")
+        lines.append("device-hours relative to the reference method: not extrapolated "
+                     "(measure it and at least one other method).")
     else:
-        paper = ext.get("paper")
-        lines.append(
-            f"MetaOptNet-SVM / MTL device-hours: {ext['per_step']:.2f}x per step, "
-            f"{ext['per_image']:.2f}x per image, {ext['per_epoch']:.2f}x per epoch, "
-            f"{ext['full_budget']:.2f}x for the whole budgets ({ext['metaoptnet_epochs']} vs "
-            f"{ext['mtl_epochs']}{' assumed' if ext['mtl_epochs_assumed'] else ''} epochs)"
-            + (f"; paper: {paper['ratio']:.1f}x ({paper['metaoptnet_gpu_hours']} vs "
-               f"{paper['mtl_gpu_hours']} GPU-hours), reached with "
-               f"{ext['mtl_epochs_for_paper_ratio']:.1f} MTL epochs at these step times"
-               if paper else "") + ".")
-        lines.append(f"  {ext['assumption']}")
+        ref = ext["reference_display_name"]
+        names = {e["method"]: e.get("display_name", e["method"]) for e in report["methods"]}
+        for name, row in ext["methods"].items():
+            paper, shown = row.get("paper"), names.get(name, name)
+            lines.append(
+                f"{ref} / {shown} device-hours: {row['per_step']:.2f}x per step, "
+                f"{row['per_image']:.2f}x per image, {row['per_epoch']:.2f}x per epoch, "
+                f"{row['full_budget']:.2f}x for the whole budgets ({ext['reference_epochs']} vs "
+                f"{row['epochs']}{' assumed' if row['epochs_assumed'] else ''} epochs)"
+                + (f"; paper: {paper['ratio']:.1f}x ({paper['reference_gpu_hours']} vs "
+                   f"{paper['method_gpu_hours']} GPU-hours), reached with "
+                   f"{row['epochs_for_paper_ratio']:.1f} {shown} epochs at these step times"
+                   if paper else "") + ".")
+        lines.append(f"  Assumption: {ext['assumption']}")
         if ext.get("overrides"):
             lines.append(f"  WARNING: the budgets' shapes were overridden ({ext['overrides']}); "
                          "this is not the paper budgets' ratio.")
@@ -567,11 +596,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``speed`` command's options on ``parser``."""
     parser.add_argument("--methods", type=_name_list, default=None,
                         help="comma-separated methods (default: all registered methods)")
-    parser.add_argument("--dataset", default="mini",
-                        help="dataset whose budget and image shape are used (default: mini; "
-                             "images are synthetic, no files needed)")
+    parser.add_argument("--dataset", default=None,
+                        help="dataset whose budget and image shape are used (default: the one "
+                             "the paper's Table 4 was timed on, see `bench list`; images are "
+                             "synthetic, no files needed)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="image side in pixels (default: the dataset's, 84 for mini)")
+                        help="image side in pixels (default: the dataset's)")
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, default=5,
                         help="test shots that select the budget row (default 5, as Table 4)")
@@ -594,7 +624,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the backbones (compile time lands in first_step_s)")
     parser.add_argument("--assume-epochs", type=int, default=DEFAULT_ASSUMED_EPOCHS,
-                        help="epochs assumed for budgets that stop early (MTL's paper budget) "
+                        help="epochs assumed for budgets that stop early (early stopping) "
                              f"in the device-hours extrapolation (default "
                              f"{DEFAULT_ASSUMED_EPOCHS})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -635,7 +665,8 @@ def measure_all(args: argparse.Namespace, device: torch.device,
                            seed=args.seed, budget=budget, precision=args.precision,
                            compile=args.compile)
         entry: dict[str, Any] = {
-            "method": method, "backbone": budget.backbone, "feature_mode": budget.feature_mode,
+            "method": method, "display_name": METHODS.get(method).display_name,
+            "backbone": budget.backbone, "feature_mode": budget.feature_mode,
             "meta_batch": budget.meta_batch,
             "images_per_task": args.ways * (budget.train_shots + budget.train_queries),
             "budget": budget.to_dict(),
@@ -676,7 +707,7 @@ def measure_all(args: argparse.Namespace, device: torch.device,
         "provenance": info,
         "methods": entries,
         "budget_overrides": budget_overrides(args),
-        "extrapolation": extrapolate(entries, args.assume_epochs, paper_ratio(),
+        "extrapolation": extrapolate(entries, args.assume_epochs, REFERENCE_CSV,
                                      budget_overrides(args)),
     }
 

@@ -39,6 +39,12 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (canonical) and its aliases (tests, plugins that are replaced)."""
+        del self._items[name]
+        for alias in self.aliases_of(name):
+            del self._aliases[alias]
+
     def canonical(self, name: str) -> str:
         """The canonical name for ``name`` or an alias of it; raises UnknownNameError."""
         key = name.strip().lower()

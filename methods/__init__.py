@@ -10,13 +10,38 @@ METHODS: Registry[type] = Registry("method")
 
 
 def register_method(name: str, *aliases: str):
-    """Class decorator registering a :class:`methods.base.FewShotMethod` subclass."""
+    """Class decorator registering a :class:`methods.base.FewShotMethod` subclass.
+
+    Checks the class's declarations (its quick-budget hyperparameters against its
+    ``hparam_spec``, its augmentation policy) so a mistake fails at import, not mid-sweep.
+    """
 
     def decorator(cls):
+        from methods.base import AUGMENTATION_POLICIES
+
         cls.name = name
+        own = vars(cls)
+        if "display_name" not in own:
+            cls.display_name = name
+        if "efficiency_reference" not in own:
+            cls.efficiency_reference = False
+        if cls.augmentation not in AUGMENTATION_POLICIES:
+            raise ValueError(f"method {name!r}: augmentation must be one of "
+                             f"{', '.join(AUGMENTATION_POLICIES)}, not {cls.augmentation!r}")
+        cls.resolve_hparams(cls.quick_hparams)
         return METHODS.register(name, *aliases)(cls)
 
     return decorator
+
+
+def efficiency_reference() -> type:
+    """The registered method the paper's speed-ups are relative to (the one class that
+    declares ``efficiency_reference = True``)."""
+    found = [METHODS.get(n) for n in METHODS.names() if METHODS.get(n).efficiency_reference]
+    if len(found) != 1:
+        raise LookupError(f"exactly one method must declare efficiency_reference = True; "
+                          f"found {[cls.name for cls in found] or 'none'}")
+    return found[0]
 
 
 # Importing the modules registers them.

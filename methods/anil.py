@@ -28,13 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.budget import TrainBudget
 from core.hparams import HParam
+from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.backbones import Backbone
 from methods.base import Predictor
 from methods.inner_loop import (InnerLoopMethod, Order, Params, gradient_descent,
-                                inner_loop_hparams, linear_logits, task_cross_entropy)
+                                inner_loop_hparams, linear_logits, maml_recipe,
+                                task_cross_entropy)
 
 
 @register_method("anil")
@@ -43,13 +46,20 @@ class ANIL(InnerLoopMethod):
     :class:`methods.inner_loop.InnerLoopMethod` plus ``freeze_head_init`` (Eq. 5: the head
     starts every inner loop from zero and is not meta-learned)."""
 
-    paper = ("Raghu, Raghu, Bengio & Vinyals 2020, Rapid Learning or Feature Reuse? (ICLR); "
-             "Wang, Zhao & Li 2021, Eq. 3-5")
+    display_name = "ANIL"
+    citation = ("Raghu, Raghu, Bengio & Vinyals 2020, Rapid Learning or Feature Reuse? (ICLR); "
+                "Wang, Zhao & Li 2021, Eq. 3-5")
     hparam_spec = {
         **inner_loop_hparams(inner_lr=0.1, train_steps=5, test_steps=5),
         "freeze_head_init": HParam(False, bool, doc="Eq. 5: the head starts every inner loop "
                                                     "from zero and is not meta-learned"),
     }
+
+    @classmethod
+    def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
+        """Raghu et al. 2020 train ANIL with MAML's setup (:func:`maml_recipe`); the inner
+        loop keeps ANIL's own defaults (it runs on the head only)."""
+        return maml_recipe(dataset, shots, {})
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

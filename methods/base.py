@@ -8,7 +8,7 @@ features from :meth:`FewShotMethod.features`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -17,22 +17,66 @@ from core.hparams import HParam, validate_hparams
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
 
+if TYPE_CHECKING:
+    from core.budget import TrainBudget
+    from datasets import DatasetInfo
+
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 """Maps query images ``[T, Q, C, H, W]`` to logits ``[T, Q, ways]``."""
 
 
-class FewShotMethod(nn.Module):
-    """Base class. Subclasses set ``name``, ``hparam_spec``, ``paper`` and implement
-    :meth:`loss`; those with a native test-time adaptation implement :meth:`adapt`.
+AUGMENTATION_POLICIES = ("dataset", "none")
 
+
+class FewShotMethod(nn.Module):
+    """Base class. A method implements :meth:`loss` (and :meth:`adapt` if it has a native
+    test-time adaptation) and declares, as class attributes, everything the harness needs to
+    know about it; ``bench/`` reads these and never tests a method's name:
+
+    - ``display_name``: how tables and plots print it (default: its registered name);
+    - ``citation``: the paper it comes from;
+    - ``hparam_spec``: its hyperparameters (:class:`core.hparams.HParam`: default, type, range);
+    - ``task_local_batch_norm``: True when every training forward normalises with one task's
+      own batch statistics (MAML), so data-parallel runs must not synchronise batch norm;
+    - ``quick_hparams``: hyperparameters the ``quick`` budget sets (its CPU-sized exceptions);
+    - ``augmentation``: the training augmentation policy, ``"dataset"`` (the dataset's
+      declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
+    - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
+      declares it: MetaOptNet, Table 4 and Figure 2);
+    - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
+
+    ``name`` is set by :func:`methods.register_method`; ``display_name`` and
+    ``efficiency_reference`` are not inherited by a registered subclass unless it declares them.
     ``hparams`` may only contain keys of ``hparam_spec``, with values it accepts
     (:func:`core.hparams.validate_hparams`: typos and bad values are errors).
     """
 
     name: ClassVar[str] = ""
-    paper: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
     hparam_spec: ClassVar[Mapping[str, HParam]] = {}
     """The method's hyperparameters: default, type, valid range and meaning of each."""
+    task_local_batch_norm: ClassVar[bool] = False
+    quick_hparams: ClassVar[Mapping[str, Any]] = {}
+    augmentation: ClassVar[str] = "dataset"
+    efficiency_reference: ClassVar[bool] = False
+
+    @classmethod
+    def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
+        """The original paper's training setting on ``dataset`` for ``shots``-shot testing
+        (``dataset.benchmark`` tells which benchmark it is)."""
+        raise NotImplementedError(f"method {cls.name!r} declares no paper budget "
+                                  f"(FewShotMethod.paper_budget)")
+
+    @classmethod
+    def training_augmentation(cls, dataset: DatasetInfo | None, budget: TrainBudget
+                              ) -> str | None:
+        """The training augmentation to use on ``dataset`` (None: a dataset built outside
+        the registry) under ``budget``: the dataset's declared one unless the policy is
+        ``"none"``. Override for a policy that depends on the budget."""
+        if cls.augmentation == "none" or dataset is None:
+            return None
+        return dataset.train_augmentation
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

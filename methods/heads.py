@@ -18,12 +18,13 @@ forward per batch, the head fitted on every task at once, cross-entropy on the q
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from qpth.qp import QPFunction
 
+from core.budget import TrainBudget
 from datasets.episodes import TaskBatch
 from methods.base import FewShotMethod, Predictor
 
@@ -267,6 +268,20 @@ class EpisodeHeadMethod(FewShotMethod):
                 return self.head_logits(features.float(), fitted)
 
         return predictor
+
+
+def metaoptnet_recipe(train_shots: int, hparams: dict[str, Any]) -> TrainBudget:
+    """[MON] train.py (FACTS.md 4.2), the paper budget of the three head-based methods: SGD 0.1
+    Nesterov, wd 5e-4, 60 epochs x 1000 batches of 8 episodes, lr x{1, 0.06, 0.012, 0.0024}
+    from epochs {0, 20, 40, 50}, 6 queries per class, validation on 2000 5-shot episodes,
+    flattened ResNet-12 features."""
+    return TrainBudget(
+        name="paper", backbone="resnet12", feature_mode="flatten", epochs=60,
+        steps_per_epoch=1000, meta_batch=8, train_shots=train_shots, train_queries=6,
+        optimizer="sgd", lr=0.1, weight_decay=5e-4, momentum=0.9, nesterov=True,
+        schedule="step", lr_epochs=(20, 40, 50), lr_factors=(0.06, 0.012, 0.0024),
+        early_stop_patience=None, val_episodes=2000, val_shots=5, hparams=hparams,
+    )
 
 
 def full_precision(reference: torch.Tensor) -> torch.autocast:

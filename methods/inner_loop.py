@@ -29,7 +29,9 @@ from torch import nn
 # _BatchNorm is the base of every BatchNorm{1,2,3}d, their Lazy variants and SyncBatchNorm.
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from core.budget import TrainBudget
 from core.hparams import HParam
+from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
 from methods.base import FewShotMethod
@@ -146,6 +148,19 @@ def inner_loop_hparams(inner_lr: float, train_steps: int, test_steps: int
         "first_order": HParam(False, bool, doc="first-order approximation of the "
                                                "meta-gradient (Finn et al. 2017, Sec. 5.2)"),
     }
+
+
+def maml_recipe(dataset: DatasetInfo, shots: int, hparams: dict[str, Any]) -> TrainBudget:
+    """Finn et al. 2017 (mini-ImageNet): Conv4-32 (Conv4-64 on small character images, their
+    Omniglot network), Adam 1e-3, meta-batch 4 (1-shot) or 2 (5-shot), 15 queries per class,
+    60,000 meta-iterations, tested with 10 inner steps."""
+    return TrainBudget(
+        name="paper", backbone="conv4-64" if dataset.small_images else "conv4-32",
+        feature_mode="flatten", epochs=60, steps_per_epoch=1000,
+        meta_batch=4 if shots == 1 else 2, train_shots=shots, train_queries=15,
+        optimizer="adam", lr=1e-3, schedule="constant", early_stop_patience=None,
+        val_episodes=600, hparams=hparams,
+    )
 
 
 class InnerLoopMethod(FewShotMethod):

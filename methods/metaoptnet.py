@@ -19,18 +19,22 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from core.budget import TrainBudget
 from core.hparams import HParam
+from datasets import DatasetInfo
 from methods import register_method
 from methods.backbones import Backbone
-from methods.heads import (EpisodeHeadMethod, linear_logits, svm_dual_coefficients,
-                           svm_weights)
+from methods.heads import (EpisodeHeadMethod, linear_logits, metaoptnet_recipe,
+                           svm_dual_coefficients, svm_weights)
 
 
 @register_method("metaoptnet", "metaoptnet-svm", "svm")
 class MetaOptNet(EpisodeHeadMethod):
     """Crammer-Singer SVM head solved by a differentiable batched QP."""
 
-    paper = ("Lee et al., Meta-Learning with Differentiable Convex Optimization, CVPR 2019")
+    display_name = "MetaOptNet"
+    citation = "Lee et al., Meta-Learning with Differentiable Convex Optimization, CVPR 2019"
+    efficiency_reference = True  # the paper's speed-ups (Table 4, Figure 2) are relative to it
     hparam_spec = {
         "c_reg": HParam(0.1, float, gt=0, doc="SVM C: upper bound of α_i^{y_i}"),
         "dual_ridge": HParam(1.0, float, gt=0, doc="the +1.0·I MetaOptNet adds to the QP's "
@@ -42,6 +46,14 @@ class MetaOptNet(EpisodeHeadMethod):
         "label_smoothing": HParam(0.0, float, ge=0, lt=1, doc="eps: target 1-eps on the true "
                                                               "class, eps/(W-1) elsewhere"),
     }
+
+    @classmethod
+    def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
+        """[MON] README: 10 training shots on tiered-ImageNet, 15 elsewhere; label smoothing
+        0.1 (``--eps``) on mini-ImageNet."""
+        train_shots = 10 if dataset.benchmark == "tiered-imagenet" else 15
+        smoothing = 0.1 if dataset.benchmark == "mini-imagenet" else 0.0
+        return metaoptnet_recipe(train_shots, {"label_smoothing": smoothing})
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

@@ -20,18 +20,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.budget import TrainBudget
 from core.hparams import HParam
+from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.backbones import Backbone
 from methods.base import FewShotMethod
 
 
+TASKS_PER_EPOCH = 1600  # [MTL] epoch_length
+
+
 @register_method("mtl", "multi-task")
 class MTL(FewShotMethod):
     """MTL (Wang et al. 2021); hyperparameters in :attr:`hparam_spec`."""
 
-    paper = "Wang, Zhao & Li 2021, Bridging Multi-Task Learning and Meta-Learning (ICML)"
+    display_name = "MTL"
+    citation = "Wang, Zhao & Li 2021, Bridging Multi-Task Learning and Meta-Learning (ICML)"
     hparam_spec = {
         "normalize_features": HParam(
             True, bool, doc="L2-normalise features before the heads, in training and at test "
@@ -42,6 +48,30 @@ class MTL(FewShotMethod):
             "compensates for the fan-in-based init of a matrix much larger than one task's "
             "head (FACTS.md 4.1)"),
     }
+
+    @classmethod
+    def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
+        """[MTL] README commands (FACTS.md 4.1): RAdam 1e-3, plateau(0.1, 4), early stop 15,
+        1600 training tasks per epoch; meta-batch, queries and feature normalisation per
+        dataset and shots."""
+        queries, meta_batch, train_shots, normalize = 5, 6, 5, True
+        if dataset.benchmark == "mini-imagenet":
+            meta_batch = 2 if shots == 5 else 6
+        elif dataset.benchmark == "tiered-imagenet":
+            queries, meta_batch = 35, (1 if shots == 5 else 2)
+        elif dataset.benchmark == "cifar-fs" and shots == 1:
+            queries, meta_batch = 15, 2
+        elif dataset.benchmark == "fc100":
+            normalize = False
+            if shots == 1:
+                train_shots, queries, meta_batch = 1, 4, 1
+        return TrainBudget(
+            name="paper", backbone="resnet12", feature_mode="avg", epochs=1000,
+            steps_per_epoch=-(-TASKS_PER_EPOCH // meta_batch), meta_batch=meta_batch,
+            train_shots=train_shots, train_queries=queries, optimizer="radam", lr=1e-3,
+            schedule="plateau", plateau_factor=0.1, plateau_patience=4, early_stop_patience=15,
+            val_episodes=400, hparams={"normalize_features": normalize},
+        )
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

@@ -18,23 +18,31 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from core.budget import TrainBudget
 from core.hparams import HParam
+from datasets import DatasetInfo
 from methods import register_method
 from methods.backbones import Backbone
-from methods.heads import EpisodeHeadMethod, prototype_logits, prototypes
+from methods.heads import EpisodeHeadMethod, metaoptnet_recipe, prototype_logits, prototypes
 
 
 @register_method("protonet", "proto")
 class ProtoNet(EpisodeHeadMethod):
     """Nearest-prototype head with (scaled) negative squared Euclidean distances."""
 
-    paper = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
+    display_name = "ProtoNet"
+    citation = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
     hparam_spec = {
         "normalize_by_dim": HParam(True, bool, doc="divide squared distances by D (MetaOptNet)"),
         "learn_scale": HParam(True, bool, doc="learnable logit scale (MetaOptNet); false keeps "
                                               "it fixed"),
         "scale_init": HParam(1.0, float, doc="(initial) logit scale"),
     }
+
+    @classmethod
+    def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
+        """MetaOptNet's recipe (15 training shots), whose ProtoNet head this one follows."""
+        return metaoptnet_recipe(15, {})
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

@@ -20,24 +20,32 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from core.budget import TrainBudget
 from core.hparams import HParam
+from datasets import DatasetInfo
 from methods import register_method
 from methods.backbones import Backbone
-from methods.heads import EpisodeHeadMethod, linear_logits, ridge_weights
+from methods.heads import EpisodeHeadMethod, linear_logits, metaoptnet_recipe, ridge_weights
 
 
 @register_method("r2d2")
 class R2D2(EpisodeHeadMethod):
     """Closed-form ridge-regression head with a learnable output scale and bias."""
 
-    paper = ("Bertinetto et al., Meta-learning with differentiable closed-form solvers, "
-             "ICLR 2019")
+    display_name = "R2D2"
+    citation = ("Bertinetto et al., Meta-learning with differentiable closed-form solvers, "
+                "ICLR 2019")
     hparam_spec = {
         "lam": HParam(50.0, float, gt=0,
                       doc="ridge regulariser λ (fixed; MetaOptNet's R2D2 head)"),
         "scale_init": HParam(1.0, float, doc="initial output scale α"),
         "bias_init": HParam(0.0, float, doc="initial output bias β"),
     }
+
+    @classmethod
+    def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
+        """MetaOptNet's recipe ([MON] README: 5 training shots for CIFAR-FS, 15 elsewhere)."""
+        return metaoptnet_recipe(5 if dataset.benchmark == "cifar-fs" else 15, {})
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:
