@@ -175,14 +175,8 @@ def sharded_map(fn: Callable[[EpisodeIndices], list[float]], episodes: EpisodeIn
     if not parallel.enabled:
         return fn(episodes)
     part = parallel.shard(episodes.n_tasks)
-    mine = fn(slice_episodes(episodes, part.start, part.stop)) if part.stop > part.start else []
+    mine = fn(episodes.slice(part.start, part.stop)) if part.stop > part.start else []
     return [a for chunk in gather_objects(mine, parallel) for a in chunk]
-
-
-def slice_episodes(episodes: EpisodeIndices, start: int, stop: int) -> EpisodeIndices:
-    return EpisodeIndices(episodes.support[start:stop], episodes.query[start:stop],
-                          episodes.classes[start:stop], episodes.ways, episodes.shots,
-                          episodes.queries)
 
 
 def shard_batch(batch: TaskBatch, parallel: Parallel) -> TaskBatch:
@@ -190,8 +184,7 @@ def shard_batch(batch: TaskBatch, parallel: Parallel) -> TaskBatch:
     if not parallel.enabled:
         return batch
     part = parallel.shard(batch.n_tasks)
-    return TaskBatch(batch.support[part], batch.support_labels[part], batch.query[part],
-                     batch.query_labels[part], batch.classes[part])
+    return batch.slice(part.start, part.stop)
 
 
 def broadcast_module(module: nn.Module, parallel: Parallel) -> None:

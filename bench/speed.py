@@ -338,7 +338,7 @@ def measure_training_step(config: RunConfig, dataset: FewShotDataset, device: to
     result: dict[str, Any] = {"augmentation": augment or "normalize only"}
     result["step"] = _measure(method_step, compile_method, steps, warmup, device, timer_factory)
     batch = loader.load(sampler.sample(budget.meta_batch))
-    images = torch.cat([batch.support, batch.query], dim=1).flatten(0, 1).contiguous()
+    images = batch.images.flatten(0, 1).contiguous()
     return result, bare, images
 
 

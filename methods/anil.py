@@ -4,7 +4,7 @@ Zhao & Li (ICML 2021, Eq. 3-5).
 Only the linear head adapts in the inner loop (Eq. 4: ``train_steps`` gradient steps of size
 ``inner_lr`` on the support loss); the backbone is trained by the outer loop alone, through the
 query loss of the adapted head (Eq. 3). Features of every image of the meta-batch come from one
-backbone forward (:meth:`FewShotMethod.task_features`), and the head inner loops of all tasks
+backbone forward (:meth:`FewShotMethod.embed_episode`), and the head inner loops of all tasks
 run together: task t's head is a ``[ways, D]`` slice of a ``[T, ways, D]`` tensor, applied with
 ``bmm``. The features are not detached, so the meta-gradient reaches the backbone both through
 the query features and (second order) through the support features that shaped the adapted
@@ -87,12 +87,10 @@ class ANIL(InnerLoopMethod):
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         """Eq. 3 (or 5): mean query cross-entropy of the adapted heads over the tasks."""
         self.check_training_batch(batch)
-        n_support = batch.support.shape[1]
-        features = self.task_features(torch.cat([batch.support, batch.query], dim=1))
-        head = self.adapted_head(features[:, :n_support], batch.support_labels,
-                                 self.hparams["inner_lr"], self.hparams["train_steps"],
-                                 self.training_order())
-        logits = linear_logits(features[:, n_support:], head)
+        support, query = self.embed_episode(batch)
+        head = self.adapted_head(support, batch.support_labels, self.hparams["inner_lr"],
+                                 self.hparams["train_steps"], self.training_order())
+        logits = linear_logits(query, head)
         return F.cross_entropy(logits.flatten(0, 1), batch.query_labels.flatten())
 
     def adapt(self, support: torch.Tensor, support_labels: torch.Tensor) -> Predictor:

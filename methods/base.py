@@ -101,6 +101,14 @@ class FewShotMethod(nn.Module):
         t, s = images.shape[:2]
         return self.features(images.flatten(0, 1)).view(t, s, -1)
 
+    def embed_episode(self, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Support and query images of every task through :meth:`task_features` in ONE
+        forward (so batch norm sees every image of the batch once), split again: support
+        features ``[T, S, D]`` and query features ``[T, Q, D]``."""
+        n_support = batch.support.shape[1]
+        features = self.task_features(batch.images)
+        return features[:, :n_support], features[:, n_support:]
+
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         """Mean training loss over the tasks of ``batch`` (a scalar with a graph)."""
         raise NotImplementedError

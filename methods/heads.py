@@ -18,7 +18,7 @@ forward per batch, the head fitted on every task at once, cross-entropy on the q
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,17 +48,6 @@ def check_episode(support: torch.Tensor, support_labels: torch.Tensor) -> None:
 def one_hot(labels: torch.Tensor, ways: int, dtype: torch.dtype) -> torch.Tensor:
     """``[T, S]`` integer labels -> ``[T, S, ways]`` one-hot rows in ``dtype``."""
     return F.one_hot(labels.long(), ways).to(dtype)
-
-
-def joint_task_features(task_features: Callable[[torch.Tensor], torch.Tensor],
-                        support: torch.Tensor, query: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Support and query images ``[T, S|Q, C, H, W]`` through ``task_features`` in ONE forward
-    (concatenated along dim 1, so batch norm sees every image of the batch once); returns
-    support features ``[T, S, D]`` and query features ``[T, Q, D]``."""
-    n_support = support.shape[1]
-    features = task_features(torch.cat([support, query], dim=1))
-    return features[:, :n_support], features[:, n_support:]
 
 
 def linear_logits(query: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -249,7 +238,7 @@ class EpisodeHeadMethod(FewShotMethod):
         raise NotImplementedError
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
-        support, query = joint_task_features(self.task_features, batch.support, batch.query)
+        support, query = self.embed_episode(batch)
         with full_precision(support):
             fitted = self.fit_head(support.float(), batch.support_labels, batch.ways,
                                    training=True)

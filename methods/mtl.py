@@ -94,7 +94,5 @@ class MTL(FewShotMethod):
         return torch.bmm(features, weights.transpose(1, 2))
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
-        images = torch.cat([batch.support, batch.query], dim=1)
-        labels = torch.cat([batch.support_labels, batch.query_labels], dim=1)
-        logits = self.task_logits(self.task_features(images), batch.classes)
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        logits = self.task_logits(self.task_features(batch.images), batch.classes)
+        return F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten())
