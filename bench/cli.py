@@ -224,7 +224,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.checkpoint import StorageError, ensure_writable
     from bench.distributed import DistributedSetupError, environment_world_size
     from bench.launch import SweepStopped
-    from bench.runner import Preempted, preflight_checkpoints, resolve_device
+    from bench.session import Preempted
+    from bench.sweep import preflight_checkpoints
+    from bench.training import resolve_device
     from datasets import DATASETS, DatasetError, load_dataset
     from methods import METHODS
 
@@ -302,7 +304,8 @@ def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: di
     --isolate, each run in a child process. Returns (summary, whether this is rank 0)."""
     from bench.distributed import init_from_environment, shutdown
     from bench.launch import run_isolated
-    from bench.runner import CheckpointPolicy, resolve_device, run_sweep
+    from bench.sweep import CheckpointPolicy, run_sweep
+    from bench.training import resolve_device
 
     if args.isolate:
         return run_isolated(_jobs(args, configs, roots), args.out), True

@@ -42,7 +42,7 @@ EXIT_FAILED = 1  # the run failed and a failure record was written
 EXIT_STOPPED = 2  # nothing useful can run (storage, data or setup problem); stop the sweep
 EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved, rerun to resume (128 + SIGTERM)
 if TYPE_CHECKING:
-    from bench.runner import SweepSummary
+    from bench.sweep import SweepSummary
 
 _TAIL_BYTES = 6000
 _REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +78,9 @@ def execute(job: RunJob) -> int:
     """
     from bench.checkpoint import CheckpointError, StorageError
     from bench.distributed import DistributedSetupError, init_from_environment, shutdown
-    from bench.runner import CheckpointPolicy, Preempted, resolve_device, run_sweep
+    from bench.session import Preempted
+    from bench.sweep import CheckpointPolicy, run_sweep
+    from bench.training import resolve_device
     from datasets import DatasetError, load_dataset
 
     config = RunConfig.from_dict(job.config)
@@ -179,7 +181,10 @@ def death_error(code: int, tail: str) -> ProcessDied:
 
 def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
     """Each job in its own child process, one after the other (see the module docstring)."""
-    from bench.runner import Preempted, SweepSummary, failure_record, resolve_device, write_result
+    from bench.record import failure_record, write_result
+    from bench.session import Preempted
+    from bench.sweep import SweepSummary
+    from bench.training import resolve_device
 
     out_dir = Path(out_dir)
     board = ClaimBoard(out_dir / "claims")

@@ -1,5 +1,5 @@
 """The result file: one JSON per run, its documented schema and validated reads (files are
-written atomically by :func:`bench.runner.write_result` through :mod:`core.atomic`).
+written atomically by :func:`bench.record.write_result` through :mod:`core.atomic`).
 
 Modelled on lm-eval's ``result_schema.py``: each key carries a comment saying what it holds.
 A finished result is never overwritten unless the user passes ``--force``; a failed run

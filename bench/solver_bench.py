@@ -124,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.runner import resolve_device
+    from bench.training import resolve_device
 
     for name in ("episodes", "ways", "shots", "queries", "dim"):
         if getattr(args, name) < (2 if name == "ways" else 1):

@@ -5,11 +5,12 @@ Wang, Zhao & Li (ICML 2021, Sec. 5.2, Table 4) report that MTL trains about 23x 
 MetaOptNet-SVM (Lee et al., CVPR 2019) on mini-ImageNet 5-way 5-shot (3.7 vs 85.6 GPU-hours).
 This command measures where that time goes, per method:
 
-* the **training step** exactly as :func:`bench.runner.train_step` runs it (episode sampling,
-  gathering on the device, augmentation, forward, backward, optimiser step), under the method's
+* the **training step** exactly as a run takes it, built by :func:`bench.training.build_training`
+  and run by :func:`bench.training.train_step` (episode sampling, gathering on the device,
+  augmentation, forward, backward, optimiser step), under the method's
   budget (``paper`` by default: the episode shape, backbone and feature mode of the original
   papers), the run's precision policy (:mod:`bench.precision`) and memory format
-  (:func:`bench.runner.prepare_for_device`: channels_last on CUDA, optional ``torch.compile``);
+  (:func:`bench.training.prepare_for_device`: channels_last on CUDA, optional ``torch.compile``);
 * a **bare backbone** forward+backward on images of the same batch shape (the method's
   meta-batch x images per task), same precision and memory format, no head, no data path and
   no optimiser step: the floor the method's step is compared with.
@@ -49,6 +50,7 @@ from core.budget import TrainBudget
 from bench.precision import PRECISIONS, autocast
 from core.atomic import write_json_atomic
 from bench.timing import TIMING_RULE, SectionTimer
+from datasets import DatasetInfo
 from datasets.base import ClassSplit, FewShotDataset
 
 SPEED_SCHEMA = "bridgebench.speed/1"
@@ -212,7 +214,7 @@ def speed_budget(method: str, dataset: str, shots: int, args: argparse.Namespace
 
 
 class _BackboneOnly(nn.Module):
-    """Holds a bare backbone where :func:`bench.runner.prepare_for_device` expects a method."""
+    """Holds a bare backbone where :func:`bench.training.prepare_for_device` expects a method."""
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
@@ -286,11 +288,12 @@ def _measure(step: Callable[[], int], compile_fn: Callable[[], None] | None, ste
 
 def measure_method(config: RunConfig, dataset: FewShotDataset, device: torch.device,
                    steps: int, warmup: int,
-                   timer_factory: Callable[[], SectionTimer] | None = None) -> dict[str, Any]:
+                   timer_factory: Callable[[], SectionTimer] | None = None,
+                   info: DatasetInfo | None = None) -> dict[str, Any]:
     """Time ``config``'s training step and a bare backbone on the same batch shape."""
     timer_factory = timer_factory or (lambda: SectionTimer(device))
     result, bare, images = measure_training_step(config, dataset, device, steps, warmup,
-                                                 timer_factory)
+                                                 timer_factory, info)
     _free(device)  # the method, its optimiser state and the dataset copy are gone by now
     result["backbone_step"] = measure_backbone(bare, images, config, device, steps, warmup,
                                                timer_factory)
@@ -298,46 +301,36 @@ def measure_method(config: RunConfig, dataset: FewShotDataset, device: torch.dev
 
 
 def measure_training_step(config: RunConfig, dataset: FewShotDataset, device: torch.device,
-                          steps: int, warmup: int, timer_factory: Callable[[], SectionTimer]
+                          steps: int, warmup: int, timer_factory: Callable[[], SectionTimer],
+                          info: DatasetInfo | None = None
                           ) -> tuple[dict[str, Any], nn.Module, torch.Tensor]:
-    """Time :func:`bench.runner.train_step` for ``config``.
+    """Time the training step of ``config`` as a run takes it: built by
+    :func:`bench.training.build_training` (``info``: the dataset's registry entry, adjusted to
+    the synthetic images) and run by :func:`bench.training.train_step`.
 
     Returns the measurement, an eager copy of the method's initial backbone (on the CPU) and
     one meta-batch of training images ``[T*N, C, H, W]`` drawn the same way, for the bare
     backbone measurement.
     """
-    from bench.runner import build_method, build_optimizer, prepare_for_device, train_step
-    from datasets import registered_info
-    from datasets.augment import augmentation_applies, train_transform
-    from datasets.episodes import EpisodeLoader, EpisodeSampler
+    from bench.training import build_training, train_step
 
     budget = config.budget
-    torch.manual_seed(config.seed)
-    method = prepare_for_device(build_method(config, dataset),
-                                config.with_overrides(compile=False), device)
+    # Compiled (if asked) after the FLOP count, below, so the count runs eagerly.
+    training = build_training(config.with_overrides(compile=False), dataset, device, info=info)
+    method = training.method
     method.train()
     # Taken before anything is compiled or trained; it waits on the CPU so that it does not
     # count towards the method's peak memory.
     bare = copy.deepcopy(method.backbone).to("cpu")
-    info = registered_info(dataset)
-    declared = info.train_augmentation if info is not None else None
-    augment = declared if augmentation_applies(declared, dataset.image_size) else None
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    transform = train_transform(augment, dataset.image_size, dataset.mean, dataset.std,
-                                generator=generator)
-    loader = EpisodeLoader(dataset.train, transform, device)
-    sampler = EpisodeSampler(dataset.train, config.ways, budget.train_shots,
-                             budget.train_queries, seed=config.seed)
-    optimizer = build_optimizer(budget, method.parameters())
 
     def method_step() -> int:
-        return train_step(method, optimizer, loader, sampler, budget.meta_batch,
-                          config.precision)[1]
+        return train_step(method, training.optimizer, training.loader, training.sampler,
+                          budget.meta_batch, config.precision)[1]
 
     compile_method = method.backbone.compile if config.compile else None
-    result: dict[str, Any] = {"augmentation": augment or "normalize only"}
+    result: dict[str, Any] = {"augmentation": training.augmentation or "normalize only"}
     result["step"] = _measure(method_step, compile_method, steps, warmup, device, timer_factory)
-    batch = loader.load(sampler.sample(budget.meta_batch))
+    batch = training.loader.load(training.sampler.sample(budget.meta_batch))
     images = batch.images.flatten(0, 1).contiguous()
     return result, bare, images
 
@@ -347,12 +340,12 @@ def measure_backbone(backbone: nn.Module, images: torch.Tensor, config: RunConfi
                      timer_factory: Callable[[], SectionTimer]) -> dict[str, Any]:
     """Bare forward+backward of ``backbone`` on ``images`` [N, C, H, W].
 
-    Prepared like the method's (:func:`bench.runner.prepare_for_device`: memory format, and
+    Prepared like the method's (:func:`bench.training.prepare_for_device`: memory format, and
     compiled after the FLOP count if the run compiles), same precision, and its DropBlock
     schedule advances once per step as the method's does; the loss is the mean square of the
     features (no head), and there is no data path and no optimiser step.
     """
-    from bench.runner import prepare_for_device
+    from bench.training import prepare_for_device
 
     holder = prepare_for_device(_BackboneOnly(backbone), config.with_overrides(compile=False),
                                 device)
@@ -654,10 +647,16 @@ def measure_all(args: argparse.Namespace, device: torch.device,
     budgets = {m: speed_budget(m, name, args.shots, args) for m in methods}
     per_class = max(b.train_shots + b.train_queries for b in budgets.values())
     from datasets import DATASETS
+    from datasets.augment import augmentation_applies
 
     # The standard split's number of training classes, so MTL's head matrix has its real size.
-    dataset = synthetic_dataset(name, size, channels, DATASETS.get(name).train_classes,
-                                per_class, args.seed)
+    info = DATASETS.get(name)
+    dataset = synthetic_dataset(name, size, channels, info.train_classes, per_class, args.seed)
+    # The dataset's declared augmentation, at the measured image size where it is defined
+    # there (--image-size may ask for another; then the step runs without augmentation).
+    applies = augmentation_applies(info.train_augmentation, size)
+    info = replace(info, image_size=size,
+                   train_augmentation=info.train_augmentation if applies else None)
     entries: list[dict[str, Any]] = []
     for method in methods:
         budget = budgets[method]
@@ -675,7 +674,8 @@ def measure_all(args: argparse.Namespace, device: torch.device,
             progress(f"measuring {method} ({budget.backbone}/{budget.feature_mode}, "
                      f"{budget.meta_batch} x {entry['images_per_task']} images per step)")
         try:
-            entry.update(measure_method(config, dataset, device, args.steps, args.warmup))
+            entry.update(measure_method(config, dataset, device, args.steps, args.warmup,
+                                        info=info))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # one failing method (e.g. out of memory) costs its row
@@ -714,7 +714,7 @@ def measure_all(args: argparse.Namespace, device: torch.device,
 
 def run(args: argparse.Namespace) -> int:
     """``python -m bench speed``: measure, print the table, write the JSON report."""
-    from bench.runner import resolve_device
+    from bench.training import resolve_device
 
     device = resolve_device(args.device)
     report = measure_all(args, device, progress=lambda m: print(m, file=sys.stderr,

@@ -1,6 +1,6 @@
 """Shared backbones: ResNet-12 (Lee et al. 2019; Tian et al. 2020) and Conv4 (Vinyals et al. 2016).
 
-CONTRACT (used by every method and the runner):
+CONTRACT (used by every method and the training step):
 - ``Backbone`` is an ``nn.Module`` mapping float images ``[B, C, H, W]`` to features ``[B, out_dim]``.
 - ``advance_schedule()`` is called once per optimiser step (DropBlock's ramp counts optimiser
   steps, not forward calls: FACTS.md 8.11); ``schedule_step`` is that count and is saved in

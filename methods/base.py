@@ -125,5 +125,5 @@ class FewShotMethod(nn.Module):
         raise NotImplementedError(f"{self.name} has no native adaptation")
 
     def on_optimizer_step(self) -> None:
-        """Called by the runner after every optimiser step (advances DropBlock's ramp)."""
+        """Called by the training step after every optimiser step (advances DropBlock's ramp)."""
         self.backbone.advance_schedule()
