@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from core.budget import TrainBudget
 from datasets import DATASETS, DatasetInfo
 from methods import METHODS
+from methods.plugins import method_class
 
 if TYPE_CHECKING:
     from methods.base import FewShotMethod
@@ -56,7 +57,7 @@ def resolve_budget(name: str, method: str | type[FewShotMethod], dataset: str | 
     :meth:`~methods.base.FewShotMethod.paper_budget`."""
     if name not in BUDGETS:
         raise ValueError(f"unknown budget {name!r}; valid budgets: {', '.join(BUDGETS)}")
-    cls = METHODS.get(method) if isinstance(method, str) else method
+    cls = method_class(method) if isinstance(method, str) else method
     info = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
     if name == "smoke":
         return smoke_budget(info)
@@ -114,10 +115,15 @@ class RunConfig:
     compile: bool = False  # torch.compile the backbone (compile time counts as training time)
     channels_last: bool | None = None  # None: channels_last on CUDA, NCHW on the CPU
     logreg_c: float = 3.0  # inverse L2 strength of the unified head (paper App. C.2: 1/0.33)
+    method_source: str | None = None
+    """Import path (``package.module:Class``) of a method given by it on the command line
+    (:mod:`methods.plugins`), so every process that rebuilds the run imports it; None for a
+    registered method (built in or an installed entry point)."""
 
     @property
     def key(self) -> str:
-        """File-name key; one result file per key."""
+        """File-name key; one result file per key (the method's registered name, never its
+        import path)."""
         return (f"{self.method}_{self.dataset}_{self.ways}w{self.shots}s_{self.budget.name}"
                 f"_seed{self.seed}")
 
@@ -125,8 +131,14 @@ class RunConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as stored in result files and checkpoints (``config``)."""
-        return dataclasses.asdict(self)
+        """The configuration as stored in result files and checkpoints (``config``).
+
+        ``method_source`` appears only when set, so the records and checkpoints of
+        registered methods are exactly those of before it existed."""
+        data = dataclasses.asdict(self)
+        if data["method_source"] is None:
+            del data["method_source"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":

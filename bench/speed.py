@@ -588,7 +588,8 @@ def _name_list(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``speed`` command's options on ``parser``."""
     parser.add_argument("--methods", type=_name_list, default=None,
-                        help="comma-separated methods (default: all registered methods)")
+                        help="comma-separated methods, by name or import path "
+                             "(package.module:Class) (default: all registered methods)")
     parser.add_argument("--dataset", default=None,
                         help="dataset whose budget and image shape are used (default: the one "
                              "the paper's Table 4 was timed on, see `bench list`; images are "
@@ -640,9 +641,11 @@ def measure_all(args: argparse.Namespace, device: torch.device,
                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every requested method; a method that fails costs its row, not the run."""
     from methods import METHODS
+    from methods.plugins import resolve_method
 
     _check_args(args)
-    methods = [METHODS.canonical(m) for m in (args.methods or METHODS.names())]
+    sources = dict(resolve_method(m) for m in (args.methods or METHODS.names()))
+    methods = list(sources)
     name, size, channels = dataset_shape(args.dataset, args.image_size)
     budgets = {m: speed_budget(m, name, args.shots, args) for m in methods}
     per_class = max(b.train_shots + b.train_queries for b in budgets.values())
@@ -662,7 +665,7 @@ def measure_all(args: argparse.Namespace, device: torch.device,
         budget = budgets[method]
         config = RunConfig(method=method, dataset=name, ways=args.ways, shots=args.shots,
                            seed=args.seed, budget=budget, precision=args.precision,
-                           compile=args.compile)
+                           compile=args.compile, method_source=sources[method])
         entry: dict[str, Any] = {
             "method": method, "display_name": METHODS.get(method).display_name,
             "backbone": budget.backbone, "feature_mode": budget.feature_mode,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from core.atomic import write_text_atomic
 from datasets import by_benchmark
 from methods import METHODS
 from methods import efficiency_reference as reference_method
+from methods.plugins import MethodImportError, import_method
 from methods.base import FewShotMethod
 from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
@@ -34,8 +36,15 @@ REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / 
 SKIP_DIRS = {"reference", "speed", "theory"}
 
 
-def display_name(method: str) -> str:
-    """The method's declared ``display_name`` (its name when it is not registered here)."""
+def display_name(config: dict[str, Any]) -> str:
+    """The declared ``display_name`` of a result's method: registered here, or imported from
+    the run's ``method_source``; its name when neither works (a method no longer available)."""
+    method = config["method"]
+    if method not in METHODS and config.get("method_source"):
+        try:
+            import_method(config["method_source"])
+        except (MethodImportError, ValueError):
+            pass
     return METHODS.get(method).display_name if method in METHODS else method
 
 
@@ -96,7 +105,8 @@ def accuracy_rows(results: list[RunResult]) -> pd.DataFrame:
         else:
             ci, kind = runs[0]["test"][key]["ci95"], "episodes-95"
         rows.append({
-            "method": display_name(method), "backbone": backbone, "protocol": protocol,
+            "method": display_name(runs[0]["config"]), "backbone": backbone,
+            "protocol": protocol,
             "budget": budget, "dataset": dataset, "ways": ways, "shots": shots,
             "seeds": len(runs), "episodes": int(np.mean([len(r["test"][key]["accuracies"])
                                                           for r in runs])),
@@ -172,7 +182,7 @@ def efficiency_rows(results: list[RunResult]) -> pd.DataFrame:
     for (method, backbone, budget, dataset, ways, shots), runs in groups.items():
         unified = [run["test"]["unified"]["mean"] for run in runs]
         rows.append({
-            "method": display_name(method), "backbone": backbone, "budget": budget,
+            "method": display_name(runs[0]["config"]), "backbone": backbone, "budget": budget,
             "dataset": dataset, "ways": ways, "shots": shots, "seeds": len(runs),
             "accuracy_unified": float(np.mean(unified)),
             "accuracy_native": float(np.mean([run["test"]["native"]["mean"] for run in runs])),

@@ -27,7 +27,7 @@ from core.budget import TrainBudget
 from datasets import DatasetInfo, FewShotDataset, registered_info
 from datasets.augment import train_transform
 from datasets.episodes import EpisodeLoader, EpisodeSampler
-from methods import METHODS
+from methods.plugins import method_class
 from methods.backbones import build_backbone
 from methods.base import FewShotMethod
 
@@ -60,7 +60,7 @@ def build_method(config: RunConfig, dataset: FewShotDataset) -> FewShotMethod:
         feature_mode=budget.feature_mode,
         dropblock_size=5 if dataset.image_size >= 64 else 2,
     )
-    cls = METHODS.get(config.method)
+    cls = method_class(config.method, config.method_source)
     return cls(backbone, dataset.train.n_classes, config.ways, budget.hparams)
 
 

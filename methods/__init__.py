@@ -1,6 +1,9 @@
 """Method registry: ``METHODS.get("mtl")`` returns the class; ``@register_method("mtl")``.
 
-A bad name raises :class:`core.registry.UnknownNameError` listing the valid names.
+A bad name raises :class:`core.registry.UnknownNameError` listing the valid names. Besides the
+built-in methods, the registry holds every method that an installed package declares in the
+entry-point group ``bridgebench.methods`` (loaded when this package is imported), and any
+method imported by its path, ``package.module:Class`` (:mod:`methods.plugins`).
 """
 from __future__ import annotations
 
@@ -29,7 +32,9 @@ def register_method(name: str, *aliases: str):
             raise ValueError(f"method {name!r}: augmentation must be one of "
                              f"{', '.join(AUGMENTATION_POLICIES)}, not {cls.augmentation!r}")
         cls.resolve_hparams(cls.quick_hparams)
-        return METHODS.register(name, *aliases)(cls)
+        module = cls.__module__
+        origin = "built in" if module.startswith(f"{__name__}.") else f"module {module}"
+        return METHODS.register(name, *aliases, origin=origin)(cls)
 
     return decorator
 
@@ -51,3 +56,8 @@ from methods import anil as _anil  # noqa: E402,F401
 from methods import r2d2 as _r2d2  # noqa: E402,F401
 from methods import metaoptnet as _metaoptnet  # noqa: E402,F401
 from methods import protonet as _protonet  # noqa: E402,F401
+
+# Then the methods installed packages declare (entry-point group bridgebench.methods).
+from methods.plugins import load_entry_points  # noqa: E402
+
+load_entry_points()
