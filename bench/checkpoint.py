@@ -4,10 +4,10 @@ A run's checkpoint lives at ``<out>/checkpoints/<key>.pt`` and holds everything 
 loop needs to continue as if it had never stopped (:class:`bench.session.TrainSession` builds
 the payload): model, optimiser and learning-rate schedule, every random state (torch CPU and
 CUDA, NumPy's and Python's global generators, the episode sampler's NumPy generator, the
-augmentation's torch generator), the loop's position (epoch, step within it), the best state
-and validation curve so far, and the accumulated timings. It also records what it belongs to (run key,
-configuration, world size, and the dataset's identity), so a checkpoint is never resumed into
-a different run.
+augmentation's torch generator), the loop's position (epoch, step within it), the best state and
+validation curve so far, and the accumulated timings. It also records what it belongs to (run
+key, configuration, world size, and the dataset's identity), so a checkpoint is never resumed
+into a different run.
 
 Writes go through :mod:`core.atomic` (a temporary file in the same folder, flushed to disk,
 then ``os.replace``): a crash or a full disk leaves the previous checkpoint intact.
