@@ -55,9 +55,9 @@ from datasets.base import ClassSplit, FewShotDataset
 
 SPEED_SCHEMA = "bridgebench.speed/1"
 DEFAULT_OUT = Path("results/speed")
-#: MTL's paper budget stops early (FACTS.md 4.1) and the paper does not say after how many
-#: epochs; the extrapolation assumes this many unless ``--assume-epochs`` says otherwise. It is
-#: MetaOptNet's own epoch count (60): a neutral choice, not a measured one. The break-even
+#: MTL's paper budget stops early (docs/references.md#mtl) and the paper does not say after how
+#: many epochs; the extrapolation assumes this many unless ``--assume-epochs`` says otherwise.
+#: It is MetaOptNet's own epoch count (60): a neutral choice, not a measured one. The break-even
 #: number of epochs that reproduces the paper's ratio is reported next to it.
 DEFAULT_ASSUMED_EPOCHS = 60
 FLOP_NOTE = ("FLOPs of one step counted once with torch.utils.flop_counter.FlopCounterMode "

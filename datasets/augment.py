@@ -2,7 +2,7 @@
 
 :class:`Normalizer` is the evaluation transform (``ToTensor`` + ``Normalize``).
 :class:`Lee2019Augment` is the training augmentation of MetaOptNet (Lee et al., CVPR 2019),
-which RFS and the MTL paper (Wang, Zhao & Li, ICML 2021) reuse (FACTS.md Sec. 3)::
+which RFS and the MTL paper (Wang, Zhao & Li, ICML 2021) reuse (docs/references.md#augmentation)::
 
     RandomCrop(size, padding=8 at 84 px / 4 at 32 px, zero fill)
     -> ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)   (no hue)

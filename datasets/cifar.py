@@ -8,7 +8,7 @@ few-shot splits of CIFAR-100's 100 classes x 600 images.
 
 The standard class lists are kept in this repository (``datasets/splits/``): CIFAR-FS as
 fine class names, FC100 as superclass names, and ``cifar100_classes.txt`` (every fine class
-with its superclass, in CIFAR-100 label-id order). Accepted layouts (FACTS.md Sec. 2):
+with its superclass, in CIFAR-100 label-id order). Accepted layouts (docs/references.md#datasets):
 
 * MetaOptNet pickles ``CIFAR_FS_{train,val,test}.pickle`` / ``FC100_{train,val,test}.pickle``
   (``data`` N x 32 x 32 x 3, ``labels`` = CIFAR-100 fine label ids), also RFS's renamed copies
@@ -23,7 +23,7 @@ Classes are named by their CIFAR-100 fine label names, so every layout gives the
 (``0..n-1`` in sorted name order); a layout whose classes differ from the standard lists is
 refused unless ``allow_nonstandard``. Normalisation: MetaOptNet's CIFAR-FS/FC100 constants
 (mean [129.378, 124.106, 112.478]/255, std [68.209, 65.431, 70.459]/255); RFS/MTL use the same
-statistics rounded to four digits (FACTS.md Sec. 2).
+statistics rounded to four digits (docs/references.md#datasets).
 """
 from __future__ import annotations
 

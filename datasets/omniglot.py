@@ -1,13 +1,13 @@
 """Omniglot (Lake, Salakhutdinov & Tenenbaum, 2015), read from torchvision's files.
 
 One class per handwritten character, 20 drawers each. Preprocessing follows learn2learn's
-Omniglot benchmark (used by Wang, Zhao & Li, ICML 2021, via [L2L]): grey-scale, resize to
-28 px with LANCZOS, then invert so ink is bright (``1 - x``); stored as uint8 ``255 * (1 - x)``.
-The class split is 1100/100/423 as in learn2learn, but drawn with a fixed seed (learn2learn uses
-the unseeded global ``random``; see FACTS.md Sec. 8) and used per split (learn2learn's
-benchmark leaks classes across splits). With fewer characters than the full 1623 (for example
-the 242 of the two "small" background archives) the same proportions are used and the
-dataset's ``source`` says so.
+Omniglot benchmark (used by Wang, Zhao & Li, ICML 2021, via [L2L]): grey-scale, resize to 28 px
+with LANCZOS, then invert so ink is bright (``1 - x``); stored as uint8 ``255 * (1 - x)``. The
+class split is 1100/100/423 as in learn2learn, but drawn with a fixed seed (learn2learn uses the
+unseeded global ``random``; docs/references.md#bugs-avoided, B2) and used per split
+(learn2learn's benchmark leaks classes across splits). With fewer characters than the full 1623
+(for example the 242 of the two "small" background archives) the same proportions are used and
+the dataset's ``source`` says so.
 
 Accepted under ``root`` (and under ``root/omniglot-py``, torchvision's layout): the archives
 ``images_background.zip``, ``images_evaluation.zip``, ``images_background_small1.zip``,

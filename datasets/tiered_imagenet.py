@@ -2,7 +2,7 @@
 
 84 px RGB, 779,165 images: 16.5 GB as uint8, so it is always used through the prepared,
 memory-mapped cache (``python -m bench data prepare tiered``); preparing streams the images
-one at a time (FACTS.md Sec. 2):
+one at a time (docs/references.md#datasets):
 
 * learn2learn: ``tiered-imagenet/{train,val,test}_images_png.pkl`` (a pickled list of PNG
   byte strings, or of 1-D uint8 arrays holding them) with ``{split}_labels.pkl`` (a dict; the

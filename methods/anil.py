@@ -12,12 +12,12 @@ head; the head's initialisation is meta-learned too, unless ``freeze_head_init``
 at zero (Eq. 5; Lin et al. 2021 report no loss in accuracy), in which case it is no parameter
 of the optimiser's at all (``requires_grad=False``, zeros in the state dict).
 
-Batch norm follows the module's mode: in training, one forward over the support and query
-images of all tasks normalises with the statistics of that whole batch (and updates the running
+Batch norm follows the module's mode: in training, one forward over the support and query images
+of all tasks normalises with the statistics of that whole batch (and updates the running
 statistics, as a plain forward does); at test time (eval mode) features use the running
-statistics, exactly the features the unified protocol sees, so the native and unified
-protocols of ANIL differ only in the head (inner-loop SGD vs. logistic regression).
-Defaults follow learn2learn's ``anil-mi`` setting (FACTS.md 4.3): inner lr 0.1, 5 steps in
+statistics, exactly the features the unified protocol sees, so the native and unified protocols
+of ANIL differ only in the head (inner-loop SGD vs. logistic regression). Defaults follow
+learn2learn's ``anil-mi`` setting (docs/references.md#maml-anil): inner lr 0.1, 5 steps in
 training and at test.
 """
 from __future__ import annotations

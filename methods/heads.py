@@ -260,7 +260,8 @@ class EpisodeHeadMethod(FewShotMethod):
 
 
 def metaoptnet_recipe(train_shots: int, hparams: dict[str, Any]) -> TrainBudget:
-    """[MON] train.py (FACTS.md 4.2), the paper budget of the three head-based methods: SGD 0.1
+    """[MON] train.py (docs/references.md#metaoptnet-r2d2-protonet), the paper budget of the
+    three head-based methods: SGD 0.1
     Nesterov, wd 5e-4, 60 epochs x 1000 batches of 8 episodes, lr x{1, 0.06, 0.012, 0.0024}
     from epochs {0, 20, 40, 50}, 6 queries per class, validation on 2000 5-shot episodes,
     flattened ResNet-12 features."""

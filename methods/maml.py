@@ -49,7 +49,8 @@ class MAML(InnerLoopMethod):
     task_local_batch_norm = True  # every forward normalises with one task's own statistics
     # quick budget: five second-order inner steps over every layer cost about five quick
     # budgets of the other methods on a CPU, so quick MAML takes learn2learn's
-    # maml_miniimagenet.py setting instead (one inner step at rate 0.5, FACTS.md 4.3).
+    # maml_miniimagenet.py setting instead (one inner step at rate 0.5,
+    # docs/references.md#maml-anil).
     quick_hparams = {"inner_lr": 0.5, "train_steps": 1, "test_steps": 1}
 
     @classmethod

@@ -5,7 +5,8 @@ CVPR 2019. Each episode's head is the Crammer-Singer SVM fitted on the support f
 solving its dual QP with qpth for all tasks at once (:func:`methods.heads.svm_dual_coefficients`);
 query logits are ``scale · Σ_i α_i^m ⟨x_i, q⟩``.
 
-Settings follow MetaOptNet's final "SVM-CS" head and ``train.py``/``test.py`` (FACTS.md 4.2):
+Settings follow MetaOptNet's final "SVM-CS" head and ``train.py``/``test.py``
+(docs/references.md#metaoptnet-r2d2-protonet):
 C = 0.1, the ``+1.0·I`` term on the QP's quadratic form, at most 15 interior-point iterations
 in training (and MetaOptNet's validation) and 3 at test time (:meth:`adapt`), a learnable logit
 scale initialised to 1.0, optional label smoothing (``--eps``; 0.1 for mini-ImageNet), float32

@@ -3,10 +3,10 @@
 One shared backbone and a weight matrix with one row per training class. A training task of
 ``ways`` classes gathers its rows (``heads[classes]``) and is scored with a bias-free linear
 head; the loss is the cross-entropy over every sample of the task (no support/query split), and
-the meta-batch loss is the mean over tasks (FACTS.md 4.1, 8.19). Each episode's labels ``0..ways-1``
-index its ``classes`` row, so the label -> head-row map is a lookup by construction; the
-original code's in-place relabelling loop, which merged classes in about 15% of tasks
-(FACTS.md 8.1), has no counterpart here.
+the meta-batch loss is the mean over tasks (docs/references.md#mtl). Each episode's labels
+``0..ways-1`` index its ``classes`` row, so the label -> head-row map is a lookup by
+construction; the original code's in-place relabelling loop, which merged classes in about 15%
+of tasks (docs/references.md#bugs-avoided, B1), has no counterpart here.
 
 MTL has no native test-time adaptation: at test time it is evaluated with the unified protocol
 (a fresh logistic-regression head on frozen, L2-normalised features, Sec. 3.4).
@@ -46,12 +46,13 @@ class MTL(FewShotMethod):
         "scale_init": HParam(
             True, bool, doc="multiply the head init by sqrt(n_train_classes / ways), which "
             "compensates for the fan-in-based init of a matrix much larger than one task's "
-            "head (FACTS.md 4.1)"),
+            "head (docs/references.md#mtl)"),
     }
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
-        """[MTL] README commands (FACTS.md 4.1): RAdam 1e-3, plateau(0.1, 4), early stop 15,
+        """[MTL] README commands (docs/references.md#mtl): RAdam 1e-3, plateau(0.1, 4), early
+        stop 15,
         1600 training tasks per epoch; meta-batch, queries and feature normalisation per
         dataset and shots."""
         queries, meta_batch, train_shots, normalize = 5, 6, 5, True

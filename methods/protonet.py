@@ -4,12 +4,12 @@ Snell, Swersky & Zemel, "Prototypical Networks for Few-shot Learning", NeurIPS 2
 is represented by the mean of its support features; query logits are negative squared Euclidean
 distances to the prototypes (:func:`methods.heads.prototype_logits`).
 
-Choices, following MetaOptNet's ``ProtoNetHead`` (FACTS.md 4.2), which the budgets' ResNet-12
-setting comes from: the distance is divided by the feature dimension D
-(``normalize_by_dim=True``; 16,000-d flattened ResNet-12 features otherwise give logits in the
-thousands), and the logits are multiplied by a learnable scale initialised to 1.0. Set
-``normalize_by_dim=False, learn_scale=False`` for the original formulation (also what
-learn2learn does, FACTS.md 8.15).
+Choices, following MetaOptNet's ``ProtoNetHead`` (docs/references.md#metaoptnet-r2d2-protonet),
+which the budgets' ResNet-12 setting comes from: the distance is divided by the feature
+dimension D (``normalize_by_dim=True``; 16,000-d flattened ResNet-12 features otherwise give
+logits in the thousands), and the logits are multiplied by a learnable scale initialised to 1.0.
+Set ``normalize_by_dim=False, learn_scale=False`` for the original formulation (also what
+learn2learn does, docs/references.md#bugs-avoided, B6).
 """
 from __future__ import annotations
 

@@ -5,13 +5,13 @@ solvers", ICLR 2019. Each episode's head is the closed-form ridge regression of 
 on the support features, solved in the support dimension (Woodbury form,
 :func:`methods.heads.ridge_weights`); query logits are ``α·(X_q W) + β``.
 
-Choices (FACTS.md 4.2): λ = 50 and fixed, as in MetaOptNet's ``R2D2Head`` (the original
-paper learns λ from an initial value of 1). The output scale α and bias β are learnable, as in
-the original's "adjust" layer. Their initial values default to α = 1.0 (MetaOptNet's learnable
-head scale) and β = 0.0 (the original's bias init). The original code initialises α to 1e-4
-for mini-ImageNet (and 10 for CIFAR-FS) together with λ learned from 1 and its own 4-layer CNN
-features; with λ = 50 and a ResNet-12 those values are not known to transfer, so they are not
-the default (set ``scale_init`` to reproduce them).
+Choices (docs/references.md#metaoptnet-r2d2-protonet): λ = 50 and fixed, as in MetaOptNet's
+``R2D2Head`` (the original paper learns λ from an initial value of 1). The output scale α and
+bias β are learnable, as in the original's "adjust" layer. Their initial values default to α =
+1.0 (MetaOptNet's learnable head scale) and β = 0.0 (the original's bias init). The original
+code initialises α to 1e-4 for mini-ImageNet (and 10 for CIFAR-FS) together with λ learned from
+1 and its own 4-layer CNN features; with λ = 50 and a ResNet-12 those values are not known to
+transfer, so they are not the default (set ``scale_init`` to reproduce them).
 """
 from __future__ import annotations
 

@@ -34,7 +34,8 @@ def test_logits_use_the_head_row_of_each_samples_global_class(normalize):
     torch.manual_seed(0)
     model = MTL(TinyBackbone(), n_train_classes=10, ways=5,
                 hparams={"normalize_features": normalize})
-    # classes[j] < j for some j: the case the original in-place relabelling corrupted (FACTS 8.1)
+    # classes[j] < j for some j: the case the original in-place relabelling corrupted
+    # (docs/references.md B1)
     classes = torch.tensor([[3, 0, 7, 1, 9], [4, 2, 8, 6, 5]])
     batch = _batch(classes)
     images = torch.cat([batch.support, batch.query], 1)
