@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 #: Config entries that belong to a method's arm rather than to the cell. A config entry that a
 #: method sets for itself (rather than the sweep) must be listed here, or every method would
 #: land in a cell of its own (and the tables would say the baseline is missing).
-ARM_FIELDS: tuple[str, ...] = ("method", "budget")
+ARM_FIELDS: tuple[str, ...] = ("method", "method_source", "budget")
 #: Config entries that tell replicates of one arm apart.
 REPLICATE_FIELDS: tuple[str, ...] = ("seed",)
 #: Cell settings that are always shown as columns of their own.

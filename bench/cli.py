@@ -9,7 +9,7 @@ from typing import Sequence
 
 from bench.config import BUDGETS, RunConfig, describe_budgets, resolve_budget
 from bench.precision import PRECISIONS
-from bench.registry import UnknownNameError
+from core.registry import UnknownNameError
 
 EXIT_USAGE = 2
 EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved; rerun the same command to resume
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train and test methods; one result file per run")
     run.add_argument("--methods", type=_name_list, required=True,
-                     help="comma-separated method names (see `bench list`)")
+                     help="comma-separated method names (see `bench list`) or import paths "
+                          "of methods of your own (package.module:Class)")
     run.add_argument("--dataset", type=_name_list, required=True,
                      help="dataset name(s), comma-separated (see `bench list`)")
     run.add_argument("--ways", type=int, default=5)
@@ -94,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="turn result files into accuracy and efficiency tables")
     table.add_argument("folder", type=Path, nargs="?", default=Path("results"))
 
-    sub.add_parser("list", help="list methods, datasets and budgets")
+    listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
+                                          "and budgets")
+    listing.add_argument("--methods", type=_name_list, default=[],
+                         help="also load and list these methods given by import path "
+                              "(package.module:Class)")
 
     speed = sub.add_parser("speed", help="steady-state training throughput of every method vs "
                                          "its bare backbone, and paper-budget device-hours")
@@ -148,16 +153,22 @@ def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
                             "(repeatable)")
 
 
-def cmd_list() -> int:
+def cmd_list(extra_methods: Sequence[str] = ()) -> int:
+    """Methods (with where each came from), datasets and budgets; ``extra_methods``: import
+    paths to load and list too."""
     from datasets import DATASETS
     from methods import METHODS
+    from methods.plugins import resolve_method
 
+    for spec in extra_methods:
+        resolve_method(spec)
     print("methods:")
+    width = max([11, *(len(name) + 1 for name in METHODS.names())])
     for name in METHODS.names():
         cls = METHODS.get(name)
         aliases = METHODS.aliases_of(name)
         extra = f" (aliases: {', '.join(aliases)})" if aliases else ""
-        print(f"  {name:<11} {cls.paper}{extra}")
+        print(f"  {name:<{width}} {cls.citation}{extra} [{METHODS.origin(name)}]")
     print("datasets:")
     for name in DATASETS.names():
         info = DATASETS.get(name)
@@ -171,16 +182,20 @@ def cmd_list() -> int:
     return 0
 
 
-def _build_configs(args: argparse.Namespace, methods: list[str], dataset_names: list[str],
-                   hparams: dict) -> list:
+def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None]],
+                   dataset_names: list[str], hparams: dict) -> list:
+    """``methods``: (registered name, import path or None) as :func:`methods.plugins.
+    resolve_method` gives them."""
     from dataclasses import replace
+
+    from methods import METHODS
 
     configs = []
     for name in dataset_names:
-        for method in methods:
+        for method, source in methods:
             for shots in args.shots:
                 for seed in args.seeds:
-                    budget = resolve_budget(args.budget, method, name, shots)
+                    budget = resolve_budget(args.budget, METHODS.get(method), name, shots)
                     overrides = {k: v for k, v in (("backbone", args.backbone),
                                                    ("feature_mode", args.feature_mode))
                                  if v is not None}
@@ -192,7 +207,7 @@ def _build_configs(args: argparse.Namespace, methods: list[str], dataset_names: 
                         method=method, dataset=name, ways=args.ways, shots=shots, seed=seed,
                         budget=budget, queries=args.queries, episodes=args.episodes,
                         precision=args.precision, solver=args.solver,
-                        compile=args.compile))
+                        compile=args.compile, method_source=source))
     return configs
 
 
@@ -224,14 +239,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.checkpoint import StorageError, ensure_writable
     from bench.distributed import DistributedSetupError, environment_world_size
     from bench.launch import SweepStopped
-    from bench.runner import Preempted, preflight_checkpoints, resolve_device
+    from bench.session import Preempted
+    from bench.sweep import preflight_checkpoints
+    from bench.training import resolve_device
     from datasets import DATASETS, DatasetError, load_dataset
     from methods import METHODS
+    from methods.plugins import resolve_method
 
-    methods = [METHODS.canonical(m) for m in args.methods]
+    methods = [resolve_method(m) for m in args.methods]
     dataset_names = [DATASETS.canonical(d) for d in args.dataset]
     hparams = dict(args.hparam)
-    for method in methods:  # fail before any training on a misspelt hyperparameter
+    for method, _ in methods:  # fail before any training on a misspelt hyperparameter
         METHODS.get(method).resolve_hparams(hparams)
     world_size = environment_world_size()
     problem = _check_launch_flags(args, world_size)
@@ -302,7 +320,8 @@ def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: di
     --isolate, each run in a child process. Returns (summary, whether this is rank 0)."""
     from bench.distributed import init_from_environment, shutdown
     from bench.launch import run_isolated
-    from bench.runner import CheckpointPolicy, resolve_device, run_sweep
+    from bench.sweep import CheckpointPolicy, run_sweep
+    from bench.training import resolve_device
 
     if args.isolate:
         return run_isolated(_jobs(args, configs, roots), args.out), True
@@ -363,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
-            return cmd_list()
+            return cmd_list(args.methods)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "table":

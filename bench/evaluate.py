@@ -49,8 +49,7 @@ def episode_features(method: FewShotMethod, loader: EpisodeLoader, episodes: Epi
 
     Each distinct image is embedded once (eval mode is deterministic), then gathered.
     """
-    unique, inverse = torch.unique(torch.cat([episodes.support, episodes.query], 1),
-                                   return_inverse=True)
+    unique, inverse = torch.unique(episodes.images, return_inverse=True)
     feats = solvers.l2_normalize(image_features(method, loader, unique, precision=precision,
                                                 progress=progress))
     both = feats[inverse.to(feats.device)]
@@ -90,7 +89,7 @@ def evaluate_native(method: FewShotMethod, loader: EpisodeLoader, episodes: Epis
     try:
         starts = range(0, episodes.n_tasks, tasks_per_batch)
         for start in tqdm(starts, desc="native", leave=False, disable=not progress):
-            chunk = slice_episodes(episodes, start, start + tasks_per_batch)
+            chunk = episodes.slice(start, start + tasks_per_batch)
             batch = loader.load(chunk)
             with torch.no_grad(), autocast(loader.device, precision):
                 predictor = method.adapt(batch.support, batch.support_labels)
@@ -99,9 +98,3 @@ def evaluate_native(method: FewShotMethod, loader: EpisodeLoader, episodes: Epis
     finally:
         method.train(was_training)
     return accuracies
-
-
-def slice_episodes(episodes: EpisodeIndices, start: int, stop: int) -> EpisodeIndices:
-    return EpisodeIndices(episodes.support[start:stop], episodes.query[start:stop],
-                          episodes.classes[start:stop], episodes.ways, episodes.shots,
-                          episodes.queries)

@@ -24,15 +24,16 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import submitit
 
-from bench.config import RunConfig, TrainBudget
+from bench.config import RunConfig
+from core.atomic import write_json_atomic
 from bench.locks import ClaimBoard
 from bench.results import is_finished, result_path
 
@@ -41,7 +42,7 @@ EXIT_FAILED = 1  # the run failed and a failure record was written
 EXIT_STOPPED = 2  # nothing useful can run (storage, data or setup problem); stop the sweep
 EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved, rerun to resume (128 + SIGTERM)
 if TYPE_CHECKING:
-    from bench.runner import SweepSummary
+    from bench.sweep import SweepSummary
 
 _TAIL_BYTES = 6000
 _REPO = Path(__file__).resolve().parents[1]
@@ -67,15 +68,7 @@ class RunJob:
 
     @property
     def key(self) -> str:
-        return config_from_dict(self.config).key
-
-
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Inverse of ``RunConfig.to_dict()`` (also after a JSON round trip)."""
-    budget = dict(data["budget"])
-    for name in ("lr_epochs", "lr_factors"):
-        budget[name] = tuple(budget[name])
-    return RunConfig(**{**data, "budget": TrainBudget(**budget)})
+        return RunConfig.from_dict(self.config).key
 
 
 def execute(job: RunJob) -> int:
@@ -85,10 +78,12 @@ def execute(job: RunJob) -> int:
     """
     from bench.checkpoint import CheckpointError, StorageError
     from bench.distributed import DistributedSetupError, init_from_environment, shutdown
-    from bench.runner import CheckpointPolicy, Preempted, resolve_device, run_sweep
+    from bench.session import Preempted
+    from bench.sweep import CheckpointPolicy, run_sweep
+    from bench.training import resolve_device
     from datasets import DatasetError, load_dataset
 
-    config = config_from_dict(job.config)
+    config = RunConfig.from_dict(job.config)
     parallel = None
     try:
         parallel, device_name = init_from_environment(job.device)
@@ -143,10 +138,8 @@ def run_child(job: RunJob, work_dir: Path) -> tuple[int, str]:
 
     SIGTERM to this process is passed on to the child meanwhile.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{job.key}.", suffix=".job", dir=work_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(asdict(job), handle)
+    name = Path(work_dir) / f".{job.key}.{uuid.uuid4().hex}.job"
+    write_json_atomic(name, asdict(job))
     tail = bytearray()
     previous = None
     try:
@@ -188,7 +181,10 @@ def death_error(code: int, tail: str) -> ProcessDied:
 
 def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
     """Each job in its own child process, one after the other (see the module docstring)."""
-    from bench.runner import Preempted, SweepSummary, failure_record, resolve_device, write_result
+    from bench.record import failure_record, write_result
+    from bench.session import Preempted
+    from bench.sweep import SweepSummary
+    from bench.training import resolve_device
 
     out_dir = Path(out_dir)
     board = ClaimBoard(out_dir / "claims")
@@ -223,7 +219,7 @@ def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
             raise SweepStopped(last[0] if last else f"{job.key}: its process stopped the sweep")
         else:
             error = death_error(code, tail)
-            record = failure_record(config_from_dict(job.config), resolve_device(job.device),
+            record = failure_record(RunConfig.from_dict(job.config), resolve_device(job.device),
                                     error)
             record["traceback"] = tail[-4000:]
             write_result(path, record)

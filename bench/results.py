@@ -1,4 +1,5 @@
-"""The result file: one JSON per run, its documented schema, atomic writes, validated reads.
+"""The result file: one JSON per run, its documented schema and validated reads (files are
+written atomically by :func:`bench.record.write_result` through :mod:`core.atomic`).
 
 Modelled on lm-eval's ``result_schema.py``: each key carries a comment saying what it holds.
 A finished result is never overwritten unless the user passes ``--force``; a failed run
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -88,37 +87,6 @@ class RunResult(TypedDict, total=False):
 
 class ResultFileError(ValueError):
     """A result file that cannot be read or does not follow the schema; names the file."""
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file in the same folder and ``os.replace``,
-    so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, allow_nan=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def result_path(out_dir: Path, key: str) -> Path:

@@ -15,26 +15,55 @@ Outputs: ``accuracy.csv``, ``accuracy.md``, ``efficiency.csv``, ``efficiency.md`
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bench.results import RunResult, read_result, write_text_atomic
+from bench.results import RunResult, read_result
+from core.atomic import write_text_atomic
+from datasets import by_benchmark
+from methods import METHODS
+from methods import efficiency_reference as reference_method
+from methods.plugins import MethodImportError, import_method
+from methods.base import FewShotMethod
 from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
 SKIP_DIRS = {"reference", "speed", "theory"}
-# Our canonical dataset names -> the paper's.
-PAPER_DATASET = {"mini": "mini-imagenet", "tiered": "tiered-imagenet", "cifar-fs": "cifar-fs",
-                 "fc100": "fc100"}
-DISPLAY = {"mtl": "MTL", "maml": "MAML", "anil": "ANIL", "r2d2": "R2D2",
-           "metaoptnet": "MetaOptNet", "protonet": "ProtoNet"}
 
 
-def display_name(method: str) -> str:
-    return DISPLAY.get(method, method)
+def display_name(config: dict[str, Any]) -> str:
+    """The declared ``display_name`` of a result's method: registered here, or imported from
+    the run's ``method_source``; its name when neither works (a method no longer available)."""
+    method = config["method"]
+    if method not in METHODS and config.get("method_source"):
+        try:
+            import_method(config["method_source"])
+        except (MethodImportError, ValueError):
+            pass
+    return METHODS.get(method).display_name if method in METHODS else method
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The method that speed-ups are relative to (the class that declares
+    ``efficiency_reference``; MetaOptNet in the paper's Table 4 and Figure 2)."""
+
+    name: str
+    display: str
+
+    @property
+    def speedup_column(self) -> str:
+        return f"speedup_vs_{self.name}"
+
+
+def efficiency_reference() -> Reference:
+    cls = reference_method()
+    return Reference(cls.name, cls.display_name)
 
 
 def load_results(folder: Path) -> list[RunResult]:
@@ -76,7 +105,8 @@ def accuracy_rows(results: list[RunResult]) -> pd.DataFrame:
         else:
             ci, kind = runs[0]["test"][key]["ci95"], "episodes-95"
         rows.append({
-            "method": display_name(method), "backbone": backbone, "protocol": protocol,
+            "method": display_name(runs[0]["config"]), "backbone": backbone,
+            "protocol": protocol,
             "budget": budget, "dataset": dataset, "ways": ways, "shots": shots,
             "seeds": len(runs), "episodes": int(np.mean([len(r["test"][key]["accuracies"])
                                                           for r in runs])),
@@ -95,7 +125,7 @@ def reference_rows(measured: pd.DataFrame, reference_csv: Path = REFERENCE_CSV,
         return measured.iloc[0:0]
     ref = pd.read_csv(reference_csv, dtype={"table": str})
     ref = ref[(ref["table"] == table) & (ref["metric"] == metric)]
-    to_ours = {v: k for k, v in PAPER_DATASET.items()}
+    to_ours = by_benchmark()  # the paper's dataset names -> ours
     present = {(m.lower(), d) for m, d in zip(measured["method"], measured["dataset"])}
     rows = []
     for _, r in ref.iterrows():
@@ -152,7 +182,7 @@ def efficiency_rows(results: list[RunResult]) -> pd.DataFrame:
     for (method, backbone, budget, dataset, ways, shots), runs in groups.items():
         unified = [run["test"]["unified"]["mean"] for run in runs]
         rows.append({
-            "method": display_name(method), "backbone": backbone, "budget": budget,
+            "method": display_name(runs[0]["config"]), "backbone": backbone, "budget": budget,
             "dataset": dataset, "ways": ways, "shots": shots, "seeds": len(runs),
             "accuracy_unified": float(np.mean(unified)),
             "accuracy_native": float(np.mean([run["test"]["native"]["mean"] for run in runs])),
@@ -166,20 +196,22 @@ def efficiency_rows(results: list[RunResult]) -> pd.DataFrame:
                                         "shots", "seeds", "accuracy_unified", "accuracy_native",
                                         "device_hours", "unit", "device", "images_seen",
                                         "steps"])
+    reference = efficiency_reference()
     speedup = []
     for row in frame.itertuples(index=False):
-        ref = frame[(frame["method"] == "MetaOptNet") & (frame["dataset"] == row.dataset)
+        ref = frame[(frame["method"] == reference.display) & (frame["dataset"] == row.dataset)
                     & (frame["ways"] == row.ways) & (frame["shots"] == row.shots)
                     & (frame["budget"] == row.budget) & (frame["unit"] == row.unit)]
         ok = not ref.empty and row.device_hours > 0
         speedup.append(float(ref["device_hours"].iloc[0] / row.device_hours) if ok
                        else float("nan"))
-    return frame.assign(speedup_vs_metaoptnet=speedup)
+    return frame.assign(**{reference.speedup_column: speedup})
 
 
 def efficiency_markdown(frame: pd.DataFrame, reference_csv: Path = REFERENCE_CSV) -> str:
     if frame.empty:
         return "_No finished results._\n"
+    reference = efficiency_reference()
     shown = pd.DataFrame({
         "method": frame["method"], "backbone": frame["backbone"], "budget": frame["budget"],
         "dataset": [_column(d, w, s) for d, w, s in
@@ -188,7 +220,7 @@ def efficiency_markdown(frame: pd.DataFrame, reference_csv: Path = REFERENCE_CSV
         "accuracy (native)": frame["accuracy_native"].map("{:.2f}".format),
         "device-hours": [f"{h:.4f} {u}" for h, u in zip(frame["device_hours"], frame["unit"])],
         "images seen": frame["images_seen"].map("{:,}".format),
-        "speed-up vs MetaOptNet": frame["speedup_vs_metaoptnet"].map(
+        f"speed-up vs {reference.display}": frame[reference.speedup_column].map(
             lambda v: "–" if np.isnan(v) else f"{v:.1f}x"),
         "device": frame["device"],
     }).sort_values(["dataset", "method"], key=lambda s: s.map(str.lower))
@@ -196,7 +228,7 @@ def efficiency_markdown(frame: pd.DataFrame, reference_csv: Path = REFERENCE_CSV
     if Path(reference_csv).exists():
         ref = pd.read_csv(reference_csv, dtype={"table": str})
         ref = ref[ref["table"] == "4"]
-        to_ours = {v: k for k, v in PAPER_DATASET.items()}
+        to_ours = by_benchmark()
         present = {(m.lower(), d) for m, d in zip(frame["method"], frame["dataset"])}
         reported = [r for _, r in ref.iterrows()
                     if (str(r["method"]).lower(), to_ours.get(r["dataset"])) in present]
@@ -206,6 +238,12 @@ def efficiency_markdown(frame: pd.DataFrame, reference_csv: Path = REFERENCE_CSV
                 lines.append(f"- {r['method']} {r['dataset']} {r['ways']}-way {r['shots']}-shot "
                              f"{r['metric']}: {r['value']} ({r['source']})")
     return "\n".join(lines) + "\n"
+
+
+def _without_native_adaptation() -> str:
+    """Display names of the registered methods that have no native adaptation."""
+    return ", ".join(METHODS.get(n).display_name for n in METHODS.names()
+                     if METHODS.get(n).adapt is FewShotMethod.adapt)
 
 
 def failures(results: list[RunResult]) -> list[str]:
@@ -235,7 +273,8 @@ def make_tables(folder: Path, out_dir: Path | None = None,
               "‡ as reported in the paper (`results/reference/paper.csv`).\n"
               "Protocols: unified = fresh logistic-regression head on frozen L2-normalised "
               "features (Wang et al. 2021, Sec. 3.4); native = the method's own adaptation "
-              "(a single \"unified (= native)\" row for methods without one, such as MTL); "
+              "(a single \"unified (= native)\" row for methods without one, such as "
+              f"{_without_native_adaptation()}); "
               "reported = the paper's number.\n")
     eff_md = ("## Training cost\n\n" + efficiency_markdown(efficiency, reference_csv)
               + f"\nTiming rule: {TIMING_RULE}.\n")

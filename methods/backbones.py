@@ -1,10 +1,10 @@
 """Shared backbones: ResNet-12 (Lee et al. 2019; Tian et al. 2020) and Conv4 (Vinyals et al. 2016).
 
-CONTRACT (used by every method and the runner):
+CONTRACT (used by every method and the training step):
 - ``Backbone`` is an ``nn.Module`` mapping float images ``[B, C, H, W]`` to features ``[B, out_dim]``.
 - ``advance_schedule()`` is called once per optimiser step (DropBlock's ramp counts optimiser
-  steps, not forward calls: FACTS.md 8.11); ``schedule_step`` is that count and is saved in
-  ``state_dict`` (extra state), so checkpoints resume the ramp.
+  steps, not forward calls: docs/references.md#bugs-avoided, B4); ``schedule_step`` is that
+  count and is saved in ``state_dict`` (extra state), so checkpoints resume the ramp.
 - ``build_backbone(name, in_channels, image_size, feature_mode, drop_rate, dropblock_size)``.
 
 References:
@@ -35,9 +35,9 @@ BACKBONES = ("resnet12", "conv4-32", "conv4-64")
 FEATURE_MODES = ("avg", "flatten")
 
 RESNET12_CHANNELS = (64, 160, 320, 640)
-"""Stage widths of the few-shot ResNet-12 (Lee et al. 2019; FACTS.md 1)."""
+"""Stage widths of the few-shot ResNet-12 (Lee et al. 2019; docs/references.md#backbones)."""
 DROPBLOCK_STAGES = (False, False, True, True)
-"""Stages 1-2 use plain dropout, stages 3-4 DropBlock (FACTS.md 1)."""
+"""Stages 1-2 use plain dropout, stages 3-4 DropBlock (docs/references.md#backbones)."""
 DROPBLOCK_RAMP_STEPS = 40_000
 """Optimiser steps over which DropBlock's drop probability ramps from 0 to ``drop_rate``."""
 LEAKY_SLOPE = 0.1
@@ -92,7 +92,8 @@ def dropblock_keep_rate(step: int, drop_rate: float,
     """Keep probability after ``step`` optimiser steps: ``max(1 - drop_rate*t/ramp, 1 - drop_rate)``.
 
     The linear ramp of Ghiasi et al. (2018), with the 40,000-step constant of MetaOptNet/RFS.
-    Upstream counts forward calls; here ``t`` counts optimiser steps (FACTS.md 8.11).
+    Upstream counts forward calls; here ``t`` counts optimiser steps
+    (docs/references.md#bugs-avoided, B4).
     """
     if ramp_steps <= 0:
         return 1.0 - drop_rate
@@ -147,7 +148,7 @@ def dropblock_gamma(keep_rate: float, block_size: int, height: int, width: int) 
     """Seed probability so that about ``1 - keep_rate`` of the map is dropped (Ghiasi et al. 2018, Eq. 1).
 
     ``gamma = (1-keep_rate)/bs^2 * (h*w) / ((h-bs+1)*(w-bs+1))``; for square maps this is the
-    ``fs^2/(fs-bs+1)^2`` form of FACTS.md 1.
+    ``fs^2/(fs-bs+1)^2`` form of docs/references.md#backbones.
     """
     valid = (height - block_size + 1) * (width - block_size + 1)
     return (1.0 - keep_rate) / block_size ** 2 * (height * width) / valid
@@ -213,7 +214,7 @@ def _conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 
 class ResNet12Block(nn.Module):
-    """One ResNet-12 stage (Lee et al. 2019; Tian et al. 2020; FACTS.md 1).
+    """One ResNet-12 stage (Lee et al. 2019; Tian et al. 2020; docs/references.md#backbones).
 
     3 x (conv3x3 -> BN), LeakyReLU(0.1) between them, plus a 1x1-conv+BN shortcut, then
     LeakyReLU(0.1), ``MaxPool2d(2)`` and either dropout (``dropblock_size=None``) or DropBlock.
@@ -253,7 +254,8 @@ class ResNet12Block(nn.Module):
 
 
 def _init_resnet12(module: nn.Module) -> None:
-    """Kaiming-normal (fan_out, leaky_relu, a=0) convs; BN weight 1, bias 0 (FACTS.md 1)."""
+    """Kaiming-normal (fan_out, leaky_relu, a=0) convs; BN weight 1, bias 0
+    (docs/references.md#backbones)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
@@ -391,7 +393,8 @@ def build_backbone(name: str, in_channels: int = 3, image_size: int = 84,
     """Build a backbone by name (one of :data:`BACKBONES`).
 
     ``drop_rate`` and ``dropblock_size`` apply to ResNet-12 only (Conv4 has no dropout);
-    ``dropblock_size=None`` picks 5 for images of 64 px or more, else 2 (FACTS.md 1).
+    ``dropblock_size=None`` picks 5 for images of 64 px or more, else 2
+    (docs/references.md#backbones).
     Raises ``ValueError`` listing the valid choices for a bad name or feature mode.
     """
     key = name.strip().lower()

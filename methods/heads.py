@@ -18,12 +18,13 @@ forward per batch, the head fitted on every task at once, cross-entropy on the q
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from qpth.qp import QPFunction
 
+from core.budget import TrainBudget
 from datasets.episodes import TaskBatch
 from methods.base import FewShotMethod, Predictor
 
@@ -47,17 +48,6 @@ def check_episode(support: torch.Tensor, support_labels: torch.Tensor) -> None:
 def one_hot(labels: torch.Tensor, ways: int, dtype: torch.dtype) -> torch.Tensor:
     """``[T, S]`` integer labels -> ``[T, S, ways]`` one-hot rows in ``dtype``."""
     return F.one_hot(labels.long(), ways).to(dtype)
-
-
-def joint_task_features(task_features: Callable[[torch.Tensor], torch.Tensor],
-                        support: torch.Tensor, query: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Support and query images ``[T, S|Q, C, H, W]`` through ``task_features`` in ONE forward
-    (concatenated along dim 1, so batch norm sees every image of the batch once); returns
-    support features ``[T, S, D]`` and query features ``[T, Q, D]``."""
-    n_support = support.shape[1]
-    features = task_features(torch.cat([support, query], dim=1))
-    return features[:, :n_support], features[:, n_support:]
 
 
 def linear_logits(query: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -248,7 +238,7 @@ class EpisodeHeadMethod(FewShotMethod):
         raise NotImplementedError
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
-        support, query = joint_task_features(self.task_features, batch.support, batch.query)
+        support, query = self.embed_episode(batch)
         with full_precision(support):
             fitted = self.fit_head(support.float(), batch.support_labels, batch.ways,
                                    training=True)
@@ -267,6 +257,21 @@ class EpisodeHeadMethod(FewShotMethod):
                 return self.head_logits(features.float(), fitted)
 
         return predictor
+
+
+def metaoptnet_recipe(train_shots: int, hparams: dict[str, Any]) -> TrainBudget:
+    """[MON] train.py (docs/references.md#metaoptnet-r2d2-protonet), the paper budget of the
+    three head-based methods: SGD 0.1
+    Nesterov, wd 5e-4, 60 epochs x 1000 batches of 8 episodes, lr x{1, 0.06, 0.012, 0.0024}
+    from epochs {0, 20, 40, 50}, 6 queries per class, validation on 2000 5-shot episodes,
+    flattened ResNet-12 features."""
+    return TrainBudget(
+        name="paper", backbone="resnet12", feature_mode="flatten", epochs=60,
+        steps_per_epoch=1000, meta_batch=8, train_shots=train_shots, train_queries=6,
+        optimizer="sgd", lr=0.1, weight_decay=5e-4, momentum=0.9, nesterov=True,
+        schedule="step", lr_epochs=(20, 40, 50), lr_factors=(0.06, 0.012, 0.0024),
+        early_stop_patience=None, val_episodes=2000, val_shots=5, hparams=hparams,
+    )
 
 
 def full_precision(reference: torch.Tensor) -> torch.autocast:

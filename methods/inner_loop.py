@@ -14,13 +14,14 @@ holds the common parts:
   current batch's statistics without touching the module's running statistics;
 - :func:`linear_logits` / :func:`task_cross_entropy`: a linear head with one weight matrix per
   task, applied to all tasks at once with ``bmm``;
-- :class:`InnerLoopMethod`: the hyperparameters and their checks shared by MAML and ANIL.
+- :class:`InnerLoopMethod` / :func:`inner_loop_hparams`: the hyperparameters shared by MAML
+  and ANIL.
 """
 from __future__ import annotations
 
 import contextlib
 import enum
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,9 @@ from torch import nn
 # _BatchNorm is the base of every BatchNorm{1,2,3}d, their Lazy variants and SyncBatchNorm.
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from core.budget import TrainBudget
+from core.hparams import HParam
+from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
 from methods.base import FewShotMethod
@@ -132,49 +136,42 @@ def task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return total / labels.shape[1]
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"hyperparameter {name!r} must be a positive number, got {value!r}")
+def inner_loop_hparams(inner_lr: float, train_steps: int, test_steps: int
+                       ) -> dict[str, HParam]:
+    """The hyperparameters of every inner-loop method, with its paper's defaults."""
+    return {
+        "inner_lr": HParam(inner_lr, float, gt=0, doc="inner-loop learning rate in training"),
+        "train_steps": HParam(train_steps, int, ge=1, doc="inner steps per task in training"),
+        "test_steps": HParam(test_steps, int, ge=0, doc="inner steps per task at test time"),
+        "test_inner_lr": HParam(None, float, gt=0, optional=True,
+                                doc="test-time inner learning rate (null: inner_lr)"),
+        "first_order": HParam(False, bool, doc="first-order approximation of the "
+                                               "meta-gradient (Finn et al. 2017, Sec. 5.2)"),
+    }
 
 
-def _check_steps(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"hyperparameter {name!r} must be an integer >= {minimum}, got {value!r}")
+def maml_recipe(dataset: DatasetInfo, shots: int, hparams: dict[str, Any]) -> TrainBudget:
+    """Finn et al. 2017 (mini-ImageNet): Conv4-32 (Conv4-64 on small character images, their
+    Omniglot network), Adam 1e-3, meta-batch 4 (1-shot) or 2 (5-shot), 15 queries per class,
+    60,000 meta-iterations, tested with 10 inner steps."""
+    return TrainBudget(
+        name="paper", backbone="conv4-64" if dataset.small_images else "conv4-32",
+        feature_mode="flatten", epochs=60, steps_per_epoch=1000,
+        meta_batch=4 if shots == 1 else 2, train_shots=shots, train_queries=15,
+        optimizer="adam", lr=1e-3, schedule="constant", early_stop_patience=None,
+        val_episodes=600, hparams=hparams,
+    )
 
 
 class InnerLoopMethod(FewShotMethod):
-    """Shared base of MAML and ANIL: inner-loop hyperparameters and a linear head
-    ``nn.Linear(backbone.out_dim, ways)``.
-
-    - ``inner_lr``: inner-loop learning rate in training;
-    - ``train_steps`` (>= 1) / ``test_steps`` (>= 0): inner steps in training / at test time;
-    - ``test_inner_lr``: test-time inner learning rate (``None``: same as ``inner_lr``);
-    - ``first_order``: first-order approximation of the meta-gradient.
-    """
-
-    HPARAMS: ClassVar[tuple[str, ...]] = ("inner_lr", "train_steps", "test_steps",
-                                          "test_inner_lr", "first_order")
-    """Keys every subclass's ``default_hparams`` must hold (each sets its paper's values)."""
+    """Shared base of MAML and ANIL: the inner-loop hyperparameters
+    (:func:`inner_loop_hparams`; each subclass sets its paper's defaults) and a linear head
+    ``nn.Linear(backbone.out_dim, ways)``."""
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:
         super().__init__(backbone, n_train_classes, ways, hparams)
-        self._check_hparams()
         self.head = nn.Linear(backbone.out_dim, ways)
-
-    def _check_hparams(self) -> None:
-        h = self.hparams
-        missing = [k for k in self.HPARAMS if k not in h]
-        if missing:
-            raise TypeError(f"{type(self).__name__}.default_hparams lacks {', '.join(missing)}")
-        _check_positive("inner_lr", h["inner_lr"])
-        if h["test_inner_lr"] is not None:
-            _check_positive("test_inner_lr", h["test_inner_lr"])
-        _check_steps("train_steps", h["train_steps"], 1)
-        _check_steps("test_steps", h["test_steps"], 0)
-        if not isinstance(h["first_order"], bool):
-            raise ValueError(f"hyperparameter 'first_order' must be true or false, "
-                             f"got {h['first_order']!r}")
 
     @property
     def test_lr(self) -> float:

@@ -1,13 +1,10 @@
 """Summaries, CSV files and the Figure 1 plot for ``python -m bench theory``.
 
-Files are written atomically: a temporary file in the destination folder, then ``os.replace``.
+Files are written atomically (:mod:`core.atomic`).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -18,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import pandas as pd  # noqa: E402
 
 from bench.theory.sweeps import KERNEL_VARIANTS, ROW_COLUMNS  # noqa: E402
+from core.atomic import atomic_file, write_json_atomic, write_text_atomic  # noqa: E402
 
 GROUP_KEYS: tuple[str, ...] = (
     "source", "sweep", "variant", "width", "depth", "lam_tau", "lam_tau_hat",
@@ -56,33 +54,12 @@ PANELS = (
 )
 
 
-def _file_mode() -> int:
-    """Permissions of an ordinary new file under the current umask (mkstemp uses 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.chmod(temp, _file_mode())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write_text(path, frame.to_csv(index=False, float_format="%.10g"))
+    write_text_atomic(path, frame.to_csv(index=False, float_format="%.10g"))
 
 
 def write_json(path: Path, payload: dict) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(path, payload, indent=2, sort_keys=True)
 
 
 def rows_frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -211,6 +188,7 @@ def plot_figure(summary: pd.DataFrame, path: Path, title_note: str = "",
     if value not in VALUE_AXIS_LABELS:
         raise ValueError(f"unknown value {value!r}; choose one of {tuple(VALUE_AXIS_LABELS)}")
     mean_key, std_key = f"{value}_mean", f"{value}_std_seeds"
+    path = Path(path)
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     widths = sorted(w for w in summary["width"].unique() if w > 0)
     for axis, (sweep, x_key, x_label) in zip(axes, PANELS):
@@ -251,16 +229,9 @@ def plot_figure(summary: pd.DataFrame, path: Path, title_note: str = "",
         f"Sec. 5.1{title_note}", fontsize=11,
     )
     figure.tight_layout(rect=(0, 0.1, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
     try:
-        figure.savefig(temp, dpi=130)
-        os.chmod(temp, _file_mode())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        with atomic_file(path) as handle:
+            figure.savefig(handle, dpi=130, format=path.suffix.lstrip(".") or "png")
     finally:
         plt.close(figure)
 

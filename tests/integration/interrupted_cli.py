@@ -7,15 +7,15 @@ RUN = ("run", "--methods", "mtl", "--dataset", "glyphs", "--shots", "1", "--budg
 # Runs the real CLI, but sends this process a signal when training step N starts.
 INTERRUPTED = """
 import os, signal, sys
-import bench.runner as runner
+import bench.session as session
 step, sig = int(sys.argv[1]), getattr(signal, sys.argv[2])
-original, calls = runner.parallel_train_step, [0]
+original, calls = session.parallel_train_step, [0]
 def interrupted(*args, **kwargs):
     calls[0] += 1
     if calls[0] == step:
         os.kill(os.getpid(), sig)
     return original(*args, **kwargs)
-runner.parallel_train_step = interrupted
+session.parallel_train_step = interrupted
 from bench.cli import main
 sys.exit(main(sys.argv[3:]))
 """

@@ -40,6 +40,18 @@ def test_unknown_names_exit_nonzero_with_choices(flag, value, expect, tmp_path):
     assert expect in proc.stderr and "Valid" in proc.stderr
 
 
+@pytest.mark.parametrize("hparam, expect", [
+    ("inner_lr=abc", 'method \'maml\': hyperparameter inner_lr must be a number > 0, got "abc"'),
+    ("inner_lrr=0.1", "method 'maml' has no hyperparameter 'inner_lrr' (did you mean "
+                      "'inner_lr'?). Valid: inner_lr (a number > 0, default 0.01);"),
+])
+def test_bad_hyperparameters_stop_the_run_before_anything_is_written(hparam, expect, tmp_path):
+    proc = bench("run", "--methods", "maml", "--dataset", "glyphs", "--hparam", hparam,
+                 "--out", tmp_path / "out")
+    assert proc.returncode == 2 and expect in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_data_says_where_and_how(tmp_path):
     proc = bench("run", "--methods", "mtl", "--dataset", "omniglot", "--data-root",
                  tmp_path / "nowhere", "--out", tmp_path)

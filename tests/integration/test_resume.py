@@ -15,11 +15,11 @@ import torch
 
 import bench.checkpoint as ckpt
 import bench.results as results_module
-import bench.runner as runner
+import bench.session as session
 from bench.checkpoint import StorageError, checkpoint_path, load_checkpoint
 from bench.config import RunConfig, resolve_budget
 from bench.results import read_result, result_path
-from bench.runner import CheckpointPolicy, preflight_checkpoints, run_sweep
+from bench.sweep import CheckpointPolicy, preflight_checkpoints, run_sweep
 from datasets import load_dataset
 from datasets.base import ClassSplit, FewShotDataset
 from interrupted_cli import INTERRUPTED, KEY, RUN  # beside this file (pytest puts it on sys.path)
@@ -173,7 +173,7 @@ def smoke(seed: int) -> RunConfig:
 
 
 def crash_at_step(monkeypatch, step: int) -> None:
-    original, calls = runner.parallel_train_step, [0]
+    original, calls = session.parallel_train_step, [0]
 
     def crashing(*args, **kwargs):
         calls[0] += 1
@@ -181,7 +181,7 @@ def crash_at_step(monkeypatch, step: int) -> None:
             raise RuntimeError("simulated crash")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "parallel_train_step", crashing)
+    monkeypatch.setattr(session, "parallel_train_step", crashing)
 
 
 def with_changed_pixel(dataset: FewShotDataset) -> FewShotDataset:

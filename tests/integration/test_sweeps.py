@@ -162,7 +162,7 @@ def test_job_configs_survive_the_json_round_trip(tmp_path):
     config = RunConfig("metaoptnet", "mini", 5, 5, 2, resolve_budget("paper", "metaoptnet",
                                                                        "mini", 5))
     job = RunJob(config=config.to_dict(), out=str(tmp_path))
-    again = launch.config_from_dict(json.loads(json.dumps(job.config)))
+    again = RunConfig.from_dict(json.loads(json.dumps(job.config)))
     assert again == config and again.budget.lr_epochs == (20, 40, 50)
 
 

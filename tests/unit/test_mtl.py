@@ -34,7 +34,8 @@ def test_logits_use_the_head_row_of_each_samples_global_class(normalize):
     torch.manual_seed(0)
     model = MTL(TinyBackbone(), n_train_classes=10, ways=5,
                 hparams={"normalize_features": normalize})
-    # classes[j] < j for some j: the case the original in-place relabelling corrupted (FACTS 8.1)
+    # classes[j] < j for some j: the case the original in-place relabelling corrupted
+    # (docs/references.md B1)
     classes = torch.tensor([[3, 0, 7, 1, 9], [4, 2, 8, 6, 5]])
     batch = _batch(classes)
     images = torch.cat([batch.support, batch.query], 1)
@@ -85,5 +86,6 @@ def test_gradient_reaches_only_the_rows_of_the_task():
 
 
 def test_unknown_hparam_is_an_error():
-    with pytest.raises(ValueError, match="valid: normalize_features, scale_init"):
+    with pytest.raises(ValueError, match=r"Valid: normalize_features \(true or false, default "
+                                         r"true\); scale_init \(true or false, default true\)"):
         MTL(TinyBackbone(), 10, 5, hparams={"normalise_features": True})

@@ -21,9 +21,7 @@ from bench.theory.kernels import ReluNetConfig, relu_kernels, relu_kernels_all_d
 from bench.theory.network import (
     empirical_kernels, empirical_ntk, empirical_ntk_products, forward, head_output, init_params,
 )
-from bench.theory.report import (
-    atomic_write_text, depth_ratios, format_ratios, rows_frame, summarize,
-)
+from bench.theory.report import depth_ratios, format_ratios, rows_frame, summarize
 from bench.theory.sweeps import (
     KERNEL_VARIANTS, SweepGrid, all_points, flow_time, kernel_predictions, kernel_seed,
 )
@@ -411,14 +409,6 @@ def test_depth_ratios_give_the_spread_of_per_seed_ratios():
     assert "L=2/L=20" in format_ratios(depth_ratios(rows_frame(rows)))
     single = [row for row in rows if row["depth"] == 2]
     assert depth_ratios(rows_frame(single)).empty
-
-
-def test_atomic_write_leaves_only_the_final_file(tmp_path):
-    target = tmp_path / "sub" / "a.csv"
-    atomic_write_text(target, "x\n1\n")
-    atomic_write_text(target, "x\n2\n")
-    assert target.read_text() == "x\n2\n"
-    assert [p.name for p in target.parent.iterdir()] == ["a.csv"]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

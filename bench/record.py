@@ -1,0 +1,142 @@
+"""The result record of one run: train (or resume) it, test it on the shared episodes under
+both protocols, and assemble the record (:mod:`bench.results` documents the schema); a run
+that fails gets a failure record instead. :func:`write_result` writes either atomically.
+"""
+from __future__ import annotations
+
+import errno
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench import provenance
+from bench.checkpoint import StorageError, describe_write_failure
+from bench.config import RunConfig
+from bench.distributed import SINGLE, Parallel, max_over_ranks, sharded_map
+from bench.evaluate import evaluate_native, evaluate_unified
+from bench.results import SCHEMA, RunResult
+from bench.session import RunCheckpoint, train
+from bench.stats import episode_ci95
+from bench.timing import SectionTimer, device_hours
+from bench.training import build_training, stream_seed
+from core.atomic import write_json_atomic
+from datasets import FewShotDataset
+from datasets.augment import Normalizer
+from datasets.episodes import EpisodeLoader, EpisodeSampler
+from methods.base import FewShotMethod
+
+def evaluate_test_split(method: FewShotMethod, dataset: FewShotDataset, config: RunConfig,
+                        device: torch.device, progress: bool = True,
+                        parallel: Parallel = SINGLE) -> tuple[dict[str, Any], str]:
+    """Both protocols on the run's test episodes; returns (results, episode hash).
+
+    With several processes each evaluates a slice of the episodes and the per-episode
+    accuracies are gathered in episode order."""
+    loader = EpisodeLoader(dataset.test, Normalizer(dataset.mean, dataset.std), device)
+    sampler = EpisodeSampler(dataset.test, config.ways, config.shots, config.queries,
+                             stream_seed(config.seed, "test"))
+    episodes = sampler.sample(config.episodes)
+    progress = progress and parallel.is_main
+    results: dict[str, Any] = {}
+    timer = SectionTimer(device)
+    with timer.section("unified"):
+        unified = sharded_map(lambda part: evaluate_unified(
+            method, loader, part, solver=config.solver, C=config.logreg_c,
+            precision=config.precision, progress=progress), episodes, parallel)
+    results["unified"] = _protocol(unified, timer.total("unified"))
+    if method.has_native_adaptation:
+        with timer.section("native"):
+            native = sharded_map(lambda part: evaluate_native(
+                method, loader, part, precision=config.precision, progress=progress),
+                episodes, parallel)
+        results["native"] = _protocol(native, timer.total("native"))
+    else:
+        results["native"] = results["unified"]
+    return results, episodes.digest()
+
+
+def _protocol(accuracies: list[float], seconds: float) -> dict[str, Any]:
+    return {"accuracies": [round(a, 4) for a in accuracies],
+            "mean": float(np.mean(accuracies)), "ci95": episode_ci95(accuracies),
+            "seconds": seconds}
+
+
+def run_one(config: RunConfig, dataset: FewShotDataset, device: torch.device,
+            progress: bool = True, *, checkpoint: RunCheckpoint | None = None,
+            parallel: Parallel = SINGLE) -> RunResult:
+    """Train (or resume, with ``checkpoint``) and test one run; returns the result record
+    (status "ok"). Device-hours = training seconds x processes; only the training steps the
+    result is made of are counted (work lost after the last checkpoint is redone once)."""
+    started = provenance.collect(device, parallel.world_size)
+    training = build_training(config, dataset, device, parallel)
+    method = training.method
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timer = SectionTimer(device)
+    outcome = train(training, dataset, config, device, timer, progress, checkpoint=checkpoint,
+                    parallel=parallel)
+    peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    method.load_state_dict(outcome.best_state)
+    with timer.section("eval"):
+        test_results, digest = evaluate_test_split(method, dataset, config, device, progress,
+                                                   parallel)
+    first_step = timer.total("first_step")
+    train_seconds = max_over_ranks(timer.total("train") + first_step, parallel)
+    return {
+        "schema": SCHEMA,
+        "status": "ok",
+        "key": config.key,
+        "config": config.to_dict(),
+        "n_train_classes": dataset.train.n_classes,
+        "provenance": started,
+        "timings": {
+            "train_seconds": train_seconds,
+            "device_hours": device_hours(train_seconds, parallel.world_size),
+            "device_hours_unit": "GPU-hours" if device.type == "cuda" else "CPU-hours",
+            "first_step_seconds": first_step,
+            "validation_seconds": timer.total("validation"),
+            "eval_seconds": timer.total("eval"),
+            "checkpoint_seconds": timer.total("checkpoint"),
+            "resume_seconds": timer.total("resume"),
+            "resumes": outcome.resumes,
+            "peak_memory_bytes": peak,
+            "steps": outcome.steps,
+            "images_seen": outcome.images_seen,
+            "epochs": outcome.epochs,
+        },
+        "selection": {
+            "protocol": "unified",
+            "best_epoch": outcome.best_epoch,
+            "best_val_accuracy": outcome.best_val,
+            "val_curve": outcome.val_curve,
+        },
+        "test": test_results,
+        "native_is_unified": not method.has_native_adaptation,
+        "episode_hash": digest,
+    }
+
+
+def failure_record(config: RunConfig, device: torch.device, error: BaseException,
+                   world_size: int = 1) -> RunResult:
+    tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return {
+        "schema": SCHEMA,
+        "status": "failed",
+        "key": config.key,
+        "config": config.to_dict(),
+        "provenance": provenance.collect(device, world_size),
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": tb[-4000:],
+    }
+
+
+def write_result(path: Path, record: RunResult) -> None:
+    """Write one result file atomically; :class:`StorageError` (with what to do) on failure."""
+    try:
+        write_json_atomic(path, record)
+    except OSError as exc:
+        raise StorageError(exc.errno or errno.EIO,
+                           describe_write_failure(path, exc, "result file")) from exc

@@ -1,0 +1,50 @@
+"""How a run is trained: :class:`TrainBudget`, one dataclass for every method.
+
+It lives in the neutral layer so a method class can build its own paper budget
+(:meth:`methods.base.FewShotMethod.paper_budget`) without importing ``bench``; the named presets
+(``smoke``, ``quick``, ``paper``) are resolved by :func:`bench.config.resolve_budget`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainBudget:
+    """Everything that decides how a method is trained (one place for every method)."""
+
+    name: str
+    backbone: str
+    feature_mode: str
+    epochs: int  # maximum number of epochs; early stopping may end training sooner
+    steps_per_epoch: int  # optimiser steps per epoch
+    meta_batch: int  # tasks per optimiser step
+    train_shots: int  # support images per class in training tasks
+    train_queries: int  # query images per class in training tasks
+    optimizer: str = "radam"  # radam | adam | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    schedule: str = "plateau"  # plateau (on val accuracy) | step (lr_factors at lr_epochs) | constant
+    plateau_factor: float = 0.1
+    plateau_patience: int = 4
+    lr_epochs: tuple[int, ...] = ()  # for "step": epochs at which the factor changes
+    lr_factors: tuple[float, ...] = ()  # for "step": factor from each of lr_epochs on
+    early_stop_patience: int | None = 15  # epochs without val improvement; None = never
+    val_episodes: int = 400
+    val_shots: int | None = None  # None = the run's test shots
+    hparams: dict[str, Any] = field(default_factory=dict)  # method hyperparameters
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainBudget":
+        """Inverse of :meth:`to_dict` (also after a JSON round trip: lists become tuples)."""
+        data = dict(data)
+        for name in ("lr_epochs", "lr_factors"):
+            data[name] = tuple(data[name])
+        return cls(**data)
