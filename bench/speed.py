@@ -445,17 +445,21 @@ def measure_all(args: argparse.Namespace, device: torch.device,
     # The standard split's number of training classes, so MTL's head matrix has its real size.
     info = DATASETS.get(name)
     dataset = synthetic_dataset(name, size, channels, info.train_classes, per_class, args.seed)
-    # The dataset's declared augmentation, at the measured image size where it is defined
-    # there (--image-size may ask for another; then the step runs without augmentation).
+    # The budget's augmentation (the dataset's declared one, or none), at the measured image
+    # size where it is defined there (--image-size may ask for another; then the step runs
+    # without augmentation).
     applies = augmentation_applies(info.train_augmentation, size)
     info = replace(info, image_size=size,
                    train_augmentation=info.train_augmentation if applies else None)
     entries: list[dict[str, Any]] = []
     for method in methods:
         budget = budgets[method]
+        if not augmentation_applies(budget.augmentation, size):
+            budget = replace(budget, augmentation=None)
         config = RunConfig(method=method, dataset=name, ways=args.ways, shots=args.shots,
                            seed=args.seed, budget=budget, precision=args.precision,
                            compile=args.compile, method_source=sources[method])
+        budget = config.budget
         entry: dict[str, Any] = {
             "method": method, "display_name": METHODS.get(method).display_name,
             "backbone": budget.backbone, "feature_mode": budget.feature_mode,

@@ -54,7 +54,7 @@ class MetaOptNet(EpisodeHeadMethod):
         0.1 (``--eps``) on mini-ImageNet."""
         train_shots = 10 if dataset.benchmark == "tiered-imagenet" else 15
         smoothing = 0.1 if dataset.benchmark == "mini-imagenet" else 0.0
-        return metaoptnet_recipe(train_shots, {"label_smoothing": smoothing})
+        return metaoptnet_recipe(dataset, train_shots, {"label_smoothing": smoothing})
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

@@ -45,7 +45,7 @@ class R2D2(EpisodeHeadMethod):
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
         """MetaOptNet's recipe ([MON] README: 5 training shots for CIFAR-FS, 15 elsewhere)."""
-        return metaoptnet_recipe(5 if dataset.benchmark == "cifar-fs" else 15, {})
+        return metaoptnet_recipe(dataset, 5 if dataset.benchmark == "cifar-fs" else 15, {})
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:
