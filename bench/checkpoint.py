@@ -231,6 +231,18 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return []
 
 
+def checkpoint_differences(saved: Any, config: dict[str, Any]) -> list[str]:
+    """``"key: then in the checkpoint, now now"`` for every training-relevant setting in which
+    a checkpoint's configuration ``saved`` differs from run configuration ``config``. A
+    configuration written before issue 10 is first read with the values that run used
+    (:func:`bench.results.migrate_config_v1`)."""
+    if isinstance(saved, dict) and "select_on" not in saved:
+        from bench.results import migrate_config_v1
+
+        saved = normalized_config(migrate_config_v1(saved))
+    return _differences(saved, normalized_config(config))
+
+
 def check_compatible(path: Path, payload: dict[str, Any], *, key: str,
                      config: dict[str, Any], identity: dict[str, str],
                      world_size: int) -> None:
@@ -248,12 +260,7 @@ def check_compatible(path: Path, payload: dict[str, Any], *, key: str,
             f"{identity['fingerprint'][:12]}... now; source then: "
             f"{saved_identity.get('source')!r}; now: {identity['source']!r}). Resuming would "
             f"mix two datasets in one run. {restart}")
-    saved = payload.get("config")
-    if isinstance(saved, dict) and "select_on" not in saved:  # written before issue 10
-        from bench.results import migrate_config_v1
-
-        saved = normalized_config(migrate_config_v1(saved))
-    changed = _differences(saved, normalized_config(config))
+    changed = checkpoint_differences(payload.get("config"), config)
     if changed:
         raise CheckpointMismatchError(
             f"{path}: the checkpoint was written with another configuration ("

@@ -12,19 +12,21 @@ costs one failure record and the sweep goes on. ``--isolate`` and Slurm runs go 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from bench.checkpoint import (CheckpointError, StorageError, check_compatible, checkpoint_path,
-                              dataset_identity, ensure_writable, load_checkpoint)
+from bench.checkpoint import (CheckpointError, StorageError, check_compatible,
+                              checkpoint_differences, checkpoint_path, dataset_identity,
+                              ensure_writable, load_checkpoint)
 from bench.config import RunConfig
 from bench.distributed import SINGLE, Parallel, broadcast_object
 from bench.locks import ClaimBoard
 from bench.record import failure_record, run_one, write_result
-from bench.results import Existing, existing_result, result_path
+from bench.results import Existing, existing_result, is_finished, result_path
 from bench.session import Preempted, RunCheckpoint
 from datasets import FewShotDataset
 
@@ -76,10 +78,14 @@ def preflight_checkpoints(configs: list[RunConfig], datasets: dict[str, FewShotD
                           out_dir: Path, world_size: int = 1) -> list[str]:
     """Problems with the existing checkpoints of the unfinished runs a sweep would resume
     (corrupt, other configuration, other dataset, other world size), found before any
-    training starts. (``--restart`` and ``--force`` discard checkpoints, so skip this.)"""
+    training starts, and unfinished checkpoints of the same (method, dataset, ways, shots,
+    seed, budget) with other settings (:func:`sibling_checkpoints`: the same command rerun with
+    a changed setting would otherwise start a new run and leave the interrupted one behind).
+    (``--restart`` and ``--force`` discard checkpoints, so skip this.)"""
     identities: dict[str, dict[str, str]] = {}
     problems = []
     for config in configs:
+        problems += sibling_checkpoints(config, out_dir)
         path = checkpoint_path(out_dir, config.key)
         if config.dataset not in identities:
             identities[config.dataset] = dataset_identity(datasets[config.dataset])
@@ -93,6 +99,39 @@ def preflight_checkpoints(configs: list[RunConfig], datasets: dict[str, FewShotD
                              identity=identities[config.dataset], world_size=world_size)
         except CheckpointError as error:
             problems.append(str(error))
+    return problems
+
+
+def sibling_checkpoints(config: RunConfig, out_dir: Path) -> list[str]:
+    """Messages for the checkpoints in ``out_dir`` of runs that share ``config``'s readable
+    key (method, dataset, ways, shots, budget, seed) but not its settings, are unfinished
+    (no finished result at their key) and are not being run by a live process."""
+    folder = checkpoint_path(out_dir, config.key).parent
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(re.escape(config.readable_key) + r"(_[0-9a-f]{8})?")
+    board = ClaimBoard(Path(out_dir) / "claims")
+    problems = []
+    for path in sorted(folder.glob(f"{config.readable_key}*.pt")):
+        key = path.stem
+        if key == config.key or not pattern.fullmatch(key) \
+                or is_finished(result_path(out_dir, key)):
+            continue
+        holder = board.holder(key)
+        if holder is not None and not board.is_stale(board.path(key), holder):
+            continue  # another process is running that configuration now
+        try:
+            saved = load_checkpoint(path, mmap=True).get("config", {})
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        changed = checkpoint_differences(saved, config.to_dict())
+        problems.append(
+            f"{path}: an unfinished run of {config.readable_key} with other settings has a "
+            f"checkpoint here (" + "; ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
+            + "). A checkpoint resumes only the configuration it was written for: rerun with "
+            "its settings to resume it, or pass --restart to train this configuration as a "
+            "run of its own (that checkpoint is kept; delete it if it is not wanted).")
     return problems
 
 
