@@ -71,10 +71,8 @@ CLOCK_NOTES = {
            "(every epoch early stopping needed included)",
 }
 PAPER_CLOCK_NOTE = (
-    "The paper's GPU-hours (Table 4: 3.7 for MTL vs 85.6 for MetaOptNet, and Figure 2) are "
-    "whole training runs, whose loops validate every epoch (MetaOptNet: 2,000 episodes; MTL: "
-    "400 scikit-learn fits, which its early stopping reads): they correspond to run "
-    "device-hours.")
+    "The paper's GPU-hours (Table 4 and Figure 2) are whole training runs, whose loops validate "
+    "every epoch: they correspond to run device-hours.")
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,8 @@ class Reference:
 
     @property
     def speedup_column(self) -> str:
-        """The speed-up the paper's Figure 2 shows: run device-hours (:data:`PAPER_CLOCK_NOTE`)."""
+        """The speed-up the paper's Figure 2 shows: run device-hours
+        (:data:`PAPER_CLOCK_NOTE`)."""
         return self.speedup("run")
 
 
@@ -198,14 +197,15 @@ def accuracy_rows(results: list[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
 
 
-def reported_names(display: str) -> tuple[str, ...]:
+def reported_names(display: str) -> dict[str, str]:
     """The reference rows (``results/reference/paper.csv``: method, or method-head) that the
-    registered method shown as ``display`` claims (its class's ``reported_as``)."""
+    registered method shown as ``display`` claims, each with why (its class's
+    ``reported_as``; default: its own name)."""
     for name in METHODS.names():
         cls = METHODS.get(name)
         if cls.display_name == display:
-            return tuple(cls.reported_as) or (cls.display_name,)
-    return (display,)
+            return dict(cls.reported_as) or {cls.display_name: ""}
+    return {display: ""}
 
 
 def reference_name(row: Any) -> str:
@@ -231,6 +231,7 @@ def reference_rows(measured: pd.DataFrame, reference_csv: Path = REFERENCE_CSV,
     for display, dataset in zip(measured["method"], measured["dataset"]):
         for name in reported_names(display):
             claims.setdefault((name.lower(), dataset), display)
+    notes = {}
     rows = []
     for _, r in ref.iterrows():
         dataset = to_ours.get(r["dataset"])
@@ -247,7 +248,18 @@ def reference_rows(measured: pd.DataFrame, reference_csv: Path = REFERENCE_CSV,
                      "mean": float(r["value"]),
                      "ci95": float(r["ci95"]) if pd.notna(r["ci95"]) else float("nan"),
                      "ci_kind": "as reported", "source": str(r["source"]), "variant": note})
-    return pd.DataFrame(rows, columns=measured.columns)
+        why = reported_names(claimed).get(name, "")
+        if why:
+            notes[name] = f"{name} is shown for {claimed}: {why}."
+    frame = pd.DataFrame(rows, columns=measured.columns)
+    frame.attrs["notes"] = list(notes.values())
+    return frame
+
+
+def reference_notes(reference: pd.DataFrame) -> list[str]:
+    """Why some reference rows are shown for a method of another name
+    (:func:`reference_rows`)."""
+    return list(reference.attrs.get("notes", []))
 
 
 #: What the ``head`` column of ``results/reference/paper.csv`` abbreviates.
@@ -414,15 +426,6 @@ def _without_native_adaptation() -> str:
                      if METHODS.get(n).adapt is FewShotMethod.adapt)
 
 
-HEAD_NOTE = (
-    "MetaOptNet-RR (Lee et al. 2019, Table 2; the paper's CIFAR-FS MetaOptNet row) is "
-    "MetaOptNet's ResNet-12 with a ridge-regression head (lambda = 50): under the "
-    "MetaOptNet-style paper budget (ResNet-12, flattened features, its SGD recipe) this "
-    "harness's R2D2 is that model, so the row is shown with R2D2 (the two heads' logits "
-    "differ by a constant factor 2, absorbed by the learnable scale). MetaOptNet-SVM rows go "
-    "with MetaOptNet.")
-
-
 def failures(results: list[RunResult]) -> list[str]:
     return [f"- {r['key']}: {r['error']}" for r in results if r["status"] == "failed"]
 
@@ -450,8 +453,7 @@ def make_tables(folder: Path, out_dir: Path | None = None,
               "‡ as reported in the paper (`results/reference/paper.csv`).\n"
               "Variant: the settings that differ from the budget's defaults (empty: the "
               "defaults); rows of different settings are never averaged. "
-              + (f"{HEAD_NOTE}\n" if (accuracy["protocol"] == "reported").any()
-                 and accuracy["method"].astype(str).str.contains("-RR").any() else "")
+              + "".join(f"{note} " for note in reference_notes(reference))
               + "Protocols: unified = fresh logistic-regression head on frozen L2-normalised "
               "features (Wang et al. 2021, Sec. 3.4); native = the method's own adaptation "
               "(a single \"unified (= native)\" row for methods without one, such as "

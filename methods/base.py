@@ -45,8 +45,9 @@ class FewShotMethod(nn.Module):
       declares it: MetaOptNet, Table 4 and Figure 2);
     - ``reported_as``: the rows of the paper's tables (``results/reference/paper.csv``: a
       method name, with its head where the source names one, e.g. ``"MetaOptNet-SVM"``) that
-      report this method under its paper budget, shown next to it by ``bench table``
-      (default: its display name);
+      report this method under its paper budget, each with why, where the row is not simply
+      the method's own (``bench table`` shows the row next to the method and the why in its
+      footnote); default: its display name;
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
     ``name`` is set by :func:`methods.register_method`; ``display_name``,
@@ -65,7 +66,7 @@ class FewShotMethod(nn.Module):
     quick_hparams: ClassVar[Mapping[str, Any]] = {}
     augmentation: ClassVar[str] = "dataset"
     efficiency_reference: ClassVar[bool] = False
-    reported_as: ClassVar[tuple[str, ...]] = ()
+    reported_as: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:

@@ -38,7 +38,7 @@ class MetaOptNet(EpisodeHeadMethod):
     efficiency_reference = True  # the paper's speed-ups (Table 4, Figure 2) are relative to it
     # Lee et al. 2019 report an SVM row and a ridge-regression row (MetaOptNet-RR, Table 2);
     # this class is the SVM one (R2D2 under its paper budget is the RR one).
-    reported_as = ("MetaOptNet-SVM",)
+    reported_as = {"MetaOptNet-SVM": ""}
     hparam_spec = {
         "c_reg": HParam(0.1, float, gt=0, doc="SVM C: upper bound of α_i^{y_i}"),
         "dual_ridge": HParam(1.0, float, gt=0, doc="the +1.0·I MetaOptNet adds to the QP's "

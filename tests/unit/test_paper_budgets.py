@@ -192,7 +192,7 @@ def test_the_ridge_head_equals_metaoptnets_ridge_qp_up_to_a_factor_two():
 def test_reference_rows_are_labelled_with_their_head_and_shown_with_their_counterpart():
     import pandas as pd
 
-    from bench.table import reference_rows
+    from bench.table import reference_notes, reference_rows
 
     measured = pd.DataFrame([
         {"method": "R2D2", "dataset": "cifar-fs"}, {"method": "MetaOptNet", "dataset": "mini"},
@@ -211,6 +211,9 @@ def test_reference_rows_are_labelled_with_their_head_and_shown_with_their_counte
     # MetaOptNet (the SVM) claims no ridge row, and nothing is shown where nobody ran.
     assert not any(m == "MetaOptNet-SVM" and d == "cifar-fs" for m, d, _ in shown)
     assert not any(d == "fc100" for _, d, _ in shown)
+    notes = reference_notes(rows)  # the footnote says why RR goes with R2D2
+    assert len(notes) == 1 and notes[0].startswith("MetaOptNet-RR is shown for R2D2: ")
+    assert "ridge-regression head (lambda = 50)" in notes[0]
 
 
 # ------------------------------------------------------------------------------ select-on
