@@ -387,7 +387,7 @@ def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: di
                             force=args.force, progress=not args.no_progress,
                             checkpoints=CheckpointPolicy(True, args.restart,
                                                          args.keep_checkpoints),
-                            parallel=parallel)
+                            parallel=parallel, identities=identities)
     finally:
         shutdown(parallel)
     return summary, parallel.is_main

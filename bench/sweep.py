@@ -138,7 +138,8 @@ def sibling_checkpoints(config: RunConfig, out_dir: Path) -> list[str]:
 def run_sweep(configs: list[RunConfig], datasets: dict[str, FewShotDataset],
               device: torch.device, out_dir: Path, force: bool = False,
               progress: bool = True, *, checkpoints: CheckpointPolicy = CheckpointPolicy(),
-              parallel: Parallel = SINGLE, claim: bool = True) -> SweepSummary:
+              parallel: Parallel = SINGLE, claim: bool = True,
+              identities: dict[str, dict[str, str]] | None = None) -> SweepSummary:
     """Run every config; an existing finished result of the same identity is skipped unless
     ``force`` (which also retrains from scratch); one of another identity stops the sweep
     (:class:`ResultConflict`) unless ``force`` (which replaces it). A failing run writes a
@@ -155,7 +156,7 @@ def run_sweep(configs: list[RunConfig], datasets: dict[str, FewShotDataset],
         ensure_writable(out_dir)
     board = ClaimBoard(out_dir / "claims")
     summary = SweepSummary()
-    identities: dict[str, dict[str, str]] = {}
+    identities = dict(identities or {})  # dataset name -> dataset_identity (computed once)
     for config in configs:
         path = result_path(out_dir, config.key)
         if config.dataset not in identities:
