@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from bench import provenance
-from bench.checkpoint import StorageError, describe_write_failure
+from bench.checkpoint import StorageError, dataset_identity, describe_write_failure
 from bench.config import RunConfig
 from bench.distributed import SINGLE, Parallel, max_over_ranks, sharded_map
 from bench.evaluate import evaluate_native, evaluate_unified
@@ -66,11 +66,18 @@ def _protocol(accuracies: list[float], seconds: float) -> dict[str, Any]:
 
 def run_one(config: RunConfig, dataset: FewShotDataset, device: torch.device,
             progress: bool = True, *, checkpoint: RunCheckpoint | None = None,
-            parallel: Parallel = SINGLE) -> RunResult:
+            parallel: Parallel = SINGLE, data: dict[str, str] | None = None) -> RunResult:
     """Train (or resume, with ``checkpoint``) and test one run; returns the result record
-    (status "ok"). Device-hours = training seconds x processes; only the training steps the
-    result is made of are counted (work lost after the last checkpoint is redone once)."""
+    (status "ok"). ``data``: the dataset's :func:`~bench.checkpoint.dataset_identity`
+    (computed here when not given).
+
+    Two cost figures, both x processes: ``train_device_hours`` (the timing rule: training
+    steps only) and ``run_device_hours`` (training plus validation: the whole training loop as
+    it ran, every epoch early stopping needed included). Only the work the result is made of
+    is counted (work lost after the last checkpoint is redone once)."""
     started = provenance.collect(device, parallel.world_size)
+    if data is None:
+        data = dataset_identity(dataset)
     training = build_training(config, dataset, device, parallel)
     method = training.method
     if device.type == "cuda":
@@ -85,16 +92,23 @@ def run_one(config: RunConfig, dataset: FewShotDataset, device: torch.device,
                                                    parallel)
     first_step = timer.total("first_step")
     train_seconds = max_over_ranks(timer.total("train") + first_step, parallel)
-    return {
+    run_seconds = max(max_over_ranks(timer.total("train") + first_step
+                                     + timer.total("validation"), parallel), train_seconds)
+    train_hours = device_hours(train_seconds, parallel.world_size)
+    record: RunResult = {
         "schema": SCHEMA,
         "status": "ok",
         "key": config.key,
         "config": config.to_dict(),
+        "data": dict(data),
         "n_train_classes": dataset.train.n_classes,
         "provenance": started,
         "timings": {
             "train_seconds": train_seconds,
-            "device_hours": device_hours(train_seconds, parallel.world_size),
+            "train_device_hours": train_hours,
+            "run_seconds": run_seconds,
+            "run_device_hours": device_hours(run_seconds, parallel.world_size),
+            "device_hours": train_hours,
             "device_hours_unit": "GPU-hours" if device.type == "cuda" else "CPU-hours",
             "first_step_seconds": first_step,
             "validation_seconds": timer.total("validation"),
@@ -108,7 +122,7 @@ def run_one(config: RunConfig, dataset: FewShotDataset, device: torch.device,
             "epochs": outcome.epochs,
         },
         "selection": {
-            "protocol": "unified",
+            "protocol": config.select_on if method.has_native_adaptation else "unified",
             "best_epoch": outcome.best_epoch,
             "best_val_accuracy": outcome.best_val,
             "val_curve": outcome.val_curve,
@@ -117,6 +131,9 @@ def run_one(config: RunConfig, dataset: FewShotDataset, device: torch.device,
         "native_is_unified": not method.has_native_adaptation,
         "episode_hash": digest,
     }
+    if outcome.curve is not None:
+        record["learning_curve"] = outcome.curve
+    return record
 
 
 def failure_record(config: RunConfig, device: torch.device, error: BaseException,
@@ -127,6 +144,7 @@ def failure_record(config: RunConfig, device: torch.device, error: BaseException
         "status": "failed",
         "key": config.key,
         "config": config.to_dict(),
+        "data": None,
         "provenance": provenance.collect(device, world_size),
         "error": f"{type(error).__name__}: {error}",
         "traceback": tb[-4000:],

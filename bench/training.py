@@ -23,7 +23,7 @@ from bench.distributed import (SINGLE, Parallel, all_reduce_gradients, check_met
                                prepare_method, rank_seed, reconcile_running_stats,
                                running_stats, shard_batch, weighted_loss)
 from bench.precision import autocast
-from core.budget import TrainBudget
+from core.budget import DATASET_AUGMENTATION, TrainBudget
 from datasets import DatasetInfo, FewShotDataset, registered_info
 from datasets.augment import train_transform
 from datasets.episodes import EpisodeLoader, EpisodeSampler
@@ -59,6 +59,7 @@ def build_method(config: RunConfig, dataset: FewShotDataset) -> FewShotMethod:
         budget.backbone, in_channels=dataset.channels, image_size=dataset.image_size,
         feature_mode=budget.feature_mode,
         dropblock_size=5 if dataset.image_size >= 64 else 2,
+        ramp_steps=budget.dropblock_ramp_steps,
     )
     cls = method_class(config.method, config.method_source)
     return cls(backbone, dataset.train.n_classes, config.ways, budget.hparams)
@@ -96,9 +97,11 @@ def build_training(config: RunConfig, dataset: FewShotDataset, device: torch.dev
     """The method (seeded, on ``device``, ready for ``parallel``), its optimiser, the training
     sampler and the training data path of run ``config``.
 
-    The augmentation is the method's policy applied to the dataset's declared one
-    (:meth:`~methods.base.FewShotMethod.training_augmentation`); ``info`` replaces the
-    dataset's registry entry (``bench speed`` passes one for its synthetic images).
+    The augmentation is the budget's (``TrainBudget.augmentation``, resolved by
+    :class:`~bench.config.RunConfig`). Only a budget left unresolved (its method's class was
+    not found when the configuration was made) falls back to the method's policy applied to
+    the dataset's declared augmentation; ``info`` then replaces the dataset's registry entry
+    (``bench speed`` passes one for its synthetic images).
     """
     budget = config.budget
     check_meta_batch(budget.meta_batch, parallel)
@@ -108,8 +111,10 @@ def build_training(config: RunConfig, dataset: FewShotDataset, device: torch.dev
     if parallel.enabled:  # independent dropout masks per process
         torch.manual_seed(rank_seed(config.seed, parallel.rank))
     augment = torch.Generator(device=device).manual_seed(stream_seed(config.seed, "augment"))
-    augmentation = type(method).training_augmentation(
-        info if info is not None else registered_info(dataset), budget)
+    augmentation = budget.augmentation
+    if augmentation == DATASET_AUGMENTATION:
+        augmentation = type(method).training_augmentation(
+            info if info is not None else registered_info(dataset), budget)
     transform = train_transform(augmentation, dataset.image_size, dataset.mean, dataset.std,
                                 generator=augment)
     loader = EpisodeLoader(dataset.train, transform, device)
@@ -132,8 +137,25 @@ def build_optimizer(budget: TrainBudget, params: Iterable[torch.nn.Parameter]
     raise ValueError(f"unknown optimizer {budget.optimizer!r}; valid: radam, adam, sgd")
 
 
+def step_factor(lr_epochs: tuple[int, ...], lr_factors: tuple[float, ...], epoch: int
+                ) -> float:
+    """The step schedule's learning-rate factor in 1-based epoch ``epoch``: the factor of the
+    last boundary at or before it (1.0 before the first)."""
+    value = 1.0
+    for boundary, factor in zip(lr_epochs, lr_factors):
+        if epoch >= boundary:
+            value = factor
+    return value
+
+
 class EpochSchedule:
-    """Learning-rate schedule stepped once per epoch (after validation)."""
+    """Learning-rate schedule stepped once per epoch (after validation).
+
+    ``step``: ``lr_factors[i]`` applies from the 1-based epoch ``lr_epochs[i]`` on, as in
+    MetaOptNet's ``train.py`` (lines 170-180), which steps its ``LambdaLR`` at the *start* of
+    every epoch: its epoch ``e`` (counting from 1) runs at ``lambda(e)``, so with boundaries
+    20, 40, 50 its 20th epoch already runs at 0.06 (docs/references.md#metaoptnet-r2d2-protonet).
+    """
 
     def __init__(self, budget: TrainBudget, optimizer: torch.optim.Optimizer) -> None:
         self.kind = budget.schedule
@@ -146,14 +168,8 @@ class EpochSchedule:
         elif self.kind == "step":
             epochs, factors = budget.lr_epochs, budget.lr_factors
 
-            def factor(epoch: int) -> float:
-                value = 1.0
-                for boundary, f in zip(epochs, factors):
-                    if epoch >= boundary:
-                        value = f
-                return value
-
-            self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda done: step_factor(epochs, factors, done + 1))
         elif self.kind != "constant":
             raise ValueError(f"unknown schedule {self.kind!r}; valid: plateau, step, constant")
 
