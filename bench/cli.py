@@ -132,6 +132,10 @@ def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
                             "scratch")
     group.add_argument("--keep-checkpoints", action="store_true",
                        help="keep each run's checkpoint after its result is written")
+    group.add_argument("--no-save-model", dest="save_model", action="store_false",
+                       help="do not write each finished run's selected model to "
+                            "<out>/models/<key>.pt (written by default; `bench eval` and "
+                            "bench.api.load_model read it)")
     group.add_argument("--isolate", action="store_true",
                        help="run each (method, dataset, ways, shots, seed) in its own process: "
                             "a crash or out-of-memory kill writes one failure record and the "
@@ -311,7 +315,8 @@ def _jobs(args: argparse.Namespace, configs: list, roots: dict) -> list:
     return [RunJob(config=c.to_dict(), out=str(args.out),
                    data_root=str(roots[c.dataset]) if roots[c.dataset] is not None else None,
                    device=args.device, force=args.force, restart=args.restart,
-                   keep_checkpoints=args.keep_checkpoints, progress=not args.no_progress)
+                   keep_checkpoints=args.keep_checkpoints, save_model=args.save_model,
+                   progress=not args.no_progress)
             for c in configs]
 
 
@@ -331,7 +336,7 @@ def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: di
                             force=args.force, progress=not args.no_progress,
                             checkpoints=CheckpointPolicy(True, args.restart,
                                                          args.keep_checkpoints),
-                            parallel=parallel)
+                            parallel=parallel, save_models=args.save_model)
     finally:
         shutdown(parallel)
     return summary, parallel.is_main

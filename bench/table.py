@@ -33,7 +33,9 @@ from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
-SKIP_DIRS = {"reference", "speed", "theory"}
+SKIP_DIRS = {"reference", "speed", "theory", "evals", "models"}
+"""Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
+files)."""
 
 
 def display_name(config: dict[str, Any]) -> str:
@@ -67,7 +69,7 @@ def efficiency_reference() -> Reference:
 
 
 def load_results(folder: Path) -> list[RunResult]:
-    """Every result file under ``folder`` (recursively, skipping reference/speed/theory)."""
+    """Every result file under ``folder`` (recursively, skipping :data:`SKIP_DIRS`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"results folder {folder} does not exist; run `python -m bench "
