@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,table,list,theory}``."""
+"""Command line: ``python -m bench {run,eval,table,list,speed,data,theory}``."""
 from __future__ import annotations
 
 import argparse
@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import speed as speed_cli
 
     speed_cli.add_arguments(speed)
+
+    evaluation = sub.add_parser(
+        "eval", help="re-evaluate trained models (<out>/models/*.pt): other data, shots, "
+                     "protocols, L2 penalties; one eval result each under <out>/evals")
+    from bench import eval_cli
+
+    eval_cli.add_arguments(evaluation)
 
     data = sub.add_parser("data", help="prepare or verify a dataset's files (prepare/verify)")
     from bench import data_cli
@@ -396,6 +403,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench import speed as speed_cli
 
             return speed_cli.run(args)
+        if args.command == "eval":
+            from bench import eval_cli
+
+            return eval_cli.run(args)
         if args.command == "data":
             from bench import data_cli
 
