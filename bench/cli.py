@@ -378,15 +378,17 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict) -> int:
 
 
 def cmd_table(folder: Path) -> int:
+    from bench.evaluation_run import EvalFileError
     from bench.results import ResultFileError
     from bench.table import make_tables
 
     try:
         print(make_tables(folder))
-    except (ResultFileError, FileNotFoundError) as error:
+    except (ResultFileError, EvalFileError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md)")
+    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
+          "l2_penalty.csv, .md and .png too when it holds `bench eval` results)")
     return 0
 
 

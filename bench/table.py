@@ -10,7 +10,8 @@
 
 Outputs: ``accuracy.csv``, ``accuracy.md``, ``efficiency.csv``, ``efficiency.md``, and the plots
 ``figure2.png`` (accuracy vs speed-up relative to MetaOptNet, the paper's Figure 2) and
-``device_hours.png`` (accuracy vs device-hours).
+``device_hours.png`` (accuracy vs device-hours); with eval results (``bench eval``), also the
+L2-penalty table ``l2_penalty.{csv,md,png}`` (Table 5, :mod:`bench.l2_table`).
 """
 from __future__ import annotations
 
@@ -293,6 +294,9 @@ def make_tables(folder: Path, out_dir: Path | None = None,
 
     figure2(efficiency, out_dir / "figure2.png", reference_csv)
     accuracy_vs_device_hours(efficiency, out_dir / "device_hours.png")
-    return acc_md + "\n" + eff_md
+    from bench.l2_table import make_l2_table  # Table 5, from the eval results (if any)
+
+    l2_md = make_l2_table(folder, out_dir, reference_csv)
+    return acc_md + "\n" + eff_md + (f"\n{l2_md}" if l2_md else "")
 
 
