@@ -21,7 +21,7 @@ import errno
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from tqdm.auto import tqdm
@@ -44,6 +44,29 @@ EVALS_DIR = "evals"
 SPLITS = ("test", "val")
 UNIFIED, NATIVE = "unified", "native"
 PROTOCOLS = (UNIFIED, NATIVE)
+
+
+class EvalResult(TypedDict):
+    """One eval result file (``<out>/evals/<key>.json``), schema :data:`EVAL_SCHEMA`."""
+
+    schema: str  # always EVAL_SCHEMA
+    status: str  # always "ok" (a failed evaluation writes nothing; bench eval reports it)
+    key: str  # the file name stem (eval_key)
+    source_model: dict[str, str]  # path (as given), sha256 of the file's bytes, model key
+    model: dict[str, Any]  # the model's run config, training data facts (name, fingerprint,
+    # image_size, channels, mean, std), n_train_classes, selection (epoch, val accuracy)
+    settings: dict[str, Any]  # dataset, split, ways, shots, queries, episodes, seed,
+    # stream_seed, protocol, logreg_c and l2_penalty = 1/logreg_c (unified; else null),
+    # solver (unified; else null), precision
+    data: dict[str, str]  # the evaluation data's dataset_identity (name, source, fingerprint)
+    cross_dataset: bool  # its fingerprint is not the training data's
+    preprocessing: dict[str, Any]  # data_image_size, model_image_size, resized, resize
+    # (how, when resized), normalisation (the model's mean and std)
+    result: dict[str, Any]  # as a run's test[protocol]: accuracies (per episode, percent,
+    # in episode order), mean, ci95 (1.96 std/sqrt(n)), seconds (unified: features + solve)
+    features_seconds: float | None  # the unified features' pass, shared by every C
+    episode_hash: str  # sha256 of the episodes' indices (equal to the run's on its settings)
+    provenance: dict[str, Any]  # git, packages, device, time, command (bench.provenance)
 
 
 class EvalFileError(ValueError):

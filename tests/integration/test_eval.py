@@ -75,6 +75,21 @@ def test_the_defaults_are_the_runs_own_settings_and_reruns_skip(smoke_models, tm
     assert "skip " in capsys.readouterr().out
 
 
+def test_the_validation_split_gives_the_selected_epochs_validation_accuracy(smoke_models,
+                                                                            tmp_path):
+    """The validation episodes of the run's seed: the saved model is the selected one."""
+    for key in KEYS:
+        run = read_result(result_path(smoke_models, key))
+        episodes = run["config"]["budget"]["val_episodes"]
+        assert main(["eval", str(smoke_models / "models" / f"{key}.pt"), "--split", "val",
+                     "--episodes", str(episodes), "--protocol", "unified", "--out",
+                     str(tmp_path), "--no-progress"]) == 0
+    for found in load_evals(tmp_path):
+        run = read_result(result_path(smoke_models, found["source_model"]["key"]))
+        assert found["settings"]["split"] == "val"
+        assert found["result"]["mean"] == run["selection"]["best_val_accuracy"]
+
+
 def test_a_bad_file_costs_its_own_line_and_the_others_are_evaluated(smoke_models, tmp_path,
                                                                     capsys):
     folder = tmp_path / "mixed"
