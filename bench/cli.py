@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,table,list,theory}``."""
+"""Command line: ``python -m bench {run,eval,table,list,speed,data,theory}``."""
 from __future__ import annotations
 
 import argparse
@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     speed_cli.add_arguments(speed)
 
+    evaluation = sub.add_parser(
+        "eval", help="re-evaluate trained models (<out>/models/*.pt): other data, shots, "
+                     "protocols, L2 penalties; one eval result each under <out>/evals")
+    from bench import eval_cli
+
+    eval_cli.add_arguments(evaluation)
+
     data = sub.add_parser("data", help="prepare or verify a dataset's files (prepare/verify)")
     from bench import data_cli
 
@@ -166,6 +173,10 @@ def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
                             "scratch")
     group.add_argument("--keep-checkpoints", action="store_true",
                        help="keep each run's checkpoint after its result is written")
+    group.add_argument("--no-save-model", dest="save_model", action="store_false",
+                       help="do not write each finished run's selected model to "
+                            "<out>/models/<key>.pt (written by default; `bench eval` and "
+                            "bench.api.load_model read it)")
     group.add_argument("--isolate", action="store_true",
                        help="run each (method, dataset, ways, shots, seed) in its own process: "
                             "a crash or out-of-memory kill writes one failure record and the "
@@ -365,7 +376,8 @@ def _jobs(args: argparse.Namespace, configs: list, roots: dict, identities: dict
     return [RunJob(config=c.to_dict(), out=str(args.out),
                    data_root=str(roots[c.dataset]) if roots[c.dataset] is not None else None,
                    device=args.device, force=args.force, restart=args.restart,
-                   keep_checkpoints=args.keep_checkpoints, progress=not args.no_progress,
+                   keep_checkpoints=args.keep_checkpoints, save_model=args.save_model,
+                   progress=not args.no_progress,
                    data_fingerprint=identities[c.dataset]["fingerprint"])
             for c in configs]
 
@@ -387,7 +399,8 @@ def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: di
                             force=args.force, progress=not args.no_progress,
                             checkpoints=CheckpointPolicy(True, args.restart,
                                                          args.keep_checkpoints),
-                            parallel=parallel, identities=identities)
+                            parallel=parallel, identities=identities,
+                            save_models=args.save_model)
     finally:
         shutdown(parallel)
     return summary, parallel.is_main
@@ -423,15 +436,17 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict,
 
 
 def cmd_table(folder: Path) -> int:
+    from bench.evaluation_run import EvalFileError
     from bench.results import ResultFileError
     from bench.table import make_tables
 
     try:
         print(make_tables(folder))
-    except (ResultFileError, FileNotFoundError) as error:
+    except (ResultFileError, EvalFileError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md)")
+    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
+          "l2_penalty.csv, .md and .png too when it holds `bench eval` results)")
     return 0
 
 
@@ -448,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench import speed as speed_cli
 
             return speed_cli.run(args)
+        if args.command == "eval":
+            from bench import eval_cli
+
+            return eval_cli.run(args)
         if args.command == "data":
             from bench import data_cli
 

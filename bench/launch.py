@@ -63,6 +63,7 @@ class RunJob:
     force: bool = False
     restart: bool = False
     keep_checkpoints: bool = False
+    save_model: bool = True  # write the selected model to <out>/models (--no-save-model)
     progress: bool = True
     claim: bool = True  # False when the parent process holds the claim (--isolate)
     data_fingerprint: str | None = None  # the dataset's, as the launching process saw it
@@ -98,7 +99,8 @@ def execute(job: RunJob) -> int:
         summary = run_sweep([config], {config.dataset: dataset}, device, Path(job.out),
                             force=job.force, progress=job.progress,
                             checkpoints=CheckpointPolicy(True, job.restart, job.keep_checkpoints),
-                            parallel=parallel, claim=job.claim)
+                            parallel=parallel, claim=job.claim,
+                            save_models=job.save_model)
     except Preempted as stop:
         print(f"pre-empted: {stop}", file=sys.stderr)
         return EXIT_PREEMPTED

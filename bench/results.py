@@ -116,6 +116,9 @@ class RunResult(TypedDict, total=False):
     test: dict[str, ProtocolResult]  # "unified" always; "native" too (for MTL, = unified)
     native_is_unified: bool  # True when the method has no native adaptation of its own
     episode_hash: str  # sha256 of the test episodes' indices (equal hash = same episodes)
+    model: dict[str, Any] | None  # the selected model's file (bench/models.py): path relative
+    # to the results folder ("models/<key>.pt"), sha256 of its bytes, bytes; absent with
+    # --no-save-model, null when the method's state cannot be saved as a model file
     error: str  # failed runs only: what went wrong
     traceback: str  # failed runs only: the last lines of the traceback
 

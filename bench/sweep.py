@@ -25,6 +25,7 @@ from bench.checkpoint import (CheckpointError, StorageError, check_compatible,
 from bench.config import RunConfig
 from bench.distributed import SINGLE, Parallel, broadcast_object
 from bench.locks import ClaimBoard
+from bench.models import model_path
 from bench.record import failure_record, run_one, write_result
 from bench.results import Existing, existing_result, is_finished, result_path
 from bench.session import Preempted, RunCheckpoint
@@ -139,17 +140,21 @@ def run_sweep(configs: list[RunConfig], datasets: dict[str, FewShotDataset],
               device: torch.device, out_dir: Path, force: bool = False,
               progress: bool = True, *, checkpoints: CheckpointPolicy = CheckpointPolicy(),
               parallel: Parallel = SINGLE, claim: bool = True,
-              identities: dict[str, dict[str, str]] | None = None) -> SweepSummary:
+              identities: dict[str, dict[str, str]] | None = None,
+              save_models: bool = True) -> SweepSummary:
     """Run every config; an existing finished result of the same identity is skipped unless
     ``force`` (which also retrains from scratch); one of another identity stops the sweep
     (:class:`ResultConflict`) unless ``force`` (which replaces it). A failing run writes a
-    failure record (keeping its checkpoint) and the sweep goes on.
+    failure record (keeping its checkpoint) and the sweep goes on. ``save_models``: every
+    finished run writes its selected model under ``<out>/models/``.
 
     Each run is claimed first (``claim``; :mod:`bench.locks`), so processes sharing
     ``out_dir`` never run the same key twice; a run another process holds is skipped. An
     unfinished run resumes from its checkpoint. A storage problem (:class:`StorageError`) or
     SIGTERM (:class:`Preempted`) stops the sweep; nothing already written is lost.
-    Only rank 0 of a data-parallel run writes files.
+    Only rank 0 of a data-parallel run writes files. ``save_models``: each finished run also
+    writes its selected model to ``<out>/models/<key>.pt`` (:mod:`bench.models`), just before
+    its result, which names it.
     """
     out_dir = Path(out_dir)
     if parallel.is_main:
@@ -177,8 +182,9 @@ def run_sweep(configs: list[RunConfig], datasets: dict[str, FewShotDataset],
                                       parallel)
                 if checkpoints.restart or force:
                     store.discard()
+            model_file = model_path(out_dir, config.key) if save_models else None
             _run_and_record(config, datasets[config.dataset], device, path, store,
-                            checkpoints, parallel, progress, summary, data)
+                            checkpoints, parallel, progress, summary, data, model_file)
     return summary
 
 
@@ -221,10 +227,10 @@ def _claim_run(config: RunConfig, path: Path, board: ClaimBoard, held: contextli
 def _run_and_record(config: RunConfig, dataset: FewShotDataset, device: torch.device,
                     path: Path, store: RunCheckpoint | None, policy: CheckpointPolicy,
                     parallel: Parallel, progress: bool, summary: SweepSummary,
-                    data: dict[str, str]) -> None:
+                    data: dict[str, str], model_file: Path | None = None) -> None:
     try:
         record = run_one(config, dataset, device, progress, checkpoint=store, parallel=parallel,
-                         data=data)
+                         data=data, model_file=model_file)
     except (KeyboardInterrupt, SystemExit, Preempted, StorageError):
         raise
     except Exception as error:  # one failure costs one row, not the sweep

@@ -23,7 +23,8 @@ the same way (``data 1a2b3c4d``). Two finished results of one identity and seed 
 
 Outputs: ``accuracy.csv``, ``accuracy.md``, ``efficiency.csv``, ``efficiency.md``, and the plots
 ``figure2.png`` (accuracy vs speed-up relative to MetaOptNet, the paper's Figure 2) and
-``device_hours.png`` (accuracy vs device-hours).
+``device_hours.png`` (accuracy vs device-hours); with eval results (``bench eval``), also the
+L2-penalty table ``l2_penalty.{csv,md,png}`` (Table 5, :mod:`bench.l2_table`).
 """
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
-SKIP_DIRS = {"reference", "speed", "theory"}
+SKIP_DIRS = {"reference", "speed", "theory", "evals", "models"}
+"""Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
+files)."""
 
 
 def display_name(config: dict[str, Any]) -> str:
@@ -100,7 +103,7 @@ def efficiency_reference() -> Reference:
 
 
 def load_results(folder: Path) -> list[RunResult]:
-    """Every result file under ``folder`` (recursively, skipping reference/speed/theory)."""
+    """Every result file under ``folder`` (recursively, skipping :data:`SKIP_DIRS`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"results folder {folder} does not exist; run `python -m bench "
@@ -474,6 +477,9 @@ def make_tables(folder: Path, out_dir: Path | None = None,
 
     figure2(efficiency, out_dir / "figure2.png", reference_csv)
     accuracy_vs_device_hours(efficiency, out_dir / "device_hours.png")
-    return acc_md + "\n" + eff_md
+    from bench.l2_table import make_l2_table  # Table 5, from the eval results (if any)
+
+    l2_md = make_l2_table(folder, out_dir, reference_csv)
+    return acc_md + "\n" + eff_md + (f"\n{l2_md}" if l2_md else "")
 
 

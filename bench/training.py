@@ -54,15 +54,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_method(config: RunConfig, dataset: FewShotDataset) -> FewShotMethod:
+    return build_method_for(config, dataset.channels, dataset.image_size,
+                            dataset.train.n_classes)
+
+
+def build_method_for(config: RunConfig, channels: int, image_size: int,
+                     n_train_classes: int) -> FewShotMethod:
+    """The (untrained) method of run ``config`` for images of ``channels`` x ``image_size``
+    px and ``n_train_classes`` training classes: what :func:`build_method` builds from a
+    dataset, and :mod:`bench.models` from a model file's recorded facts."""
     budget = config.budget
     backbone = build_backbone(
-        budget.backbone, in_channels=dataset.channels, image_size=dataset.image_size,
+        budget.backbone, in_channels=channels, image_size=image_size,
         feature_mode=budget.feature_mode,
-        dropblock_size=5 if dataset.image_size >= 64 else 2,
+        dropblock_size=5 if image_size >= 64 else 2,
         ramp_steps=budget.dropblock_ramp_steps,
     )
     cls = method_class(config.method, config.method_source)
-    return cls(backbone, dataset.train.n_classes, config.ways, budget.hparams)
+    return cls(backbone, n_train_classes, config.ways, budget.hparams)
 
 
 def prepare_for_device(method: FewShotMethod, config: RunConfig, device: torch.device
