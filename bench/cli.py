@@ -228,35 +228,41 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
 
 
 def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None]],
-                   dataset_names: list[str], hparams: dict) -> list:
-    """``methods``: (registered name, import path or None) as :func:`methods.plugins.
-    resolve_method` gives them."""
+                   dataset_names: list[str], hparams: dict) -> tuple[list, list[str]]:
+    """The sweep's run configurations, and what kept some from being built (a budget a
+    method does not declare). ``methods``: (registered name, import path or None) as
+    :func:`methods.plugins.resolve_method` gives them."""
     from dataclasses import replace
 
     from methods import METHODS
 
-    configs = []
+    configs, problems = [], []
     for name in dataset_names:
         for method, source in methods:
             for shots in args.shots:
-                for seed in args.seeds:
+                try:
                     budget = resolve_budget(args.budget, METHODS.get(method), name, shots)
-                    overrides = {k: v for k, v in (("backbone", args.backbone),
-                                                   ("feature_mode", args.feature_mode))
-                                 if v is not None}
-                    if args.dropblock_ramp is not False:
-                        overrides["dropblock_ramp_steps"] = args.dropblock_ramp
-                    if hparams:
-                        overrides["hparams"] = {**budget.hparams, **hparams}
-                    if overrides:
-                        budget = replace(budget, **overrides)
+                except (NotImplementedError, ValueError) as error:
+                    problems.append(f"--budget {args.budget} for {method} on {name} "
+                                    f"{shots}-shot: {error}")
+                    continue
+                overrides = {k: v for k, v in (("backbone", args.backbone),
+                                               ("feature_mode", args.feature_mode))
+                             if v is not None}
+                if args.dropblock_ramp is not False:
+                    overrides["dropblock_ramp_steps"] = args.dropblock_ramp
+                if hparams:
+                    overrides["hparams"] = {**budget.hparams, **hparams}
+                if overrides:
+                    budget = replace(budget, **overrides)
+                for seed in args.seeds:
                     configs.append(RunConfig(
                         method=method, dataset=name, ways=args.ways, shots=shots, seed=seed,
                         budget=budget, queries=args.queries, episodes=args.episodes,
                         precision=args.precision, solver=args.solver,
                         compile=args.compile, logreg_c=args.logreg_c,
                         select_on=args.select_on, method_source=source))
-    return configs
+    return configs, list(dict.fromkeys(problems))
 
 
 def selection_notes(configs: list, asked: str) -> list[str]:
@@ -294,6 +300,28 @@ def _check_meta_batches(configs: list, processes: int) -> str | None:
             "command), or a larger meta-batch.")
 
 
+def _collapse_lists(args: argparse.Namespace) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Methods (registered name, import path) and dataset names of the command line, with
+    every repeat (``--seeds 0,0``, ``--shots 1,1``, ``--methods a,A``) collapsed and noted;
+    ``args.shots`` and ``args.seeds`` are collapsed in place."""
+    from bench.validate_sweep import collapse_duplicates
+    from datasets import DATASETS
+    from methods.plugins import resolve_method
+
+    methods, note_m = collapse_duplicates([(m, resolve_method(m)) for m in args.methods],
+                                          "--methods", key=lambda p: p[1][0],
+                                          show=lambda p: p[0])
+    datasets, note_d = collapse_duplicates([(d, DATASETS.canonical(d)) for d in args.dataset],
+                                           "--dataset", key=lambda p: p[1],
+                                           show=lambda p: p[0])
+    args.shots, note_s = collapse_duplicates(args.shots, "--shots")
+    args.seeds, note_e = collapse_duplicates(args.seeds, "--seeds")
+    for note in (note_m, note_d, note_s, note_e):
+        if note:
+            print(note)
+    return [m for _, m in methods], [d for _, d in datasets]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.checkpoint import StorageError, ensure_writable
     from bench.distributed import DistributedSetupError, environment_world_size
@@ -302,15 +330,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.sweep import (ResultConflict, data_identities, preflight_checkpoints,
                              preflight_results)
     from bench.training import resolve_device
-    from datasets import DATASETS, DatasetError, load_dataset
-    from methods import METHODS
-    from methods.plugins import resolve_method
+    from bench.validate_sweep import argument_problems, out_problem, sweep_problems, unique_runs
+    from datasets import DatasetError, load_dataset
 
-    methods = [resolve_method(m) for m in args.methods]
-    dataset_names = [DATASETS.canonical(d) for d in args.dataset]
+    methods, dataset_names = _collapse_lists(args)
     hparams = dict(args.hparam)
-    for method, _ in methods:  # fail before any training on a misspelt hyperparameter
-        METHODS.get(method).resolve_hparams(hparams)
     world_size = environment_world_size()
     problem = _check_launch_flags(args, world_size)
     if problem:
@@ -318,6 +342,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if world_size == 1 and args.launcher == "local":
         resolve_device(args.device)  # fail early on a missing GPU
+    # One validation pass over the whole sweep before anything trains or is written.
+    problems = argument_problems(args.ways, args.shots, args.queries, args.episodes,
+                                 args.seeds)
+    problems += [p for p in [out_problem(args.out)] if p]
     datasets, roots = {}, {}
     for name in dataset_names:
         roots[name] = args.data_root if len(dataset_names) == 1 or args.data_root is None \
@@ -325,9 +353,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             datasets[name] = load_dataset(name, roots[name])
         except DatasetError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_USAGE
-    configs = _build_configs(args, methods, dataset_names, hparams)
+            problems.append(str(error))
+    configs, unbuilt = _build_configs(args, methods, dataset_names, hparams)
+    problems += unbuilt
+    problems += sweep_problems([c for c in configs if c.dataset in datasets], datasets)
+    if problems:
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) with this sweep; nothing was run or written.",
+              file=sys.stderr)
+        return EXIT_USAGE
+    configs, note = unique_runs(configs)
+    if note:
+        print(note)
     for line in selection_notes(configs, args.select_on):
         print(line)
     processes = args.slurm_gpus_per_job if args.launcher == "slurm" else world_size
