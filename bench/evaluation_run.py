@@ -312,6 +312,11 @@ def read_eval(path: Path) -> dict[str, Any]:
     if not isinstance(result, dict) or not all(k in result for k in ("accuracies", "mean",
                                                                       "ci95")):
         raise EvalFileError(f"{path}: 'result' must hold accuracies, mean and ci95")
+    from bench.results import accuracy_problem
+
+    problem = accuracy_problem(result)
+    if problem:
+        raise EvalFileError(f"{path}: {problem}")
     return data
 
 
