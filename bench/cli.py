@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("table", help="turn result files into accuracy and efficiency tables")
     table.add_argument("folder", type=Path, nargs="?", default=Path("results"))
+    table.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="write the table files here (default: into the results folder; "
+                            "when that cannot be written, the tables are still printed)")
+    table.add_argument("--strict", action="store_true",
+                       help="stop at the first invalid result file (default: leave it out, "
+                            "tabulate the rest and list it under the tables)")
 
     listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
                                           "and budgets")
@@ -473,17 +479,44 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict,
     return 0
 
 
-def cmd_table(folder: Path) -> int:
+def cmd_table(folder: Path, out: Path | None = None, strict: bool = False) -> int:
+    """Print the tables of ``folder`` and write their files into ``out`` (default: the
+    folder). Files that cannot be written never cost the printed tables: without ``out`` a
+    read-only folder is one line of note (exit 0); an unwritable ``out`` is an error (exit 2)
+    after the tables are printed."""
+    import tempfile
+
     from bench.evaluation_run import EvalFileError
     from bench.results import ResultFileError
-    from bench.table import make_tables
+    from bench.table import check_results_folder, make_tables, output_problem, table_inputs
 
+    target = out if out is not None else folder
     try:
-        print(make_tables(folder))
-    except (ResultFileError, EvalFileError, FileNotFoundError) as error:
+        check_results_folder(folder)
+        if not table_inputs(folder):
+            print(f"no results in {folder} (no run or eval result files under it); nothing "
+                  "written", file=sys.stderr)
+            return EXIT_USAGE
+        why = output_problem(target)
+        with tempfile.TemporaryDirectory(prefix="bench-table-") as scratch:
+            try:
+                text = make_tables(folder, target if why is None else Path(scratch),
+                                   strict=strict)
+            except OSError as error:  # a write failed part-way (disk full, ...)
+                if why is not None:
+                    raise
+                why = error.strerror or str(error)
+                text = make_tables(folder, Path(scratch), strict=strict)
+    except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
+    print(text)
+    if why is not None:
+        message = (f"the table files could not be written to {target} ({why})"
+                   + ("" if out is not None else "; pass --out DIR to write them elsewhere"))
+        print(f"{'error' if out is not None else 'note'}: {message}", file=sys.stderr)
+        return EXIT_USAGE if out is not None else 0
+    print(f"(written to {target}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
           "l2_penalty.csv, .md and .png too when it holds `bench eval` results)")
     return 0
 
@@ -496,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "table":
-            return cmd_table(args.folder)
+            return cmd_table(args.folder, args.out, args.strict)
         if args.command == "speed":
             from bench import speed as speed_cli
 

@@ -176,13 +176,15 @@ def l2_plot(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def make_l2_table(folder: Path, out_dir: Path | None = None,
-                  reference_csv: Path = REFERENCE_CSV) -> str | None:
+                  reference_csv: Path = REFERENCE_CSV,
+                  skipped: list[str] | None = None) -> str | None:
     """Write :data:`OUTPUTS` into ``out_dir`` (default ``folder``) from the eval results under
     ``folder``; returns the Markdown section, or None when there is no unified-protocol eval
-    result (nothing is written then)."""
+    result (nothing is written then). ``skipped``: as :func:`bench.evaluation_run.load_evals`'s
+    (invalid eval files are listed there instead of raised)."""
     folder = Path(folder)
     out_dir = Path(out_dir) if out_dir is not None else folder
-    measured = measured_rows(load_evals(folder))
+    measured = measured_rows(load_evals(folder, skipped))
     if measured.empty:
         return None
     frame = _sort(pd.concat([measured, reported_rows(reference_csv)], ignore_index=True))
