@@ -484,8 +484,6 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False) -> in
     folder). Files that cannot be written never cost the printed tables: without ``out`` a
     read-only folder is one line of note (exit 0); an unwritable ``out`` is an error (exit 2)
     after the tables are printed."""
-    import tempfile
-
     from bench.evaluation_run import EvalFileError
     from bench.results import ResultFileError
     from bench.table import check_results_folder, make_tables, output_problem, table_inputs
@@ -498,15 +496,12 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False) -> in
                   "written", file=sys.stderr)
             return EXIT_USAGE
         why = output_problem(target)
-        with tempfile.TemporaryDirectory(prefix="bench-table-") as scratch:
-            try:
-                text = make_tables(folder, target if why is None else Path(scratch),
-                                   strict=strict)
-            except OSError as error:  # a write failed part-way (disk full, ...)
-                if why is not None:
-                    raise
-                why = error.strerror or str(error)
-                text = make_tables(folder, Path(scratch), strict=strict)
+        try:
+            text = make_tables(folder, target, strict=strict, write=why is None)
+        except OSError as error:  # a write failed part-way (disk full, ...)
+            why = (f"{error.filename}: " if error.filename else "") \
+                + (error.strerror or str(error))
+            text = make_tables(folder, target, strict=strict, write=False)
     except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

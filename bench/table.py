@@ -486,11 +486,12 @@ def failures(results: list[RunResult]) -> list[str]:
 
 
 def make_tables(folder: Path, out_dir: Path | None = None,
-                reference_csv: Path = REFERENCE_CSV, strict: bool = True) -> str:
+                reference_csv: Path = REFERENCE_CSV, strict: bool = True,
+                write: bool = True) -> str:
     """Read every result under ``folder``, write the four table files into ``out_dir``
-    (default: ``folder``) and return the Markdown that ``bench table`` prints. ``strict``
-    False: invalid result and eval files are left out and listed under the tables
-    (:func:`skipped_section`) instead of stopping everything."""
+    (default: ``folder``; ``write`` False: nothing is written) and return the Markdown that
+    ``bench table`` prints. ``strict`` False: invalid result and eval files are left out and
+    listed under the tables (:func:`skipped_section`) instead of stopping everything."""
     folder = Path(folder)
     out_dir = Path(out_dir) if out_dir is not None else folder
     skipped: list[str] | None = None if strict else []
@@ -523,19 +524,38 @@ def make_tables(folder: Path, out_dir: Path | None = None,
         tail = "\n### Failed runs\n\n" + "\n".join(failed) + "\n"
         acc_md += tail
         eff_md += tail
-    write_text_atomic(out_dir / "accuracy.csv", accuracy.to_csv(index=False, float_format="%.4f"))
-    write_text_atomic(out_dir / "efficiency.csv",
-                      efficiency.to_csv(index=False, float_format="%.6g"))
-    write_text_atomic(out_dir / "accuracy.md", acc_md)
-    write_text_atomic(out_dir / "efficiency.md", eff_md)
-    from bench.plots import accuracy_vs_device_hours, figure2
-
-    figure2(efficiency, out_dir / "figure2.png", reference_csv)
-    accuracy_vs_device_hours(efficiency, out_dir / "device_hours.png")
+    if write:
+        write_tables(out_dir, accuracy, efficiency, acc_md, eff_md, reference_csv)
     from bench.l2_table import make_l2_table  # Table 5, from the eval results (if any)
 
-    l2_md = make_l2_table(folder, out_dir, reference_csv, skipped)
+    l2_md = make_l2_table(folder, out_dir, reference_csv, skipped, write=write)
     return acc_md + "\n" + eff_md + (f"\n{l2_md}" if l2_md else "") \
         + skipped_section(skipped or [])
+
+
+def write_tables(out_dir: Path, accuracy: pd.DataFrame, efficiency: pd.DataFrame,
+                 acc_md: str, eff_md: str, reference_csv: Path = REFERENCE_CSV) -> None:
+    """The accuracy and efficiency files and plots, each written atomically (``OSError``
+    naming the file when one cannot be: the files written before it are complete, the rest
+    untouched)."""
+    from bench.plots import accuracy_vs_device_hours, figure2
+
+    writes = [
+        ("accuracy.csv", lambda p: write_text_atomic(
+            p, accuracy.to_csv(index=False, float_format="%.4f"))),
+        ("efficiency.csv", lambda p: write_text_atomic(
+            p, efficiency.to_csv(index=False, float_format="%.6g"))),
+        ("accuracy.md", lambda p: write_text_atomic(p, acc_md)),
+        ("efficiency.md", lambda p: write_text_atomic(p, eff_md)),
+        ("figure2.png", lambda p: figure2(efficiency, p, reference_csv)),
+        ("device_hours.png", lambda p: accuracy_vs_device_hours(efficiency, p))]
+    for name, write in writes:
+        try:
+            write(out_dir / name)
+        except OSError as error:
+            if error.filename is not None:
+                raise
+            raise OSError(error.errno, error.strerror or str(error), str(out_dir / name)) \
+                from error
 
 
