@@ -96,7 +96,7 @@ def config_problems(config: RunConfig, dataset: FewShotDataset) -> list[str]:
         if getattr(budget, field) < minimum:
             problems.append(f"budget {budget.name!r} of {config.method} on {config.dataset}: "
                             f"{field} is {getattr(budget, field)}, must be at least {minimum}")
-    where = f"{config.dataset} {config.ways}-way {config.shots}-shot"
+    where = config.dataset  # the message says the episodes' shape where it matters
     val_shots = budget.val_shots or config.shots
     for split, what, shots, queries in (
             (dataset.train, f"{where}, {config.method}'s training episodes (budget "

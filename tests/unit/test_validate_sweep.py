@@ -55,10 +55,10 @@ def test_a_run_is_checked_on_all_three_splits_with_its_budgets_shapes():
     data = tiny(train=[4] * 5, val=[6] * 2, test=[5] * 3)
     problems = config_problems(config, data)
     assert len(problems) == 2, problems
-    assert problems[0].startswith("glyphs 3-way 1-shot, mtl's training episodes (budget "
+    assert problems[0].startswith("glyphs, mtl's training episodes (budget "
                                   "'smoke'): 3-way episodes of 2 shot(s) + 3 queries need 3 "
                                   "classes with at least 5 images")
-    assert problems[1] == ("glyphs 3-way 1-shot, validation episodes: 3-way episodes need 3 "
+    assert problems[1] == ("glyphs, validation episodes: 3-way episodes need 3 "
                            "classes, but the val split has 2")
     fits = tiny(train=[5] * 3, val=[5] * 3, test=[5] * 3)
     assert config_problems(config, fits) == []
@@ -111,7 +111,7 @@ SWEEP = ["run", "--methods", "mtl", "--dataset", "glyphs", "--budget", "smoke", 
     (["--episodes", "0"], ["--episodes 0: must be at least 1"]),
     (["--queries", "0"], ["--queries 0: must be at least 1"]),
     (["--queries", "-1"], ["--queries -1: must be at least 1"]),
-    (["--shots", "0,1"], ["--shots 0: must be at least 1"]),
+    (["--shots", "0,1,0"], ["--shots 0: must be at least 1"]),
     (["--ways", "1"], ["--ways 1: must be at least 2"]),
     (["--seeds", "-1"], ["--seeds -1: must be between 0 and"]),
     (["--ways", "1000"], ["training episodes (budget 'smoke'): 1000-way episodes need 1000 "
@@ -120,19 +120,18 @@ SWEEP = ["run", "--methods", "mtl", "--dataset", "glyphs", "--budget", "smoke", 
                           "val split has 64",
                           "test episodes: 1000-way episodes need 1000 classes, but the test "
                           "split has 128"]),
-    (["--queries", "30"], ["validation episodes: 5-way episodes of 1 shot(s) + 30 queries "
-                           "need 5 classes with at least 31 images each, but only 0 of the "
-                           "val split's 64 classes",
-                           "test episodes: 5-way episodes of 1 shot(s) + 30 queries need 5 "
-                           "classes with at least 31 images each, but only 0 of the test "
-                           "split's 128 classes"]),
+    (["--queries", "30"], [f"{which} episodes: 5-way episodes of {shots} shot(s) + 30 queries "
+                           f"need 5 classes with at least {shots + 30} images each, but only 0 "
+                           f"of the {split} split's {n} classes"
+                           for shots in (1, 5) for which, split, n in
+                           (("validation", "val", 64), ("test", "test", 128))]),
     (["--methods", "maml", "--hparam", "inner_lr=abc"],
      ['method \'maml\': hyperparameter inner_lr must be a number > 0, got "abc"']),
     (["--backbone", "conv9"], ["--backbone 'conv9': unknown"]),
 ])
 def test_bad_sweeps_exit_2_before_anything_is_written(args, expect, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main([*SWEEP, "--shots", "1", *args, "--out", str(out)]) == 2
+    assert main([*SWEEP, "--shots", "1,5", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert lines[-1].endswith("problem(s) with this sweep; nothing was run or written.")
