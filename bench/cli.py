@@ -366,7 +366,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems:
         for line in problems:
             print(f"error: {line}", file=sys.stderr)
-        print(f"{len(problems)} problem(s) with this sweep; nothing was run or written.",
+        print(f"{len(problems)} problem(s) with this sweep. Nothing was run or written.",
               file=sys.stderr)
         return EXIT_USAGE
     configs, note = unique_runs(configs)

@@ -57,7 +57,8 @@ def out_problem(out: Path, flag: str = "--out") -> str | None:
     """A results folder that is a file, or lies under one (nothing is created here)."""
     for path in (out, *out.parents):
         if path.exists():
-            return None if path.is_dir() else f"{flag} {out}: {path} is a file, not a folder"
+            return None if path.is_dir() else (f"{flag} {out} is not writable: {path} is a "
+                                               "file, not a folder")
     return None
 
 

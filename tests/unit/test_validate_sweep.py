@@ -84,9 +84,10 @@ def test_hyperparameters_and_budget_fields_are_checked_through_their_declaration
 def test_a_results_folder_that_is_a_file(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert out_problem(blocker) == f"--out {blocker}: {blocker} is a file, not a folder"
-    assert out_problem(blocker / "sub") == f"--out {blocker / 'sub'}: {blocker} is a file, " \
-                                           "not a folder"
+    assert out_problem(blocker) == f"--out {blocker} is not writable: {blocker} is a file, " \
+                                   "not a folder"
+    assert out_problem(blocker / "sub") == f"--out {blocker / 'sub'} is not writable: " \
+                                           f"{blocker} is a file, not a folder"
     assert out_problem(tmp_path / "new" / "deeper") is None
 
 
@@ -134,7 +135,7 @@ def test_bad_sweeps_exit_2_before_anything_is_written(args, expect, tmp_path, ca
     assert main([*SWEEP, "--shots", "1,5", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert lines[-1].endswith("problem(s) with this sweep; nothing was run or written.")
+    assert lines[-1].endswith("problem(s) with this sweep. Nothing was run or written.")
     assert len(lines) == len(expect) + 1, err
     for line, want in zip(lines, expect):
         assert line.startswith("error: ") and want in line, err
