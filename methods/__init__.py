@@ -26,3 +26,5 @@ from methods import anil as _anil  # noqa: E402,F401
 from methods import r2d2 as _r2d2  # noqa: E402,F401
 from methods import metaoptnet as _metaoptnet  # noqa: E402,F401
 from methods import protonet as _protonet  # noqa: E402,F401
+from methods import imaml as _imaml  # noqa: E402,F401
+from methods import minibatchprox as _minibatchprox  # noqa: E402,F401
