@@ -15,8 +15,9 @@ How a run is split over ``N`` processes (ranks), for every method:
   meta-batch in one forward (MTL, ANIL, ProtoNet, R2D2, MetaOptNet) normalise with the
   statistics of the whole meta-batch; their batch-norm layers become :class:`SyncedBatchNorm2d`,
   which sums per-channel statistics over the ranks with a differentiable ``all_reduce``, so
-  the forward and backward passes equal the single-process ones. MAML normalises every forward
-  with one task's own statistics (:mod:`methods.maml`), which sharding leaves unchanged; its
+  the forward and backward passes equal the single-process ones. MAML, iMAML and
+  Meta-MinibatchProx normalise every forward with one task's own statistics
+  (:mod:`methods.maml`, :mod:`methods.proximal`), which sharding leaves unchanged; their
   running statistics, an exponential average updated task after task, are recombined after
   each step in task order (:func:`reconcile_running_stats`), as if one process had seen all
   tasks.
@@ -52,7 +53,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from datasets.episodes import EpisodeIndices, TaskBatch
 
-TASK_LOCAL_BATCH_NORM = frozenset({"maml"})
+TASK_LOCAL_BATCH_NORM = frozenset({"maml", "imaml", "minibatchprox"})
 """Methods whose every training forward normalises with a single task's statistics (so their
 batch-norm layers are not synchronised across ranks; see the module docstring)."""
 
