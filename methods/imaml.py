@@ -73,7 +73,8 @@ def implicit_meta_gradient(support_loss: Loss, query_loss: Loss, phi: Params, la
         if cg_steps == 0:
             return value.detach(), unflatten(g, phi)
         support_grad = flatten(list(torch.autograd.grad(support_loss(phi), tensors,
-                                                        create_graph=True)))
+                                                        create_graph=True, allow_unused=True,
+                                                        materialize_grads=True)))
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
             hv = torch.autograd.grad(torch.dot(support_grad, v), tensors, retain_graph=True,
