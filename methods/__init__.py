@@ -56,6 +56,8 @@ from methods import anil as _anil  # noqa: E402,F401
 from methods import r2d2 as _r2d2  # noqa: E402,F401
 from methods import metaoptnet as _metaoptnet  # noqa: E402,F401
 from methods import protonet as _protonet  # noqa: E402,F401
+from methods import imaml as _imaml  # noqa: E402,F401
+from methods import minibatchprox as _minibatchprox  # noqa: E402,F401
 
 # Then the methods installed packages declare (entry-point group bridgebench.methods).
 from methods.plugins import load_entry_points  # noqa: E402
