@@ -133,7 +133,14 @@ def build_optimizer(budget: TrainBudget, params: Iterable[torch.nn.Parameter]
 
 
 class EpochSchedule:
-    """Learning-rate schedule stepped once per epoch (after validation)."""
+    """Learning-rate schedule stepped once per epoch (after validation).
+
+    Kinds: ``plateau`` (ReduceLROnPlateau on validation accuracy), ``step`` (the rate times
+    ``lr_factors[i]`` from epoch ``lr_epochs[i]`` on), ``linear`` (the rate times
+    ``1 - e / epochs`` in epoch ``e + 1``: linear annealing towards 0, held constant within an
+    epoch; Reptile's per-iteration meta-step annealing, which Meta-MinibatchProx trains with,
+    differs from it by at most ``1 / epochs`` of the initial rate) and ``constant``.
+    """
 
     def __init__(self, budget: TrainBudget, optimizer: torch.optim.Optimizer) -> None:
         self.kind = budget.schedule
@@ -154,8 +161,13 @@ class EpochSchedule:
                 return value
 
             self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        elif self.kind == "linear":
+            total = budget.epochs
+            self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda epoch: max(0.0, 1.0 - epoch / total))
         elif self.kind != "constant":
-            raise ValueError(f"unknown schedule {self.kind!r}; valid: plateau, step, constant")
+            raise ValueError(f"unknown schedule {self.kind!r}; valid: plateau, step, linear, "
+                             "constant")
 
     def step(self, val_accuracy: float) -> None:
         if self.plateau is not None:

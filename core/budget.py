@@ -28,7 +28,9 @@ class TrainBudget:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
-    schedule: str = "plateau"  # plateau (on val accuracy) | step (lr_factors at lr_epochs) | constant
+    # plateau (on val accuracy) | step (lr_factors at lr_epochs) | linear (to 0 over the
+    # epochs) | constant; see bench.training.EpochSchedule
+    schedule: str = "plateau"
     plateau_factor: float = 0.1
     plateau_patience: int = 4
     lr_epochs: tuple[int, ...] = ()  # for "step": epochs at which the factor changes

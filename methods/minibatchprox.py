@@ -44,9 +44,17 @@ proximal term (``lam/2`` here) is the paper's equation, not read from its code.
 Deviations (stated, not hidden): the inner solver here is full-batch gradient descent, not
 Adam on image mini-batches, so ``inner_lr`` has no reference value; the defaults (rate 0.1,
 8 steps, 50 test steps, ``lam`` 0.1) take the reference's step counts and ``lam`` with iMAML's
-gradient-descent rate. Reptile's linearly annealed meta-step is not one of the harness's
-schedules (``plateau``, ``step``, ``constant``); with SGD it would be learning rate
-``eps / lam`` (10 at ``lam = 0.1``) decayed linearly to 0.
+gradient-descent rate.
+
+:meth:`MinibatchProx.paper_budget` maps the 5-way mini-ImageNet scripts onto the harness:
+plain SGD (momentum 0, no weight decay) at rate ``eps / lam = 10`` with the ``linear``
+schedule (:class:`bench.training.EpochSchedule`), so the meta-step ``eta * lam`` anneals from
+1 towards 0 over 100 epochs of 1,000 meta-iterations of 5 tasks, held constant within an
+epoch (Reptile anneals it every iteration: the two differ by at most 1% of the initial step);
+15 training shots and no queries; Conv4-32 (Reptile's mini-ImageNet network; Conv4-64, its
+Omniglot network, on the small character datasets, where the scripts give no setting and the
+mini-ImageNet one is used). The 20-way setting (``lam`` 10, 16 inner steps) is not chosen
+automatically: a budget depends on the dataset and shots, not the ways.
 
 Native adaptation at test time solves the proximal problem around the meta-learned ``theta``
 on the support set ("fast adaptation via minibatch proximal update"); batch norm is
@@ -56,6 +64,8 @@ from __future__ import annotations
 
 import torch
 
+from core.budget import TrainBudget
+from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.inner_loop import Params, scratch_buffers
@@ -84,6 +94,19 @@ class MinibatchProx(ProximalMethod):
     citation = ("Zhou, Yuan, Xu, Yan & Feng 2019, Efficient Meta Learning via Minibatch Proximal "
                 "Update (NeurIPS)")
     hparam_spec = proximal_hparams(lam=0.1, inner_lr=0.1, train_steps=8, test_steps=50)
+
+    @classmethod
+    def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
+        """The authors' 5-way mini-ImageNet scripts (module docstring): 100,000 meta-iterations
+        of 5 tasks of 15 shots, meta-step annealed linearly from 1 to 0 (SGD at rate
+        ``1 / lam`` with the ``linear`` schedule), lam 0.1, 8 inner steps, 50 at test."""
+        lam = 0.1
+        return TrainBudget(
+            name="paper", backbone="conv4-64" if dataset.small_images else "conv4-32",
+            feature_mode="flatten", epochs=100, steps_per_epoch=1000, meta_batch=5,
+            train_shots=15, train_queries=0, optimizer="sgd", lr=1.0 / lam, momentum=0.0,
+            schedule="linear", early_stop_patience=None, val_episodes=600,
+            hparams={"lam": lam, "inner_lr": 0.1, "train_steps": 8, "test_steps": 50})
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         """The minibatch meta-objective at the approximate inner solutions (each task's support

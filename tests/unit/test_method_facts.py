@@ -24,7 +24,8 @@ def test_every_method_declares_a_display_name_a_citation_and_paper_budgets(name)
 
 def test_declared_roles():
     assert efficiency_reference() is MetaOptNet
-    assert [n for n in ALL if METHODS.get(n).task_local_batch_norm] == ["maml"]
+    assert [n for n in ALL if METHODS.get(n).task_local_batch_norm] == \
+        ["imaml", "maml", "minibatchprox"]
     assert {n: dict(METHODS.get(n).quick_hparams) for n in ALL if METHODS.get(n).quick_hparams} \
         == {"maml": {"inner_lr": 0.5, "train_steps": 1, "test_steps": 1}}
     assert all(METHODS.get(n).augmentation == "dataset" for n in ALL)
