@@ -67,6 +67,7 @@ from methods import register_method
 from methods.inner_loop import Params, scratch_buffers
 from methods.proximal import (ProximalMethod, conjugate_gradient, flatten, proximal_hparams,
                               unflatten)
+from methods.taxonomy import Table1Cell
 
 Loss = Callable[[Params], torch.Tensor]
 
@@ -117,6 +118,7 @@ class IMAML(ProximalMethod):
     training and at test, 5 CG steps)."""
 
     display_name = "iMAML"
+    table1 = Table1Cell("all layers", "L2 regulariser")
     citation = ("Rajeswaran, Finn, Kakade & Levine 2019, Meta-Learning with Implicit Gradients "
                 "(NeurIPS)")
     hparam_spec = {

@@ -70,6 +70,7 @@ from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.inner_loop import Params, scratch_buffers
 from methods.proximal import ProximalMethod, proximal_hparams, proximal_term
+from methods.taxonomy import Table1Cell
 
 
 def proximal_point_surrogate(theta: Params, solutions: list[Params], lam: float,
@@ -91,6 +92,7 @@ class MinibatchProx(ProximalMethod):
     (the reference's 5-way mini-ImageNet values), 50 test steps, gradient-descent rate 0.1."""
 
     display_name = "Meta-MinibatchProx"
+    table1 = Table1Cell("all layers", "L2 regulariser")
     citation = ("Zhou, Yuan, Xu, Yan & Feng 2019, Efficient Meta Learning via Minibatch Proximal "
                 "Update (NeurIPS)")
     hparam_spec = proximal_hparams(lam=0.1, inner_lr=0.1, train_steps=8, test_steps=50)
