@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
-from core.budget import TrainBudget
+from core.budget import TrainBudget, as_image_batches
 from datasets import DATASETS, DatasetInfo
 from methods import METHODS
 from methods.plugins import method_class
@@ -24,19 +24,22 @@ BUDGETS = ("smoke", "quick", "paper")
 
 
 # ---------------------------------------------------------------------------------------------
-# smoke and quick: identical for every method, so CPU comparisons are like for like (quick
-# takes a method's declared quick_hparams: its CPU-sized exceptions). The backbone depends on
-# whether the dataset declares small character images.
+# smoke and quick: identical for every method, so CPU comparisons are like for like (both take
+# a method's declared quick_hparams: its CPU-sized exceptions; a method trained on image
+# batches draws as many images per step as the episodes hold, core.budget.as_image_batches).
+# The backbone depends on whether the dataset declares small character images.
 
 SMOKE_BACKBONE = {True: "conv4-32", False: "resnet12"}
 QUICK_BACKBONE = {True: "conv4-64", False: "resnet12"}
 
 
-def smoke_budget(dataset: DatasetInfo) -> TrainBudget:
+def smoke_budget(dataset: DatasetInfo, hparams: Mapping[str, Any] | None = None
+                 ) -> TrainBudget:
     return TrainBudget(
         name="smoke", backbone=SMOKE_BACKBONE[dataset.small_images], feature_mode="avg",
         epochs=2, steps_per_epoch=5, meta_batch=2, train_shots=2, train_queries=3,
         schedule="constant", early_stop_patience=None, val_episodes=20,
+        hparams=dict(hparams or {}),
     )
 
 
@@ -59,11 +62,10 @@ def resolve_budget(name: str, method: str | type[FewShotMethod], dataset: str | 
         raise ValueError(f"unknown budget {name!r}; valid budgets: {', '.join(BUDGETS)}")
     cls = method_class(method) if isinstance(method, str) else method
     info = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
-    if name == "smoke":
-        return smoke_budget(info)
-    if name == "quick":
-        return quick_budget(info, cls.quick_hparams)
-    return cls.paper_budget(info, shots)
+    if name == "paper":
+        return cls.paper_budget(info, shots)
+    budget = (smoke_budget if name == "smoke" else quick_budget)(info, cls.quick_hparams)
+    return as_image_batches(budget) if cls.training_batches == "images" else budget
 
 
 def describe_budgets() -> list[str]:
@@ -76,6 +78,10 @@ def describe_budgets() -> list[str]:
     exceptions = "".join(f"; {cls.display_name} with "
                          + ", ".join(f"{k}={v}" for k, v in cls.quick_hparams.items())
                          for cls in classes if cls.quick_hparams)
+    on_images = [cls.display_name for cls in classes if cls.training_batches == "images"]
+    if on_images:
+        exceptions += (f"; {', '.join(on_images)} on batches of the same number of images "
+                       f"({as_image_batches(s).meta_batch} and {as_image_batches(q).meta_batch})")
     reference = reference_dataset()
     papers = []
     for cls in classes:
@@ -88,7 +94,7 @@ def describe_budgets() -> list[str]:
     return [
         f"smoke  {s.epochs} epochs x {s.steps_per_epoch} steps x {s.meta_batch} tasks, "
         f"{s.val_episodes} val episodes; {SMOKE_BACKBONE[True]} on {small}, "
-        f"{SMOKE_BACKBONE[False]} elsewhere (CI: seconds on a CPU)",
+        f"{SMOKE_BACKBONE[False]} elsewhere; the quick exceptions below (CI: seconds on a CPU)",
         f"quick  up to {q.epochs} epochs x {q.steps_per_epoch} steps x {q.meta_batch} tasks, "
         f"early stop {q.early_stop_patience}, RAdam lr {q.lr:g}; {QUICK_BACKBONE[True]} on "
         f"{small}, {QUICK_BACKBONE[False]} elsewhere{exceptions} (minutes on a CPU)",

@@ -64,6 +64,7 @@ from methods import metaoptnet as _metaoptnet  # noqa: E402,F401
 from methods import protonet as _protonet  # noqa: E402,F401
 from methods import imaml as _imaml  # noqa: E402,F401
 from methods import minibatchprox as _minibatchprox  # noqa: E402,F401
+from methods import rfs as _rfs  # noqa: E402,F401
 
 # Then the methods installed packages declare (entry-point group bridgebench.methods).
 from methods.plugins import load_entry_points  # noqa: E402
