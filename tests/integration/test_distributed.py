@@ -17,11 +17,13 @@ from bench.config import RunConfig, resolve_budget
 from bench.distributed import SINGLE, Parallel
 from bench.training import build_training, parallel_train_step
 from datasets.base import ClassSplit, FewShotDataset
+from datasets.batches import ImageBatchSampler
 from datasets.episodes import EpisodeSampler
 from interrupted_cli import INTERRUPTED, KEY, RUN  # beside this file (pytest puts it on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
-METHODS = ("mtl", "anil", "maml", "protonet", "r2d2", "metaoptnet", "imaml", "minibatchprox")
+METHODS = ("mtl", "anil", "maml", "protonet", "r2d2", "metaoptnet", "imaml", "minibatchprox",
+           "rfs")
 META_BATCH = 3  # two processes: shards of 2 and 1 tasks (uneven on purpose)
 STEPS = 2
 
@@ -40,8 +42,8 @@ def tiny_dataset() -> FewShotDataset:
 
 def train_steps(method_name: str, parallel: Parallel) -> dict[str, torch.Tensor]:
     """``STEPS`` optimiser steps of ``method_name`` (conv4-32, MAML/ANIL second order with 2
-    inner steps, iMAML/MinibatchProx 2 inner steps, iMAML 3 CG steps) from seed 0; returns the
-    state dict and the losses.
+    inner steps, iMAML/MinibatchProx 2 inner steps, iMAML 3 CG steps, RFS on batches of 3
+    images) from seed 0; returns the state dict and the losses.
 
     SGD, not Adam: Conv4's conv bias feeds batch norm, which removes it, so its gradient is
     rounding noise; Adam would scale that noise to full-size steps, different for any
@@ -67,7 +69,10 @@ def train_steps(method_name: str, parallel: Parallel) -> dict[str, torch.Tensor]
     # also with 100 iterations; where the drift comes from is not established).
     training = build_training(config, dataset, torch.device("cpu"), parallel)
     method = training.method
-    sampler = EpisodeSampler(dataset.train, 5, budget.train_shots, budget.train_queries, 7)
+    if training.method.training_batches == "images":  # RFS: 3 images, sharded 2 + 1
+        sampler = ImageBatchSampler(dataset.train, 7)
+    else:
+        sampler = EpisodeSampler(dataset.train, 5, budget.train_shots, budget.train_queries, 7)
     losses = [parallel_train_step(method, training.optimizer, training.loader, sampler,
                                   META_BATCH, parallel=parallel).loss for _ in range(STEPS)]
     state = {k: v.detach().clone() if torch.is_tensor(v) else v
