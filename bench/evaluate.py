@@ -80,9 +80,10 @@ def evaluate_unified(method: FewShotMethod, loader: EpisodeLoader, episodes: Epi
 
 def evaluate_native(method: FewShotMethod, loader: EpisodeLoader, episodes: EpisodeIndices,
                     tasks_per_batch: int = 16, precision: str = "fp32",
-                    progress: bool = False) -> list[float]:
+                    progress: bool = False, selection: bool = False) -> list[float]:
     """Per-episode accuracies of the method's own adaptation (eval mode; the method's
-    ``adapt`` decides how its inner loop treats batch norm)."""
+    ``adapt`` decides how its inner loop treats batch norm). ``selection``: the adaptation
+    that validation-based selection uses (``adapt_for_selection``)."""
     was_training = method.training
     method.eval()
     accuracies: list[float] = []
@@ -92,7 +93,8 @@ def evaluate_native(method: FewShotMethod, loader: EpisodeLoader, episodes: Epis
             chunk = episodes.slice(start, start + tasks_per_batch)
             batch = loader.load(chunk)
             with torch.no_grad(), autocast(loader.device, precision):
-                predictor = method.adapt(batch.support, batch.support_labels)
+                adapt = method.adapt_for_selection if selection else method.adapt
+                predictor = adapt(batch.support, batch.support_labels)
                 logits = predictor(batch.query)
             accuracies += accuracy_percent(logits.argmax(-1), batch.query_labels)
     finally:

@@ -35,7 +35,7 @@ import submitit
 from bench.config import RunConfig
 from core.atomic import write_json_atomic
 from bench.locks import ClaimBoard
-from bench.results import is_finished, result_path
+from bench.results import Existing, existing_result, result_path
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed and a failure record was written
@@ -63,12 +63,19 @@ class RunJob:
     force: bool = False
     restart: bool = False
     keep_checkpoints: bool = False
+    save_model: bool = True  # write the selected model to <out>/models (--no-save-model)
     progress: bool = True
     claim: bool = True  # False when the parent process holds the claim (--isolate)
+    data_fingerprint: str | None = None  # the dataset's, as the launching process saw it
 
     @property
     def key(self) -> str:
         return RunConfig.from_dict(self.config).key
+
+    def existing(self, out_dir: Path) -> "Existing":
+        """What the job's result file holds (:func:`bench.results.existing_result`)."""
+        return existing_result(result_path(out_dir, self.key), RunConfig.from_dict(self.config),
+                               self.data_fingerprint)
 
 
 def execute(job: RunJob) -> int:
@@ -79,7 +86,7 @@ def execute(job: RunJob) -> int:
     from bench.checkpoint import CheckpointError, StorageError
     from bench.distributed import DistributedSetupError, init_from_environment, shutdown
     from bench.session import Preempted
-    from bench.sweep import CheckpointPolicy, run_sweep
+    from bench.sweep import CheckpointPolicy, ResultConflict, run_sweep
     from bench.training import resolve_device
     from datasets import DatasetError, load_dataset
 
@@ -92,11 +99,12 @@ def execute(job: RunJob) -> int:
         summary = run_sweep([config], {config.dataset: dataset}, device, Path(job.out),
                             force=job.force, progress=job.progress,
                             checkpoints=CheckpointPolicy(True, job.restart, job.keep_checkpoints),
-                            parallel=parallel, claim=job.claim)
+                            parallel=parallel, claim=job.claim,
+                            save_models=job.save_model)
     except Preempted as stop:
         print(f"pre-empted: {stop}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except (StorageError, DatasetError, CheckpointError, DistributedSetupError,
+    except (StorageError, DatasetError, CheckpointError, DistributedSetupError, ResultConflict,
             ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_STOPPED
@@ -191,8 +199,12 @@ def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
     summary = SweepSummary()
     for job in jobs:
         path = result_path(out_dir, job.key)
-        if not job.force and is_finished(path):
-            print(f"skip {job.key}: finished result exists at {path} (--force reruns)")
+        found = job.existing(out_dir) if not job.force else Existing()
+        if found.conflict:
+            raise SweepStopped(found.conflict)
+        if found.finished:
+            print(f"skip {job.key}: finished result exists at {path}{found.note} "
+                  "(--force reruns)")
             summary.skipped.append(job.key)
             continue
         claim = board.try_claim(job.key)
@@ -203,12 +215,13 @@ def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
             summary.busy.append(job.key)
             continue
         with claim:
-            if not job.force and is_finished(path):
+            if not job.force and job.existing(out_dir).finished:
                 summary.skipped.append(job.key)
                 continue
             code, tail = run_child(replace(job, claim=False), board.folder)
         if code == EXIT_OK:
-            (summary.finished if is_finished(path) else summary.skipped).append(job.key)
+            (summary.finished if job.existing(out_dir).finished
+             else summary.skipped).append(job.key)
         elif code == EXIT_FAILED:
             summary.failed.append(job.key)
         elif code in (EXIT_PREEMPTED, -signal.SIGTERM):
@@ -316,8 +329,13 @@ def pending_jobs(jobs: Sequence[RunJob], out_dir: Path) -> tuple[list[RunJob], l
     todo, notes = [], []
     for job in jobs:
         path = result_path(out_dir, job.key)
-        if not job.force and is_finished(path):
-            notes.append(f"skip {job.key}: finished result exists at {path} (--force reruns)")
+        found = job.existing(out_dir) if not job.force else Existing()
+        if found.conflict:
+            notes.append(f"not submitted: {found.conflict}")
+            continue
+        if found.finished:
+            notes.append(f"skip {job.key}: finished result exists at {path}{found.note} "
+                         "(--force reruns)")
             continue
         holder = board.holder(job.key)
         if holder is not None and not board.is_stale(board.path(job.key), holder):

@@ -27,7 +27,7 @@ from bench.distributed import (SINGLE, Parallel, all_reduce_gradients, check_met
                                prepare_method, rank_seed, reconcile_running_stats,
                                running_stats, shard_batch, weighted_loss)
 from bench.precision import autocast
-from core.budget import TrainBudget
+from core.budget import DATASET_AUGMENTATION, TrainBudget
 from datasets import DatasetInfo, FewShotDataset, registered_info
 from datasets.augment import train_transform
 from datasets.base import ClassSplit
@@ -62,14 +62,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_method(config: RunConfig, dataset: FewShotDataset) -> FewShotMethod:
+    return build_method_for(config, dataset.channels, dataset.image_size,
+                            dataset.train.n_classes)
+
+
+def build_method_for(config: RunConfig, channels: int, image_size: int,
+                     n_train_classes: int) -> FewShotMethod:
+    """The (untrained) method of run ``config`` for images of ``channels`` x ``image_size``
+    px and ``n_train_classes`` training classes: what :func:`build_method` builds from a
+    dataset, and :mod:`bench.models` from a model file's recorded facts."""
     budget = config.budget
     backbone = build_backbone(
-        budget.backbone, in_channels=dataset.channels, image_size=dataset.image_size,
+        budget.backbone, in_channels=channels, image_size=image_size,
         feature_mode=budget.feature_mode,
-        dropblock_size=5 if dataset.image_size >= 64 else 2,
+        dropblock_size=5 if image_size >= 64 else 2,
+        ramp_steps=budget.dropblock_ramp_steps,
     )
     cls = method_class(config.method, config.method_source)
-    return cls(backbone, dataset.train.n_classes, config.ways, budget.hparams)
+    return cls(backbone, n_train_classes, config.ways, budget.hparams)
 
 
 def prepare_for_device(method: FewShotMethod, config: RunConfig, device: torch.device
@@ -104,9 +114,11 @@ def build_training(config: RunConfig, dataset: FewShotDataset, device: torch.dev
     """The method (seeded, on ``device``, ready for ``parallel``), its optimiser, the training
     sampler and the training data path of run ``config``.
 
-    The augmentation is the method's policy applied to the dataset's declared one
-    (:meth:`~methods.base.FewShotMethod.training_augmentation`); ``info`` replaces the
-    dataset's registry entry (``bench speed`` passes one for its synthetic images).
+    The augmentation is the budget's (``TrainBudget.augmentation``, resolved by
+    :class:`~bench.config.RunConfig`). Only a budget left unresolved (its method's class was
+    not found when the configuration was made) falls back to the method's policy applied to
+    the dataset's declared augmentation; ``info`` then replaces the dataset's registry entry
+    (``bench speed`` passes one for its synthetic images).
     """
     budget = config.budget
     check_meta_batch(budget.meta_batch, parallel)
@@ -116,8 +128,10 @@ def build_training(config: RunConfig, dataset: FewShotDataset, device: torch.dev
     if parallel.enabled:  # independent dropout masks per process
         torch.manual_seed(rank_seed(config.seed, parallel.rank))
     augment = torch.Generator(device=device).manual_seed(stream_seed(config.seed, "augment"))
-    augmentation = type(method).training_augmentation(
-        info if info is not None else registered_info(dataset), budget)
+    augmentation = budget.augmentation
+    if augmentation == DATASET_AUGMENTATION:
+        augmentation = type(method).training_augmentation(
+            info if info is not None else registered_info(dataset), budget)
     transform = train_transform(augmentation, dataset.image_size, dataset.mean, dataset.std,
                                 generator=augment)
     loader = EpisodeLoader(dataset.train, transform, device)
@@ -164,6 +178,17 @@ def build_optimizer(budget: TrainBudget, params: Iterable[torch.nn.Parameter]
     raise ValueError(f"unknown optimizer {budget.optimizer!r}; valid: radam, adam, sgd")
 
 
+def step_factor(lr_epochs: tuple[int, ...], lr_factors: tuple[float, ...], epoch: int
+                ) -> float:
+    """The step schedule's learning-rate factor in 1-based epoch ``epoch``: the factor of the
+    last boundary at or before it (1.0 before the first)."""
+    value = 1.0
+    for boundary, factor in zip(lr_epochs, lr_factors):
+        if epoch >= boundary:
+            value = factor
+    return value
+
+
 class EpochSchedule:
     """Learning-rate schedule stepped once per epoch (after validation).
 
@@ -172,6 +197,11 @@ class EpochSchedule:
     ``1 - e / epochs`` in epoch ``e + 1``: linear annealing towards 0, held constant within an
     epoch; Reptile's per-iteration meta-step annealing, which Meta-MinibatchProx trains with,
     differs from it by at most ``1 / epochs`` of the initial rate) and ``constant``.
+
+    ``step``: ``lr_factors[i]`` applies from the 1-based epoch ``lr_epochs[i]`` on, as in
+    MetaOptNet's ``train.py`` (lines 170-180), which steps its ``LambdaLR`` at the *start* of
+    every epoch: its epoch ``e`` (counting from 1) runs at ``lambda(e)``, so with boundaries
+    20, 40, 50 its 20th epoch already runs at 0.06 (docs/references.md#metaoptnet-r2d2-protonet).
     """
 
     def __init__(self, budget: TrainBudget, optimizer: torch.optim.Optimizer) -> None:
@@ -185,14 +215,8 @@ class EpochSchedule:
         elif self.kind == "step":
             epochs, factors = budget.lr_epochs, budget.lr_factors
 
-            def factor(epoch: int) -> float:
-                value = 1.0
-                for boundary, f in zip(epochs, factors):
-                    if epoch >= boundary:
-                        value = f
-                return value
-
-            self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda done: step_factor(epochs, factors, done + 1))
         elif self.kind == "linear":
             total = budget.epochs
             self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(

@@ -30,6 +30,8 @@ def register_method(name: str, *aliases: str):
             cls.display_name = name
         if "efficiency_reference" not in own:
             cls.efficiency_reference = False
+        if "reported_as" not in own:
+            cls.reported_as = {}
         if cls.augmentation not in AUGMENTATION_POLICIES:
             raise ValueError(f"method {name!r}: augmentation must be one of "
                              f"{', '.join(AUGMENTATION_POLICIES)}, not {cls.augmentation!r}")

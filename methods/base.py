@@ -52,10 +52,16 @@ class FewShotMethod(nn.Module):
       declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
     - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
       declares it: MetaOptNet, Table 4 and Figure 2);
+    - ``reported_as``: the rows of the paper's tables (``results/reference/paper.csv``: a
+      method name, with its head where the source names one, e.g. ``"MetaOptNet-SVM"``) that
+      report this method under its paper budget, each with why, where the row is not simply
+      the method's own (``bench table`` shows the row next to the method and the why in its
+      footnote); default: its display name;
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
-    ``name`` is set by :func:`methods.register_method`; ``display_name`` and
-    ``efficiency_reference`` are not inherited by a registered subclass unless it declares them.
+    ``name`` is set by :func:`methods.register_method`; ``display_name``,
+    ``efficiency_reference`` and ``reported_as`` are not inherited by a registered subclass
+    unless it declares them.
     ``hparams`` may only contain keys of ``hparam_spec``, with values it accepts
     (:func:`core.hparams.validate_hparams`: typos and bad values are errors).
     """
@@ -71,6 +77,7 @@ class FewShotMethod(nn.Module):
     table1: ClassVar[Table1] = None
     augmentation: ClassVar[str] = "dataset"
     efficiency_reference: ClassVar[bool] = False
+    reported_as: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
@@ -134,6 +141,13 @@ class FewShotMethod(nn.Module):
         Methods without one (MTL) do not override this; their native protocol is the unified one.
         """
         raise NotImplementedError(f"{self.name} has no native adaptation")
+
+    def adapt_for_selection(self, support: torch.Tensor, support_labels: torch.Tensor
+                            ) -> Predictor:
+        """The native adaptation that validation-based model selection uses
+        (``--select-on native``); the test-time :meth:`adapt` unless a method's reference
+        validates differently (MetaOptNet: more solver iterations than at test)."""
+        return self.adapt(support, support_labels)
 
     def on_optimizer_step(self) -> None:
         """Called by the training step after every optimiser step (advances DropBlock's ramp)."""

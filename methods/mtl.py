@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.budget import TrainBudget
+from core.budget import DATASET_AUGMENTATION, TrainBudget, ramp_steps_ending_at_epoch
 from core.hparams import HParam
 from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
@@ -30,7 +30,8 @@ from methods.base import FewShotMethod
 from methods.taxonomy import OutsideTable1
 
 
-TASKS_PER_EPOCH = 1600  # [MTL] epoch_length
+TASKS_PER_EPOCH = 1600  # [MTL] train.py:60, --epoch_length
+VAL_TASKS_PER_EPOCH = 400  # [MTL] train.py:61, --val_epoch_length
 
 
 @register_method("mtl", "multi-task")
@@ -54,9 +55,16 @@ class MTL(FewShotMethod):
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
         """[MTL] README commands (docs/references.md#mtl): RAdam 1e-3, plateau(0.1, 4), early
-        stop 15,
-        1600 training tasks per epoch; meta-batch, queries and feature normalisation per
-        dataset and shots."""
+        stop 15, 1600 training tasks per epoch; meta-batch, queries and feature normalisation
+        per dataset and shots; the Lee et al. 2019 augmentation where the dataset declares it
+        ([MTL] ``--aug lee``).
+
+        DropBlock's ramp ends after 20 epochs, where [MTL]'s does: its blocks count forward
+        calls (``models/resnet.py:135,161``), one per training task
+        (``lightning_mtl.py:189``) and one per validation task
+        (``lightning_episodic_module.py:316``), 1600 + 400 = 2000 per epoch, so the
+        40,000-count ramp ends at epoch 20 whatever the meta-batch; here that is 20 x the
+        budget's optimiser steps per epoch."""
         queries, meta_batch, train_shots, normalize = 5, 6, 5, True
         if dataset.benchmark == "mini-imagenet":
             meta_batch = 2 if shots == 5 else 6
@@ -68,12 +76,16 @@ class MTL(FewShotMethod):
             normalize = False
             if shots == 1:
                 train_shots, queries, meta_batch = 1, 4, 1
+        steps_per_epoch = -(-TASKS_PER_EPOCH // meta_batch)
         return TrainBudget(
             name="paper", backbone="resnet12", feature_mode="avg", epochs=1000,
-            steps_per_epoch=-(-TASKS_PER_EPOCH // meta_batch), meta_batch=meta_batch,
+            steps_per_epoch=steps_per_epoch, meta_batch=meta_batch,
             train_shots=train_shots, train_queries=queries, optimizer="radam", lr=1e-3,
             schedule="plateau", plateau_factor=0.1, plateau_patience=4, early_stop_patience=15,
-            val_episodes=400, hparams={"normalize_features": normalize},
+            val_episodes=VAL_TASKS_PER_EPOCH, hparams={"normalize_features": normalize},
+            augmentation=DATASET_AUGMENTATION,
+            dropblock_ramp_steps=ramp_steps_ending_at_epoch(
+                TASKS_PER_EPOCH + VAL_TASKS_PER_EPOCH, steps_per_epoch),
         )
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,

@@ -44,7 +44,7 @@ class ProtoNet(EpisodeHeadMethod):
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
         """MetaOptNet's recipe (15 training shots), whose ProtoNet head this one follows."""
-        return metaoptnet_recipe(15, {})
+        return metaoptnet_recipe(dataset, 15, {})
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

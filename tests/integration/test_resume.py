@@ -191,7 +191,7 @@ def test_a_changed_configuration_is_refused_with_the_difference(tmp_path):
     assert interrupted_bench(tmp_path, 8, "SIGKILL", *RUN, "--out", out).returncode == -9
     changed = bench(*RUN, "--out", out, "--hparam", "normalize_features=false")
     assert changed.returncode == 2
-    assert "budget.hparams.normalize_features: not set in the checkpoint, False now" \
+    assert "budget.hparams.normalize_features: True in the checkpoint, False now" \
         in changed.stderr and "--restart" in changed.stderr
 
 
