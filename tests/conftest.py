@@ -37,13 +37,12 @@ def omniglot_root() -> Path:
 def smoke_models(tmp_path_factory) -> Path:
     """A results folder with two finished smoke runs on glyphs (5-way 1-shot, 20 test episodes,
     seed 0) and their model files: MTL (no native adaptation) and ProtoNet (one of its own)."""
-    from bench.config import RunConfig, resolve_budget
     from bench.sweep import run_sweep
     from datasets import load_dataset
+    from smoke_model_runs import smoke_model_configs  # tests/integration
 
     out = tmp_path_factory.mktemp("smoke-models")
-    configs = [RunConfig(method, "glyphs", 5, 1, 0, resolve_budget("smoke", method, "glyphs", 1),
-                         episodes=20) for method in ("mtl", "protonet")]
+    configs = smoke_model_configs()
     summary = run_sweep(configs, {"glyphs": load_dataset("glyphs")}, torch.device("cpu"), out,
                         progress=False)
     assert summary.finished == [c.key for c in configs]

@@ -13,7 +13,7 @@ from datasets import load_dataset
 from datasets.augment import Normalizer
 from datasets.episodes import EpisodeLoader
 
-KEYS = ("mtl_glyphs_5w1s_smoke_seed0", "protonet_glyphs_5w1s_smoke_seed0")
+from smoke_model_runs import KEYS  # beside this file (pytest puts it on sys.path)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from bench.evaluation_run import (ChannelMismatchError, EvalSettings, evaluate_m
 from bench.results import read_result, result_path
 from datasets import ClassSplit, FewShotDataset
 
-KEYS = ("mtl_glyphs_5w1s_smoke_seed0", "protonet_glyphs_5w1s_smoke_seed0")
+from smoke_model_runs import KEYS  # beside this file (pytest puts it on sys.path)
 RUN_SETTINGS = ("--ways", "5", "--shots", "1", "--queries", "15", "--episodes", "20",
                 "--seed", "0")
 

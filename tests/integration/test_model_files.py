@@ -18,7 +18,7 @@ from bench.sweep import run_sweep
 from datasets import load_dataset
 from methods import METHODS
 
-KEYS = ("mtl_glyphs_5w1s_smoke_seed0", "protonet_glyphs_5w1s_smoke_seed0")
+from smoke_model_runs import KEYS  # beside this file (pytest puts it on sys.path)
 
 
 @pytest.mark.parametrize("key", KEYS)
