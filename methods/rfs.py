@@ -61,8 +61,10 @@ class RFS(FewShotMethod):
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
         """[RFS] ``train_supervised.py`` defaults, the same for every dataset and shots:
         ResNet-12 with average-pooled 640-d features, SGD (momentum 0.9, weight decay 5e-4,
-        not Nesterov) at 0.05, times 0.1 after epoch 60 and 0.01 after epoch 80, 100 epochs
-        of batches of 64 training images with the training augmentation, no early stopping.
+        not Nesterov) at 0.05, times 0.1 after epoch 60 and 0.01 after epoch 80 (its
+        ``adjust_learning_rate`` runs at the start of 1-based epoch ``e`` with
+        ``sum(e > [60, 80])`` decays: from epochs 61 and 81 on, as ``lr_epochs`` counts),
+        100 epochs of batches of 64 training images with the training augmentation, no early stopping.
         An epoch is one pass over the training split (:data:`TRAIN_IMAGES`); on a dataset RFS
         does not train on, mini-ImageNet's 600 steps. RFS selects no model (it keeps the last
         epoch's); the harness selects on 600 validation episodes, the number RFS meta-validates
@@ -72,7 +74,7 @@ class RFS(FewShotMethod):
             name="paper", backbone="resnet12", feature_mode="avg", epochs=100,
             steps_per_epoch=images // BATCH_SIZE, meta_batch=BATCH_SIZE, train_shots=1,
             train_queries=0, optimizer="sgd", lr=0.05, weight_decay=5e-4, momentum=0.9,
-            nesterov=False, schedule="step", lr_epochs=(60, 80), lr_factors=(0.1, 0.01),
+            nesterov=False, schedule="step", lr_epochs=(61, 81), lr_factors=(0.1, 0.01),
             early_stop_patience=None, val_episodes=600,
         )
 

@@ -126,7 +126,7 @@ def test_cpu_budgets_give_rfs_as_many_images_per_step_as_an_episodic_step(name):
     assert rfs.meta_batch * images_per_task(RFS, 5, rfs) == \
         mtl.meta_batch * images_per_task(METHODS.get("mtl"), 5, mtl)
     assert replace(rfs, meta_batch=mtl.meta_batch, train_shots=mtl.train_shots,
-                   train_queries=mtl.train_queries) == mtl
+                   train_queries=mtl.train_queries, hparams=mtl.hparams) == mtl
 
 
 def rfs_learning_rate(epoch: int) -> float:
