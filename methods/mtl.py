@@ -27,6 +27,7 @@ from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.backbones import Backbone
 from methods.base import FewShotMethod
+from methods.taxonomy import OutsideTable1
 
 
 TASKS_PER_EPOCH = 1600  # [MTL] train.py:60, --epoch_length
@@ -38,6 +39,7 @@ class MTL(FewShotMethod):
     """MTL (Wang et al. 2021); hyperparameters in :attr:`hparam_spec`."""
 
     display_name = "MTL"
+    table1 = OutsideTable1("one head row per training class, all trained jointly on every task")
     citation = "Wang, Zhao & Li 2021, Bridging Multi-Task Learning and Meta-Learning (ICML)"
     hparam_spec = {
         "normalize_features": HParam(
