@@ -142,20 +142,21 @@ class IMAML(ProximalMethod):
         5 CG steps, tested with 16 steps of plain fine-tuning (lam 0). Elsewhere hypertorch's
         mini-ImageNet reproduction: Conv4-32, 15 queries, meta-batch 16, Adam 1e-3, lam 0.5,
         10 inner steps of 0.1 in training and at test, 5 CG steps, for MAML's 60,000
-        meta-iterations (module docstring)."""
+        meta-iterations (module docstring). No augmentation in either: neither reference
+        augments its training images (issue 10's rule: a budget trains as its reference did)."""
         if dataset.small_images:
             return TrainBudget(
                 name="paper", backbone="conv4-64", feature_mode="flatten", epochs=20,
                 steps_per_epoch=1000, meta_batch=32, train_shots=shots, train_queries=shots,
                 optimizer="adam", lr=1e-3, schedule="constant", early_stop_patience=None,
-                val_episodes=600,
+                val_episodes=600, augmentation=None,
                 hparams={"lam": 2.0, "inner_lr": 0.1, "train_steps": 16, "test_steps": 16,
                          "test_lam": 0.0, "cg_steps": 5})
         return TrainBudget(
             name="paper", backbone="conv4-32", feature_mode="flatten", epochs=60,
             steps_per_epoch=1000, meta_batch=16, train_shots=shots, train_queries=15,
             optimizer="adam", lr=1e-3, schedule="constant", early_stop_patience=None,
-            val_episodes=600,
+            val_episodes=600, augmentation=None,
             hparams={"lam": 0.5, "inner_lr": 0.1, "train_steps": 10, "test_steps": 10,
                      "cg_steps": 5})
 

@@ -106,13 +106,14 @@ class MinibatchProx(ProximalMethod):
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
         """The authors' 5-way mini-ImageNet scripts (module docstring): 100,000 meta-iterations
         of 5 tasks of 15 shots, meta-step annealed linearly from 1 to 0 (SGD at rate
-        ``1 / lam`` with the ``linear`` schedule), lam 0.1, 8 inner steps, 50 at test."""
+        ``1 / lam`` with the ``linear`` schedule), lam 0.1, 8 inner steps, 50 at test; no
+        augmentation (the Reptile code the scripts run on reads plain images)."""
         lam = 0.1
         return TrainBudget(
             name="paper", backbone="conv4-64" if dataset.small_images else "conv4-32",
             feature_mode="flatten", epochs=100, steps_per_epoch=1000, meta_batch=5,
             train_shots=15, train_queries=0, optimizer="sgd", lr=1.0 / lam, momentum=0.0,
-            schedule="linear", early_stop_patience=None, val_episodes=600,
+            schedule="linear", early_stop_patience=None, val_episodes=600, augmentation=None,
             hparams={"lam": lam, "inner_lr": 0.1, "train_steps": 8, "test_steps": 50})
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
