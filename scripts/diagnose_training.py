@@ -115,6 +115,17 @@ class DiagnosedSession(runner.TrainSession):
         print(json.dumps(record), flush=True)
 
 
+def _test(method: torch.nn.Module, dataset: Any, config: RunConfig,
+          device: torch.device) -> dict[str, Any]:
+    """Unified-protocol test accuracy on the run's ``config.episodes`` test episodes (the same
+    episodes ``bench run`` draws for this seed and episode count)."""
+    results, digest = runner.evaluate_test_split(method, dataset, config, device,
+                                                 progress=False)
+    accs = results["unified"]["accuracies"]
+    return {"episodes": len(accs), "mean": float(np.mean(accs)), "ci95": episode_ci95(accs),
+            "episode_hash": digest}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", required=True)
@@ -133,12 +144,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="only validate the untrained model (no training)")
     parser.add_argument("--test-episodes", type=int, default=0,
                         help="test episodes after training (0: no test)")
+    parser.add_argument("--save-model", action="store_true",
+                        help="also save the selected (best-validation) weights to OUT.pt")
+    parser.add_argument("--test-only", type=Path, metavar="MODEL.pt",
+                        help="no training: test weights saved by --save-model "
+                             "(--test-episodes of them)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
+    if args.test_only and args.test_episodes <= 0:
+        parser.error("--test-only needs --test-episodes N (N > 0)")
     if args.out.exists():
         print(f"skip: {args.out} exists", file=sys.stderr)
         return 0
 
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(args.dataset, args.data_root)
     config = build_config(args)
     device = torch.device("cpu")
@@ -160,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.epoch0:
         out["epoch0_val"] = session.validate()
         print(f"epoch 0 val {out['epoch0_val']:.2f}%")
+    elif args.test_only:
+        method.load_state_dict(torch.load(args.test_only, map_location=device))
+        out["model"] = str(args.test_only)
+        out["test"] = _test(method, dataset, config, device)
+        print(f"test {out['test']['mean']:.2f} +- {out['test']['ci95']:.2f}%")
     else:
         timer = SectionTimer(device)
         outcome = session.run(timer, progress=False)
@@ -169,14 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             "train_seconds": timer.total("train") + timer.total("first_step"),
             "validation_seconds": timer.total("validation"),
         })
+        method.load_state_dict(outcome.best_state)
+        if args.save_model:
+            torch.save(outcome.best_state, args.out.with_suffix(".pt"))
         if args.test_episodes > 0:
-            method.load_state_dict(outcome.best_state)
-            results, digest = runner.evaluate_test_split(method, dataset, config, device,
-                                                         progress=False)
-            accs = results["unified"]["accuracies"]
-            out["test"] = {"episodes": len(accs), "mean": float(np.mean(accs)),
-                           "ci95": episode_ci95(accs), "episode_hash": digest}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+            out["test"] = _test(method, dataset, config, device)
     write_json_atomic(args.out, out)
     print(f"wrote {args.out}")
     return 0
