@@ -123,7 +123,7 @@ def _test(method: torch.nn.Module, dataset: Any, config: RunConfig,
                                                  progress=False)
     accs = results["unified"]["accuracies"]
     return {"episodes": len(accs), "mean": float(np.mean(accs)), "ci95": episode_ci95(accs),
-            "episode_hash": digest}
+            "episode_hash": digest, "accuracies": accs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,7 +59,7 @@ def plot(runs: list[tuple[dict, str]], metrics: list[str], out: Path, title: str
         axis.set_ylabel(LABELS.get(metric, metric), fontsize=8)
         axis.grid(alpha=0.3)
         axis.tick_params(labelsize=8)
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="best")
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
@@ -68,6 +68,7 @@ def plot(runs: list[tuple[dict, str]], metrics: list[str], out: Path, title: str
     os.close(handle)
     try:
         figure.savefig(tmp, format="png")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
