@@ -1,16 +1,17 @@
 """Training checkpoints: atomic save, validated load, RNG capture, dataset identity.
 
 A run's checkpoint lives at ``<out>/checkpoints/<key>.pt`` and holds everything the training
-loop needs to continue as if it had never stopped (:mod:`bench.runner` builds the payload):
-model, optimiser and learning-rate schedule, every random state (torch CPU and CUDA, NumPy's
-and Python's global generators, the episode sampler's NumPy generator, the augmentation's
-torch generator), the loop's position (epoch, step within it), the best state and validation
-curve so far, and the accumulated timings. It also records what it belongs to (run key,
-configuration, world size, and the dataset's identity), so a checkpoint is never resumed into
-a different run.
+loop needs to continue as if it had never stopped (:class:`bench.session.TrainSession` builds
+the payload): model, optimiser and learning-rate schedule, every random state (torch CPU and
+CUDA, NumPy's and Python's global generators, the episode sampler's NumPy generator, the
+augmentation's torch generator), the loop's position (epoch, step within it), the best state and
+validation curve so far, and the accumulated timings. It also records what it belongs to (run
+key, configuration, world size, and the dataset's identity), so a checkpoint is never resumed
+into a different run (a configuration written before issue 10 is read with the values that run
+used, :func:`bench.results.migrate_config_v1`). It also carries the run's learning curve so far.
 
-Writes go to a temporary file in the same folder, are flushed to disk, and replace the old
-checkpoint with ``os.replace``: a crash or a full disk leaves the previous checkpoint intact.
+Writes go through :mod:`core.atomic` (a temporary file in the same folder, flushed to disk,
+then ``os.replace``): a crash or a full disk leaves the previous checkpoint intact.
 Reading uses ``torch.load(weights_only=True)``: a checkpoint holds tensors and plain Python
 values only, never code.
 """
@@ -28,6 +29,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from core.atomic import atomic_file
 from datasets.base import FewShotDataset
 
 CHECKPOINT_FORMAT = "bridgebench.checkpoint/1"
@@ -94,39 +96,22 @@ def ensure_writable(folder: Path | str) -> None:
             "run.") from exc
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _write_payload(handle: BinaryIO, payload: dict[str, Any]) -> None:
     torch.save(payload, handle)
 
 
 def save_checkpoint(path: Path | str, payload: dict[str, Any]) -> None:
-    """Atomically write ``payload`` to ``path`` (temporary file + fsync + ``os.replace``).
+    """Atomically write ``payload`` to ``path`` (:func:`core.atomic.atomic_file`).
 
     Raises :class:`StorageError` on any OS error; the previous file at ``path`` survives.
     """
     path = Path(path)
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; respect the umask
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_file(path) as handle:
             _write_payload(handle, {"format": CHECKPOINT_FORMAT, **payload})
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
     except OSError as exc:
         raise StorageError(exc.errno or errno.EIO,
                            describe_write_failure(path, exc, "checkpoint")) from exc
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path | str, mmap: bool = False) -> dict[str, Any]:
@@ -246,6 +231,18 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return []
 
 
+def checkpoint_differences(saved: Any, config: dict[str, Any]) -> list[str]:
+    """``"key: then in the checkpoint, now now"`` for every training-relevant setting in which
+    a checkpoint's configuration ``saved`` differs from run configuration ``config``. A
+    configuration written before issue 10 is first read with the values that run used
+    (:func:`bench.results.migrate_config_v1`)."""
+    if isinstance(saved, dict) and "select_on" not in saved:
+        from bench.results import migrate_config_v1
+
+        saved = normalized_config(migrate_config_v1(saved))
+    return _differences(saved, normalized_config(config))
+
+
 def check_compatible(path: Path, payload: dict[str, Any], *, key: str,
                      config: dict[str, Any], identity: dict[str, str],
                      world_size: int) -> None:
@@ -263,7 +260,7 @@ def check_compatible(path: Path, payload: dict[str, Any], *, key: str,
             f"{identity['fingerprint'][:12]}... now; source then: "
             f"{saved_identity.get('source')!r}; now: {identity['source']!r}). Resuming would "
             f"mix two datasets in one run. {restart}")
-    changed = _differences(payload.get("config"), normalized_config(config))
+    changed = checkpoint_differences(payload.get("config"), config)
     if changed:
         raise CheckpointMismatchError(
             f"{path}: the checkpoint was written with another configuration ("

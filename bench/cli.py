@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,table,list,theory}``."""
+"""Command line: ``python -m bench {run,eval,table,list,speed,data,theory}``."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from typing import Sequence
 
 from bench.config import BUDGETS, RunConfig, describe_budgets, resolve_budget
 from bench.precision import PRECISIONS
-from bench.registry import UnknownNameError
+from core.registry import UnknownNameError
 
 EXIT_USAGE = 2
 EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved; rerun the same command to resume
@@ -49,6 +49,29 @@ def _hparam(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def _ramp(text: str) -> int | None:
+    if text.strip().lower() in ("never", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of optimiser steps (>= 0) or "
+                                         f"'never', got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -58,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train and test methods; one result file per run")
     run.add_argument("--methods", type=_name_list, required=True,
-                     help="comma-separated method names (see `bench list`)")
+                     help="comma-separated method names (see `bench list`) or import paths "
+                          "of methods of your own (package.module:Class)")
     run.add_argument("--dataset", type=_name_list, required=True,
                      help="dataset name(s), comma-separated (see `bench list`)")
     run.add_argument("--ways", type=int, default=5)
@@ -76,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--solver", choices=("sklearn", "batched"), default="sklearn",
                      help="unified-protocol solver: scikit-learn per episode, or the batched "
                           "exact solver on the device")
+    run.add_argument("--logreg-c", type=_positive_float, default=3.0,
+                     help="inverse L2 strength C of the unified protocol's logistic regression "
+                          "(default 3.0: the paper's penalty 0.33, App. C.2)")
+    run.add_argument("--select-on", choices=("unified", "native"), default="unified",
+                     help="protocol whose validation accuracy selects the model: unified "
+                          "(default, every method alike) or the method's native adaptation "
+                          "(MetaOptNet's own rule; methods without one select on unified)")
     run.add_argument("--compile", action="store_true",
                      help="torch.compile the backbone (compile time counts as training time and "
                           "is also reported apart as first_step_seconds)")
@@ -84,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the budget's feature mode")
     run.add_argument("--hparam", type=_hparam, action="append", default=[], metavar="KEY=VALUE",
                      help="override a method hyperparameter (repeatable)")
+    run.add_argument("--dropblock-ramp", type=_ramp, default=False, metavar="STEPS|never",
+                     help="override the budget's DropBlock ramp (ResNet-12): optimiser steps "
+                          "over which the drop rate reaches its full value (0: at once), or "
+                          "'never' (DropBlock stays inactive)")
     run.add_argument("--force", action="store_true",
                      help="rerun finished results too (every run from scratch)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -94,13 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="turn result files into accuracy and efficiency tables")
     table.add_argument("folder", type=Path, nargs="?", default=Path("results"))
 
-    sub.add_parser("list", help="list methods, datasets and budgets")
+    listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
+                                          "and budgets")
+    listing.add_argument("--methods", type=_name_list, default=[],
+                         help="also load and list these methods given by import path "
+                              "(package.module:Class)")
 
     speed = sub.add_parser("speed", help="steady-state training throughput of every method vs "
                                          "its bare backbone, and paper-budget device-hours")
     from bench import speed as speed_cli
 
     speed_cli.add_arguments(speed)
+
+    evaluation = sub.add_parser(
+        "eval", help="re-evaluate trained models (<out>/models/*.pt): other data, shots, "
+                     "protocols, L2 penalties; one eval result each under <out>/evals")
+    from bench import eval_cli
+
+    eval_cli.add_arguments(evaluation)
 
     data = sub.add_parser("data", help="prepare or verify a dataset's files (prepare/verify)")
     from bench import data_cli
@@ -127,6 +173,10 @@ def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
                             "scratch")
     group.add_argument("--keep-checkpoints", action="store_true",
                        help="keep each run's checkpoint after its result is written")
+    group.add_argument("--no-save-model", dest="save_model", action="store_false",
+                       help="do not write each finished run's selected model to "
+                            "<out>/models/<key>.pt (written by default; `bench eval` and "
+                            "bench.api.load_model read it)")
     group.add_argument("--isolate", action="store_true",
                        help="run each (method, dataset, ways, shots, seed) in its own process: "
                             "a crash or out-of-memory kill writes one failure record and the "
@@ -148,16 +198,22 @@ def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
                             "(repeatable)")
 
 
-def cmd_list() -> int:
+def cmd_list(extra_methods: Sequence[str] = ()) -> int:
+    """Methods (with where each came from), datasets and budgets; ``extra_methods``: import
+    paths to load and list too."""
     from datasets import DATASETS
     from methods import METHODS
+    from methods.plugins import resolve_method
 
+    for spec in extra_methods:
+        resolve_method(spec)
     print("methods:")
+    width = max([11, *(len(name) + 1 for name in METHODS.names())])
     for name in METHODS.names():
         cls = METHODS.get(name)
         aliases = METHODS.aliases_of(name)
         extra = f" (aliases: {', '.join(aliases)})" if aliases else ""
-        print(f"  {name:<11} {cls.paper}{extra}")
+        print(f"  {name:<{width}} {cls.citation}{extra} [{METHODS.origin(name)}]")
     print("datasets:")
     for name in DATASETS.names():
         info = DATASETS.get(name)
@@ -171,19 +227,25 @@ def cmd_list() -> int:
     return 0
 
 
-def _build_configs(args: argparse.Namespace, methods: list[str], dataset_names: list[str],
-                   hparams: dict) -> list:
+def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None]],
+                   dataset_names: list[str], hparams: dict) -> list:
+    """``methods``: (registered name, import path or None) as :func:`methods.plugins.
+    resolve_method` gives them."""
     from dataclasses import replace
+
+    from methods import METHODS
 
     configs = []
     for name in dataset_names:
-        for method in methods:
+        for method, source in methods:
             for shots in args.shots:
                 for seed in args.seeds:
-                    budget = resolve_budget(args.budget, method, name, shots)
+                    budget = resolve_budget(args.budget, METHODS.get(method), name, shots)
                     overrides = {k: v for k, v in (("backbone", args.backbone),
                                                    ("feature_mode", args.feature_mode))
                                  if v is not None}
+                    if args.dropblock_ramp is not False:
+                        overrides["dropblock_ramp_steps"] = args.dropblock_ramp
                     if hparams:
                         overrides["hparams"] = {**budget.hparams, **hparams}
                     if overrides:
@@ -192,8 +254,20 @@ def _build_configs(args: argparse.Namespace, methods: list[str], dataset_names: 
                         method=method, dataset=name, ways=args.ways, shots=shots, seed=seed,
                         budget=budget, queries=args.queries, episodes=args.episodes,
                         precision=args.precision, solver=args.solver,
-                        compile=args.compile))
+                        compile=args.compile, logreg_c=args.logreg_c,
+                        select_on=args.select_on, method_source=source))
     return configs
+
+
+def selection_notes(configs: list, asked: str) -> list[str]:
+    """One line per method that cannot select on the protocol ``asked`` (it has no native
+    adaptation, so its configuration selects on unified)."""
+    from methods.plugins import method_class
+
+    names = sorted({c.method for c in configs if c.select_on != asked})
+    return [f"note: {method_class(name).display_name} has no native adaptation; it selects on "
+            "unified validation accuracy (--select-on native applies to the others)"
+            for name in names]
 
 
 def _check_launch_flags(args: argparse.Namespace, world_size: int) -> str | None:
@@ -224,14 +298,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.checkpoint import StorageError, ensure_writable
     from bench.distributed import DistributedSetupError, environment_world_size
     from bench.launch import SweepStopped
-    from bench.runner import Preempted, preflight_checkpoints, resolve_device
+    from bench.session import Preempted
+    from bench.sweep import (ResultConflict, data_identities, preflight_checkpoints,
+                             preflight_results)
+    from bench.training import resolve_device
     from datasets import DATASETS, DatasetError, load_dataset
     from methods import METHODS
+    from methods.plugins import resolve_method
 
-    methods = [METHODS.canonical(m) for m in args.methods]
+    methods = [resolve_method(m) for m in args.methods]
     dataset_names = [DATASETS.canonical(d) for d in args.dataset]
     hparams = dict(args.hparam)
-    for method in methods:  # fail before any training on a misspelt hyperparameter
+    for method, _ in methods:  # fail before any training on a misspelt hyperparameter
         METHODS.get(method).resolve_hparams(hparams)
     world_size = environment_world_size()
     problem = _check_launch_flags(args, world_size)
@@ -250,6 +328,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
     configs = _build_configs(args, methods, dataset_names, hparams)
+    for line in selection_notes(configs, args.select_on):
+        print(line)
     processes = args.slurm_gpus_per_job if args.launcher == "slurm" else world_size
     problem = _check_meta_batches(configs, processes)
     if problem:
@@ -260,8 +340,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StorageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if not (args.restart or args.force):
-        problems = preflight_checkpoints(configs, datasets, args.out, world_size)
+    identities = data_identities(configs, datasets)
+    if not args.force:
+        problems = preflight_results(configs, identities, args.out)
+        if not args.restart:
+            problems += preflight_checkpoints(configs, datasets, args.out, world_size)
         if problems:
             for line in problems:
                 print(f"error: {line}", file=sys.stderr)
@@ -269,12 +352,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         if args.launcher == "slurm":
-            return _submit_slurm(args, configs, roots)
-        summary, is_main = _run_here(args, configs, datasets, roots)
+            return _submit_slurm(args, configs, roots, identities)
+        summary, is_main = _run_here(args, configs, datasets, roots, identities)
     except Preempted as stop:
         print(f"pre-empted: {stop}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except (StorageError, SweepStopped, DistributedSetupError) as error:
+    except (StorageError, SweepStopped, DistributedSetupError, ResultConflict) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if is_main:
@@ -287,38 +370,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _jobs(args: argparse.Namespace, configs: list, roots: dict) -> list:
+def _jobs(args: argparse.Namespace, configs: list, roots: dict, identities: dict) -> list:
     from bench.launch import RunJob
 
     return [RunJob(config=c.to_dict(), out=str(args.out),
                    data_root=str(roots[c.dataset]) if roots[c.dataset] is not None else None,
                    device=args.device, force=args.force, restart=args.restart,
-                   keep_checkpoints=args.keep_checkpoints, progress=not args.no_progress)
+                   keep_checkpoints=args.keep_checkpoints, save_model=args.save_model,
+                   progress=not args.no_progress,
+                   data_fingerprint=identities[c.dataset]["fingerprint"])
             for c in configs]
 
 
-def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: dict):
+def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: dict,
+              identities: dict):
     """The sweep on this machine: in this process (data-parallel under torchrun) or, with
     --isolate, each run in a child process. Returns (summary, whether this is rank 0)."""
     from bench.distributed import init_from_environment, shutdown
     from bench.launch import run_isolated
-    from bench.runner import CheckpointPolicy, resolve_device, run_sweep
+    from bench.sweep import CheckpointPolicy, run_sweep
+    from bench.training import resolve_device
 
     if args.isolate:
-        return run_isolated(_jobs(args, configs, roots), args.out), True
+        return run_isolated(_jobs(args, configs, roots, identities), args.out), True
     parallel, device_name = init_from_environment(args.device)
     try:
         summary = run_sweep(configs, datasets, resolve_device(device_name), args.out,
                             force=args.force, progress=not args.no_progress,
                             checkpoints=CheckpointPolicy(True, args.restart,
                                                          args.keep_checkpoints),
-                            parallel=parallel)
+                            parallel=parallel, identities=identities,
+                            save_models=args.save_model)
     finally:
         shutdown(parallel)
     return summary, parallel.is_main
 
 
-def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict) -> int:
+def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict,
+                  identities: dict) -> int:
     from bench.launch import SlurmOptions, parse_slurm_time, pending_jobs, submit
 
     options = SlurmOptions(partition=args.slurm_partition,
@@ -326,7 +415,7 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict) -> int:
                            gpus_per_job=args.slurm_gpus_per_job,
                            cpus_per_task=args.slurm_cpus_per_task,
                            extra=dict(args.slurm_option))
-    todo, notes = pending_jobs(_jobs(args, configs, roots), args.out)
+    todo, notes = pending_jobs(_jobs(args, configs, roots, identities), args.out)
     for line in notes:
         print(line)
     if not todo:
@@ -347,15 +436,17 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict) -> int:
 
 
 def cmd_table(folder: Path) -> int:
+    from bench.evaluation_run import EvalFileError
     from bench.results import ResultFileError
     from bench.table import make_tables
 
     try:
         print(make_tables(folder))
-    except (ResultFileError, FileNotFoundError) as error:
+    except (ResultFileError, EvalFileError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md)")
+    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
+          "l2_penalty.csv, .md and .png too when it holds `bench eval` results)")
     return 0
 
 
@@ -363,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
-            return cmd_list()
+            return cmd_list(args.methods)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "table":
@@ -372,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench import speed as speed_cli
 
             return speed_cli.run(args)
+        if args.command == "eval":
+            from bench import eval_cli
+
+            return eval_cli.run(args)
         if args.command == "data":
             from bench import data_cli
 

@@ -2,185 +2,218 @@
 
 A *budget* is a named preset per (method, dataset, shots): ``smoke`` (CI: seconds on a CPU),
 ``quick`` (minutes on a CPU; meaningful on glyphs and Omniglot) and ``paper`` (the original
-papers' hyperparameters, FACTS.md section 4). Every result records the resolved budget.
+papers' hyperparameters, which each method declares in its own
+:meth:`~methods.base.FewShotMethod.paper_budget`). Every result records the resolved budget.
+
+:class:`RunConfig` is one run and the one place that says what a run *is*:
+
+- its **identity** (:meth:`RunConfig.identity`): the whole resolved configuration, everything
+  that can change a number (the budget with every field and every method hyperparameter, the
+  backbone, feature mode, augmentation, DropBlock ramp, precision, solver, the unified head's C,
+  compile, channels_last, ways, shots, queries, test episodes, the selection protocol, the
+  dataset's name), minus the seed, plus the fingerprint of the dataset's splits
+  (:func:`bench.checkpoint.dataset_identity`). The device is provenance, not identity;
+- its **key** (:attr:`RunConfig.key`), the file name of its result, claim and checkpoint: the
+  readable ``mtl_glyphs_5w1s_quick_seed0`` when every setting is the budget's default with the
+  command line's defaults, else that plus ``_`` and 8 hex digits of :meth:`settings_hash`
+  (the data fingerprint is not hashed: a result made from other data at the same key is refused,
+  :func:`bench.results.existing_result`);
+- its **variant** (:meth:`RunConfig.variant`): the settings that differ from those defaults,
+  ``"normalize_features=false"``, which tables show next to the method.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, replace
-from typing import Any
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Mapping
+
+from core.budget import DATASET_AUGMENTATION, TrainBudget
+from datasets import DATASETS, TRAIN_AUGMENTATIONS, DatasetInfo
+from methods import METHODS
+from methods.plugins import MethodImportError, method_class
+
+if TYPE_CHECKING:
+    from methods.base import FewShotMethod
 
 BUDGETS = ("smoke", "quick", "paper")
-SMALL_IMAGE_DATASETS = ("glyphs", "omniglot")  # single-channel 28 px
-
-
-@dataclass(frozen=True)
-class TrainBudget:
-    """Everything that decides how a method is trained (one place for every method)."""
-
-    name: str
-    backbone: str
-    feature_mode: str
-    epochs: int  # maximum number of epochs; early stopping may end training sooner
-    steps_per_epoch: int  # optimiser steps per epoch
-    meta_batch: int  # tasks per optimiser step
-    train_shots: int  # support images per class in training tasks
-    train_queries: int  # query images per class in training tasks
-    optimizer: str = "radam"  # radam | adam | sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    schedule: str = "plateau"  # plateau (on val accuracy) | step (lr_factors at lr_epochs) | constant
-    plateau_factor: float = 0.1
-    plateau_patience: int = 4
-    lr_epochs: tuple[int, ...] = ()  # for "step": epochs at which the factor changes
-    lr_factors: tuple[float, ...] = ()  # for "step": factor from each of lr_epochs on
-    early_stop_patience: int | None = 15  # epochs without val improvement; None = never
-    val_episodes: int = 400
-    val_shots: int | None = None  # None = the run's test shots
-    hparams: dict[str, Any] = field(default_factory=dict)  # method hyperparameters
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------
-# smoke and quick: identical for every method, so CPU comparisons are like for like.
+# smoke and quick: identical for every method, so CPU comparisons are like for like (quick
+# takes a method's declared quick_hparams: its CPU-sized exceptions). The backbone depends on
+# whether the dataset declares small character images.
 
-def _smoke(dataset: str) -> TrainBudget:
-    small = dataset in SMALL_IMAGE_DATASETS
+SMOKE_BACKBONE = {True: "conv4-32", False: "resnet12"}
+QUICK_BACKBONE = {True: "conv4-64", False: "resnet12"}
+
+
+SELECTION_PROTOCOLS = ("unified", "native")
+"""What model selection reads on the validation split (``--select-on``)."""
+SETTINGS_HASH_LENGTH = 8
+#: Config entries that are not part of a run's identity: the seed (replicates of one
+#: experiment) and where a method's code was imported from (the registered name is the method).
+NOT_IDENTITY = ("seed", "method_source")
+
+
+def smoke_budget(dataset: DatasetInfo) -> TrainBudget:
     return TrainBudget(
-        name="smoke", backbone="conv4-32" if small else "resnet12", feature_mode="avg",
+        name="smoke", backbone=SMOKE_BACKBONE[dataset.small_images], feature_mode="avg",
         epochs=2, steps_per_epoch=5, meta_batch=2, train_shots=2, train_queries=3,
         schedule="constant", early_stop_patience=None, val_episodes=20,
     )
 
 
-# quick only: MAML's five second-order inner steps over every layer cost about five quick
-# budgets of the other methods on a CPU, so quick MAML takes learn2learn's
-# maml_miniimagenet.py setting instead (one inner step at rate 0.5, FACTS.md 4.3).
-_QUICK_HPARAMS: dict[str, dict[str, Any]] = {
-    "maml": {"inner_lr": 0.5, "train_steps": 1, "test_steps": 1},
-}
-
-
-def _quick(dataset: str, method: str = "") -> TrainBudget:
-    small = dataset in SMALL_IMAGE_DATASETS
+def quick_budget(dataset: DatasetInfo, hparams: Mapping[str, Any] | None = None
+                 ) -> TrainBudget:
     return TrainBudget(
-        name="quick", backbone="conv4-64" if small else "resnet12", feature_mode="avg",
+        name="quick", backbone=QUICK_BACKBONE[dataset.small_images], feature_mode="avg",
         epochs=8, steps_per_epoch=50, meta_batch=4, train_shots=5, train_queries=5, lr=3e-3,
         schedule="plateau", plateau_patience=2, early_stop_patience=4, val_episodes=100,
-        hparams=dict(_QUICK_HPARAMS.get(method, {})),
+        hparams=dict(hparams or {}),
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# paper: the original papers' settings (FACTS.md section 4).
-
-_MTL_TASKS_PER_EPOCH = 1600  # [MTL] epoch_length
-
-
-def _mtl_paper(dataset: str, shots: int) -> TrainBudget:
-    """[MTL] README commands (FACTS.md 4.1): RAdam 1e-3, plateau(0.1, 4), early stop 15."""
-    queries, meta_batch, train_shots, normalize = 5, 6, 5, True
-    if dataset == "mini":
-        meta_batch = 2 if shots == 5 else 6
-    elif dataset == "tiered":
-        queries, meta_batch = 35, (1 if shots == 5 else 2)
-    elif dataset == "cifar-fs" and shots == 1:
-        queries, meta_batch = 15, 2
-    elif dataset == "fc100":
-        normalize = False
-        if shots == 1:
-            train_shots, queries, meta_batch = 1, 4, 1
-    return TrainBudget(
-        name="paper", backbone="resnet12", feature_mode="avg", epochs=1000,
-        steps_per_epoch=-(-_MTL_TASKS_PER_EPOCH // meta_batch), meta_batch=meta_batch,
-        train_shots=train_shots, train_queries=queries, optimizer="radam", lr=1e-3,
-        schedule="plateau", plateau_factor=0.1, plateau_patience=4, early_stop_patience=15,
-        val_episodes=400, hparams={"normalize_features": normalize},
-    )
-
-
-def _metaoptnet_style_paper(dataset: str, shots: int, train_shots: int,
-                            hparams: dict[str, Any]) -> TrainBudget:
-    """[MON] train.py (FACTS.md 4.2): SGD 0.1 Nesterov, wd 5e-4, 60 epochs x 1000 batches of 8
-    episodes, lr x{1, 0.06, 0.012, 0.0024} from epochs {0, 20, 40, 50}, 6 queries per class,
-    validation on 2000 5-shot episodes, flattened ResNet-12 features."""
-    return TrainBudget(
-        name="paper", backbone="resnet12", feature_mode="flatten", epochs=60,
-        steps_per_epoch=1000, meta_batch=8, train_shots=train_shots, train_queries=6,
-        optimizer="sgd", lr=0.1, weight_decay=5e-4, momentum=0.9, nesterov=True,
-        schedule="step", lr_epochs=(20, 40, 50), lr_factors=(0.06, 0.012, 0.0024),
-        early_stop_patience=None, val_episodes=2000, val_shots=5, hparams=hparams,
-    )
-
-
-def _maml_paper(dataset: str, shots: int, hparams: dict[str, Any]) -> TrainBudget:
-    """Finn et al. 2017 (mini-ImageNet): Conv4-32, Adam 1e-3, meta-batch 4 (1-shot) or 2
-    (5-shot), 15 queries per class, 60,000 meta-iterations, tested with 10 inner steps."""
-    small = dataset in SMALL_IMAGE_DATASETS
-    return TrainBudget(
-        name="paper", backbone="conv4-64" if small else "conv4-32", feature_mode="flatten",
-        epochs=60, steps_per_epoch=1000, meta_batch=4 if shots == 1 else 2,
-        train_shots=shots, train_queries=15, optimizer="adam", lr=1e-3, schedule="constant",
-        early_stop_patience=None, val_episodes=600, hparams=hparams,
-    )
-
-
-def _paper(method: str, dataset: str, shots: int) -> TrainBudget:
-    if method == "mtl":
-        return _mtl_paper(dataset, shots)
-    if method == "metaoptnet":
-        train_shots = 10 if dataset == "tiered" else 15
-        smoothing = 0.1 if dataset == "mini" else 0.0
-        return _metaoptnet_style_paper(dataset, shots, train_shots,
-                                       {"label_smoothing": smoothing})
-    if method == "r2d2":
-        return _metaoptnet_style_paper(dataset, shots, 5 if dataset == "cifar-fs" else 15, {})
-    if method == "protonet":
-        return _metaoptnet_style_paper(dataset, shots, 15, {})
-    if method == "maml":
-        return _maml_paper(dataset, shots, {"inner_lr": 0.01, "train_steps": 5,
-                                            "test_steps": 10})
-    if method == "anil":
-        # Raghu et al. 2020 train ANIL with MAML's setup; inner loop on the head only.
-        return _maml_paper(dataset, shots, {})
-    raise ValueError(f"no paper budget for method {method!r}")
-
-
-def resolve_budget(name: str, method: str, dataset: str, shots: int) -> TrainBudget:
-    """The budget ``name`` for ``method`` on ``dataset`` with ``shots`` test shots."""
+def resolve_budget(name: str, method: str | type[FewShotMethod], dataset: str | DatasetInfo,
+                   shots: int) -> TrainBudget:
+    """The budget ``name`` for ``method`` on ``dataset`` with ``shots`` test shots (names or
+    the registered class and entry); ``paper`` is the method's own
+    :meth:`~methods.base.FewShotMethod.paper_budget`."""
+    if name not in BUDGETS:
+        raise ValueError(f"unknown budget {name!r}; valid budgets: {', '.join(BUDGETS)}")
+    cls = method_class(method) if isinstance(method, str) else method
+    info = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
     if name == "smoke":
-        return _smoke(dataset)
-    if name == "quick":
-        return _quick(dataset, method)
-    if name == "paper":
-        return _paper(method, dataset, shots)
-    raise ValueError(f"unknown budget {name!r}; valid budgets: {', '.join(BUDGETS)}")
+        budget = smoke_budget(info)
+    elif name == "quick":
+        budget = quick_budget(info, cls.quick_hparams)
+    else:
+        budget = cls.paper_budget(info, shots)
+    return resolved_budget(budget, cls, info)
+
+
+def resolved_budget(budget: TrainBudget, cls: type[FewShotMethod],
+                    info: DatasetInfo | None) -> TrainBudget:
+    """``budget`` with every method hyperparameter (the class's defaults updated with the
+    budget's own, :meth:`~methods.base.FewShotMethod.resolve_hparams`) and its augmentation
+    resolved (:data:`~core.budget.DATASET_AUGMENTATION`: the dataset's declared one under the
+    method's policy; ``info`` None: a dataset outside the registry, which declares none), so
+    the budget says exactly what a run uses."""
+    hparams = {name: _as_declared(cls.hparam_spec.get(name), value)
+               for name, value in cls.resolve_hparams(budget.hparams).items()}
+    augmentation = budget.augmentation
+    if augmentation == DATASET_AUGMENTATION:
+        augmentation = cls.training_augmentation(info, budget)
+    if augmentation is not None and augmentation not in TRAIN_AUGMENTATIONS:
+        raise ValueError(f"unknown training augmentation {augmentation!r}; valid: none, "
+                         f"{', '.join(TRAIN_AUGMENTATIONS)}")
+    if hparams == budget.hparams and augmentation == budget.augmentation:
+        return budget
+    return replace(budget, hparams=hparams, augmentation=augmentation)
+
+
+def _as_declared(spec: Any, value: Any) -> Any:
+    """A whole number given for a float hyperparameter (``--hparam scale_init=1``) as a float,
+    so one setting has one spelling in a run's identity."""
+    if spec is not None and spec.type is float and isinstance(value, int) \
+            and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def has_native_adaptation(cls: type[FewShotMethod]) -> bool:
+    """Whether method class ``cls`` has a test-time adaptation of its own."""
+    from methods.base import FewShotMethod
+
+    return cls.adapt is not FewShotMethod.adapt
 
 
 def describe_budgets() -> list[str]:
     """One line per budget for ``bench list``."""
-    s, q = _smoke("glyphs"), _quick("glyphs")
+    from datasets import efficiency_reference as reference_dataset
+
+    small = "/".join(n for n in DATASETS.names() if DATASETS.get(n).small_images)
+    classes = [METHODS.get(n) for n in METHODS.names()]
+    s, q = smoke_budget(reference_dataset()), quick_budget(reference_dataset())
+    exceptions = "".join(f"; {cls.display_name} with "
+                         + ", ".join(f"{k}={v}" for k, v in cls.quick_hparams.items())
+                         for cls in classes if cls.quick_hparams)
+    reference = reference_dataset()
+    papers = []
+    for cls in classes:
+        try:
+            b = cls.paper_budget(reference, 5)
+        except NotImplementedError:
+            continue
+        papers.append(f"{cls.display_name} {b.optimizer}/{b.schedule} {b.epochs}x"
+                      f"{b.steps_per_epoch}x{b.meta_batch}")
     return [
         f"smoke  {s.epochs} epochs x {s.steps_per_epoch} steps x {s.meta_batch} tasks, "
-        f"{s.val_episodes} val episodes; {s.backbone} on glyphs/omniglot, resnet12 elsewhere "
-        "(CI: seconds on a CPU)",
+        f"{s.val_episodes} val episodes; {SMOKE_BACKBONE[True]} on {small}, "
+        f"{SMOKE_BACKBONE[False]} elsewhere (CI: seconds on a CPU)",
         f"quick  up to {q.epochs} epochs x {q.steps_per_epoch} steps x {q.meta_batch} tasks, "
-        f"early stop {q.early_stop_patience}, RAdam lr {q.lr:g}; {q.backbone} on "
-        "glyphs/omniglot, resnet12 elsewhere; MAML with one inner step at rate 0.5 "
-        "(minutes on a CPU)",
+        f"early stop {q.early_stop_patience}, RAdam lr {q.lr:g}; {QUICK_BACKBONE[True]} on "
+        f"{small}, {QUICK_BACKBONE[False]} elsewhere{exceptions} (minutes on a CPU)",
         "paper  the original papers' optimiser, schedule, epochs and episode shapes per "
-        "(method, dataset, shots) (FACTS.md 4): MTL RAdam+plateau, MetaOptNet/R2D2/ProtoNet "
-        "SGD 60x1000x8, MAML/ANIL Adam 60k iterations",
+        "(method, dataset, shots) (docs/references.md); on "
+        f"{reference.name} 5-shot (epochs x steps x tasks): {', '.join(papers)}",
     ]
+
+
+def _json_normalised(data: Any) -> Any:
+    """``data`` as JSON would give it back (tuples become lists)."""
+    return json.loads(json.dumps(data, allow_nan=True))
+
+
+def canonical_json(data: Any) -> str:
+    """One spelling of ``data`` whatever its dict order: sorted keys, no spaces."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one dict with dotted keys (``budget.hparams.inner_lr``)."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown_key(key: str) -> str:
+    for prefix in ("budget.hparams.", "budget."):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def describe_differences(settings: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+    """``"key=value, ..."`` for every setting of ``settings`` that differs from ``reference``
+    (budget fields and hyperparameters by their own names; JSON values; sorted)."""
+    mine, theirs = flat_settings(settings), flat_settings(reference)
+    parts = []
+    for key in sorted(set(mine) | set(theirs)):
+        if key in mine and key in theirs and mine[key] == theirs[key]:
+            continue
+        value = json.dumps(mine[key]) if key in mine else "<unset>"
+        parts.append(f"{_shown_key(key)}={value}")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run: a (method, dataset, ways, shots, seed, budget) cell of a sweep."""
+    """One run: a (method, dataset, ways, shots, seed, budget) cell of a sweep, and every
+    other setting that can change its numbers (see the module docstring for its identity,
+    key and variant).
+
+    On construction the budget is resolved (:func:`resolved_budget`: every hyperparameter,
+    the augmentation) when the method can be found, and ``select_on`` falls back to
+    ``"unified"`` for a method without a native adaptation, so two configurations that run the
+    same experiment are equal.
+    """
 
     method: str
     dataset: str
@@ -195,15 +228,119 @@ class RunConfig:
     compile: bool = False  # torch.compile the backbone (compile time counts as training time)
     channels_last: bool | None = None  # None: channels_last on CUDA, NCHW on the CPU
     logreg_c: float = 3.0  # inverse L2 strength of the unified head (paper App. C.2: 1/0.33)
+    select_on: str = "unified"  # model selection on validation accuracy of this protocol
+    method_source: str | None = None
+    """Import path (``package.module:Class``) of a method given by it on the command line
+    (:mod:`methods.plugins`), so every process that rebuilds the run imports it; None for a
+    registered method (built in or an installed entry point)."""
+
+    def __post_init__(self) -> None:
+        if self.select_on not in SELECTION_PROTOCOLS:
+            raise ValueError(f"select_on must be one of {', '.join(SELECTION_PROTOCOLS)}, "
+                             f"not {self.select_on!r}")
+        cls = self._method_class()
+        if cls is None:
+            return
+        info = DATASETS.get(self.dataset) if self.dataset in DATASETS else None
+        try:
+            object.__setattr__(self, "budget", resolved_budget(self.budget, cls, info))
+        except ValueError:
+            pass  # hyperparameters the method does not accept: its constructor says which
+        if self.select_on == "native" and not has_native_adaptation(cls):
+            object.__setattr__(self, "select_on", "unified")
+
+    def _method_class(self) -> type[FewShotMethod] | None:
+        """The method's class, or None when it cannot be found here (a result of a method
+        that is no longer installed)."""
+        if self.method not in METHODS and not self.method_source:
+            return None
+        try:
+            return method_class(self.method, self.method_source)
+        except (MethodImportError, KeyError):
+            return None
+
+    # ------------------------------------------------------------------ identity
+    def settings(self) -> dict[str, Any]:
+        """The identity's settings: :meth:`to_dict` without the seed and the method's import
+        path, JSON-normalised (what :meth:`settings_hash` hashes)."""
+        data = _json_normalised(self.to_dict())
+        for key in NOT_IDENTITY:
+            data.pop(key, None)
+        return data
+
+    def settings_hash(self) -> str:
+        """8 hex digits of the SHA-256 of the canonical JSON of :meth:`settings`: the same in
+        every Python process and for any order of the dicts."""
+        digest = hashlib.sha256(canonical_json(self.settings()).encode("utf-8")).hexdigest()
+        return digest[:SETTINGS_HASH_LENGTH]
+
+    def identity(self, data_fingerprint: str | None) -> dict[str, Any]:
+        """The run's identity: its :meth:`settings` and the fingerprint of its dataset's
+        splits (``None``: unknown, a result written before fingerprints were recorded)."""
+        return {"settings": self.settings(), "data": data_fingerprint}
+
+    def defaults(self) -> "RunConfig | None":
+        """This run with every setting at its default: the budget's own for (method, dataset,
+        shots, budget name) and the command line's defaults for the rest; None when the
+        budget cannot be resolved here (a method or dataset that is not available)."""
+        cls = self._method_class()
+        if cls is None or self.dataset not in DATASETS or self.budget.name not in BUDGETS:
+            return None
+        try:
+            budget = resolve_budget(self.budget.name, cls, self.dataset, self.shots)
+        except (NotImplementedError, ValueError):
+            return None
+        return RunConfig(method=self.method, dataset=self.dataset, ways=self.ways,
+                         shots=self.shots, seed=self.seed, budget=budget,
+                         method_source=self.method_source)
+
+    @cached_property
+    def _default_settings(self) -> dict[str, Any] | None:
+        default = self.defaults()
+        return default.settings() if default is not None else None
+
+    def is_default(self) -> bool:
+        """Every setting is the budget's default (with the command line's defaults)."""
+        return self._default_settings == self.settings()
+
+    def variant(self) -> str:
+        """The settings that differ from the defaults (``"normalize_features=false,
+        episodes=100"``); ``""`` for the defaults; ``"settings <hash>"`` when the defaults
+        cannot be known here."""
+        reference = self._default_settings
+        if reference is None:
+            return f"settings {self.settings_hash()}"
+        return describe_differences(self.settings(), reference)
 
     @property
-    def key(self) -> str:
-        """File-name key; one result file per key."""
+    def readable_key(self) -> str:
         return (f"{self.method}_{self.dataset}_{self.ways}w{self.shots}s_{self.budget.name}"
                 f"_seed{self.seed}")
 
+    @cached_property
+    def key(self) -> str:
+        """File-name key of the run's result, claim and checkpoint (the method's registered
+        name, never its import path): :attr:`readable_key`, plus ``_`` and
+        :meth:`settings_hash` unless :meth:`is_default`."""
+        if self.is_default():
+            return self.readable_key
+        return f"{self.readable_key}_{self.settings_hash()}"
+
+    # ------------------------------------------------------------------ (de)serialisation
     def with_overrides(self, **changes: Any) -> "RunConfig":
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The configuration as stored in result files and checkpoints (``config``).
+
+        ``method_source`` appears only when set, so the records and checkpoints of
+        registered methods are exactly those of before it existed."""
+        data = dataclasses.asdict(self)
+        if data["method_source"] is None:
+            del data["method_source"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """Inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        return cls(**{**data, "budget": TrainBudget.from_dict(data["budget"])})

@@ -20,7 +20,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,11 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "prepare", help="convert a dataset's files once into the prepared uint8 cache",
         description="Read a dataset's files (any accepted layout), check the split and write "
                     "the memory-mapped uint8 cache with a manifest.json.")
-    prepare.add_argument("dataset", help="mini, tiered, cifar-fs, fc100 or omniglot (or an alias)")
+    prepare.add_argument("dataset", help="a dataset with files (see `python -m bench list`)")
     _add_location(prepare)
     prepare.add_argument("--download", action="store_true",
-                         help="fetch the files first where a stable source exists (CIFAR-100 "
-                              "for cifar-fs/fc100, Omniglot; both through torchvision)")
+                         help="fetch the files first where a stable source exists "
+                              "(torchvision's CIFAR-100 and Omniglot); otherwise say where to "
+                              "get them")
     prepare.add_argument("--allow-nonstandard", action="store_true",
                          help="accept a split that differs from the standard one (e.g. a "
                               "subset); the manifest and every result's source say so")
@@ -64,55 +65,9 @@ def _add_location(parser: argparse.ArgumentParser) -> None:
                              "<root>/.bridgebench-cache)")
 
 
-def _omniglot_spec() -> DatasetSpec:
-    """A :class:`DatasetSpec` for Omniglot, so it can be prepared, split-checked and verified
-    like the others (its registry loader reads the archives directly and ignores the cache)."""
-    from datasets import omniglot
-    from datasets.cache import DatasetSpec, Located, SplitSet, split_from_array
-
-    def locate(root: Path) -> Located:
-        sources = omniglot.find_sources(root)
-
-        def read() -> SplitSet:
-            data = omniglot.load_omniglot(root)
-            splits = {s.name: split_from_array(s.name, s.images.numpy(), s.labels.numpy(),
-                                               s.class_names, channels_last=False)
-                      for s in (data.train, data.val, data.test)}
-            return SplitSet(splits, notes=(data.source,), mean=data.mean, std=data.std)
-
-        kind = "+".join(sorted({s.kind for s in sources}))
-        return Located("omniglot", f"torchvision Omniglot ({kind})", root,
-                       tuple(s.path for s in sources), read)
-
-    def download(root: Path, log: Callable[[str], None]) -> None:
-        import torchvision.datasets
-
-        log(f"downloading Omniglot with torchvision into {root / 'omniglot-py'}")
-        try:
-            for background in (True, False):
-                torchvision.datasets.Omniglot(str(root), background=background, download=True)
-        except Exception as exc:  # network and archive errors come in many types
-            raise DatasetError(f"downloading Omniglot into {root} failed ({type(exc).__name__}:"
-                               f" {exc}); fetch images_background.zip and images_evaluation.zip"
-                               f" from https://github.com/brendenlake/omniglot (python/) into "
-                               f"{root}") from exc
-
-    return DatasetSpec(
-        name="omniglot", title="Omniglot", standard=omniglot.LEARN2LEARN_SPLIT,
-        mean=(0.0,), std=(1.0,), locate=locate, direct_limit=1 << 40,
-        default_dirs=("omniglot",),
-        where_to_get=("torchvision.datasets.Omniglot(ROOT, background=True/False, "
-                      "download=True), or `--download`",),
-        download=download,
-        accepted=tuple(f"{n}.zip or the folder {n}/" for n in omniglot.ARCHIVE_NAMES))
-
-
 def _spec(name: str) -> DatasetSpec:
-    from datasets import DATASETS
     from datasets.cache import get_spec
 
-    if DATASETS.canonical(name) == "omniglot":
-        return _omniglot_spec()
     return get_spec(name)
 
 
@@ -185,7 +140,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``bench data <command>``; returns the exit status (0 ok, 1 verify failed, 2 error)."""
-    from bench.registry import UnknownNameError
+    from core.registry import UnknownNameError
 
     try:
         if args.data_command == "prepare":

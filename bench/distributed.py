@@ -15,11 +15,11 @@ How a run is split over ``N`` processes (ranks), for every method:
   meta-batch in one forward (MTL, ANIL, ProtoNet, R2D2, MetaOptNet) normalise with the
   statistics of the whole meta-batch; their batch-norm layers become :class:`SyncedBatchNorm2d`,
   which sums per-channel statistics over the ranks with a differentiable ``all_reduce``, so
-  the forward and backward passes equal the single-process ones. MAML normalises every forward
-  with one task's own statistics (:mod:`methods.maml`), which sharding leaves unchanged; its
-  running statistics, an exponential average updated task after task, are recombined after
-  each step in task order (:func:`reconcile_running_stats`), as if one process had seen all
-  tasks.
+  the forward and backward passes equal the single-process ones. A method that declares
+  ``task_local_batch_norm`` (MAML) normalises every forward with one task's own statistics
+  (:mod:`methods.maml`), which sharding leaves unchanged; its running statistics, an
+  exponential average updated task after task, are recombined after each step in task order
+  (:func:`reconcile_running_stats`), as if one process had seen all tasks.
 - **Solvers.** MetaOptNet's qpth solve stops its interior-point iterations for a whole batch
   of QPs at once, so a task's SVM depends, within the solver's tolerance, on which tasks share
   its solve, here the rank's shard (as in MetaOptNet's own multi-GPU ``DataParallel`` recipe);
@@ -51,11 +51,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from datasets.episodes import EpisodeIndices, TaskBatch
-
-TASK_LOCAL_BATCH_NORM = frozenset({"maml"})
-"""Methods whose every training forward normalises with a single task's statistics (so their
-batch-norm layers are not synchronised across ranks; see the module docstring)."""
-
+from methods.base import FewShotMethod
 
 class DistributedSetupError(RuntimeError):
     """A distributed run that cannot work as asked; the message says what to change."""
@@ -179,14 +175,8 @@ def sharded_map(fn: Callable[[EpisodeIndices], list[float]], episodes: EpisodeIn
     if not parallel.enabled:
         return fn(episodes)
     part = parallel.shard(episodes.n_tasks)
-    mine = fn(slice_episodes(episodes, part.start, part.stop)) if part.stop > part.start else []
+    mine = fn(episodes.slice(part.start, part.stop)) if part.stop > part.start else []
     return [a for chunk in gather_objects(mine, parallel) for a in chunk]
-
-
-def slice_episodes(episodes: EpisodeIndices, start: int, stop: int) -> EpisodeIndices:
-    return EpisodeIndices(episodes.support[start:stop], episodes.query[start:stop],
-                          episodes.classes[start:stop], episodes.ways, episodes.shots,
-                          episodes.queries)
 
 
 def shard_batch(batch: TaskBatch, parallel: Parallel) -> TaskBatch:
@@ -194,8 +184,7 @@ def shard_batch(batch: TaskBatch, parallel: Parallel) -> TaskBatch:
     if not parallel.enabled:
         return batch
     part = parallel.shard(batch.n_tasks)
-    return TaskBatch(batch.support[part], batch.support_labels[part], batch.query[part],
-                     batch.query_labels[part], batch.classes[part])
+    return batch.slice(part.start, part.stop)
 
 
 def broadcast_module(module: nn.Module, parallel: Parallel) -> None:
@@ -280,17 +269,13 @@ def synchronise_batch_norm(module: nn.Module) -> int:
     return changed
 
 
-def task_local_batch_norm(method: nn.Module) -> bool:
-    """Whether ``method`` normalises every training forward with one task's statistics."""
-    return getattr(method, "name", "") in TASK_LOCAL_BATCH_NORM
-
-
-def prepare_method(method: nn.Module, parallel: Parallel) -> None:
+def prepare_method(method: FewShotMethod, parallel: Parallel) -> None:
     """Make ``method`` ready for data-parallel training (see the module docstring): batch norm
-    synchronised across ranks unless it is task-local, rank 0's weights everywhere."""
+    synchronised across ranks unless the method declares it task-local
+    (``task_local_batch_norm``), rank 0's weights everywhere."""
     if not parallel.enabled:
         return
-    if not task_local_batch_norm(method):
+    if not method.task_local_batch_norm:
         synchronise_batch_norm(method)
     broadcast_module(method, parallel)
 

@@ -49,8 +49,7 @@ def episode_features(method: FewShotMethod, loader: EpisodeLoader, episodes: Epi
 
     Each distinct image is embedded once (eval mode is deterministic), then gathered.
     """
-    unique, inverse = torch.unique(torch.cat([episodes.support, episodes.query], 1),
-                                   return_inverse=True)
+    unique, inverse = torch.unique(episodes.images, return_inverse=True)
     feats = solvers.l2_normalize(image_features(method, loader, unique, precision=precision,
                                                 progress=progress))
     both = feats[inverse.to(feats.device)]
@@ -81,27 +80,23 @@ def evaluate_unified(method: FewShotMethod, loader: EpisodeLoader, episodes: Epi
 
 def evaluate_native(method: FewShotMethod, loader: EpisodeLoader, episodes: EpisodeIndices,
                     tasks_per_batch: int = 16, precision: str = "fp32",
-                    progress: bool = False) -> list[float]:
+                    progress: bool = False, selection: bool = False) -> list[float]:
     """Per-episode accuracies of the method's own adaptation (eval mode; the method's
-    ``adapt`` decides how its inner loop treats batch norm)."""
+    ``adapt`` decides how its inner loop treats batch norm). ``selection``: the adaptation
+    that validation-based selection uses (``adapt_for_selection``)."""
     was_training = method.training
     method.eval()
     accuracies: list[float] = []
     try:
         starts = range(0, episodes.n_tasks, tasks_per_batch)
         for start in tqdm(starts, desc="native", leave=False, disable=not progress):
-            chunk = slice_episodes(episodes, start, start + tasks_per_batch)
+            chunk = episodes.slice(start, start + tasks_per_batch)
             batch = loader.load(chunk)
             with torch.no_grad(), autocast(loader.device, precision):
-                predictor = method.adapt(batch.support, batch.support_labels)
+                adapt = method.adapt_for_selection if selection else method.adapt
+                predictor = adapt(batch.support, batch.support_labels)
                 logits = predictor(batch.query)
             accuracies += accuracy_percent(logits.argmax(-1), batch.query_labels)
     finally:
         method.train(was_training)
     return accuracies
-
-
-def slice_episodes(episodes: EpisodeIndices, start: int, stop: int) -> EpisodeIndices:
-    return EpisodeIndices(episodes.support[start:stop], episodes.query[start:stop],
-                          episodes.classes[start:stop], episodes.ways, episodes.shots,
-                          episodes.queries)

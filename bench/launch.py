@@ -24,24 +24,25 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import submitit
 
-from bench.config import RunConfig, TrainBudget
+from bench.config import RunConfig
+from core.atomic import write_json_atomic
 from bench.locks import ClaimBoard
-from bench.results import is_finished, result_path
+from bench.results import Existing, existing_result, result_path
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed and a failure record was written
 EXIT_STOPPED = 2  # nothing useful can run (storage, data or setup problem); stop the sweep
 EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved, rerun to resume (128 + SIGTERM)
 if TYPE_CHECKING:
-    from bench.runner import SweepSummary
+    from bench.sweep import SweepSummary
 
 _TAIL_BYTES = 6000
 _REPO = Path(__file__).resolve().parents[1]
@@ -62,20 +63,19 @@ class RunJob:
     force: bool = False
     restart: bool = False
     keep_checkpoints: bool = False
+    save_model: bool = True  # write the selected model to <out>/models (--no-save-model)
     progress: bool = True
     claim: bool = True  # False when the parent process holds the claim (--isolate)
+    data_fingerprint: str | None = None  # the dataset's, as the launching process saw it
 
     @property
     def key(self) -> str:
-        return config_from_dict(self.config).key
+        return RunConfig.from_dict(self.config).key
 
-
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Inverse of ``RunConfig.to_dict()`` (also after a JSON round trip)."""
-    budget = dict(data["budget"])
-    for name in ("lr_epochs", "lr_factors"):
-        budget[name] = tuple(budget[name])
-    return RunConfig(**{**data, "budget": TrainBudget(**budget)})
+    def existing(self, out_dir: Path) -> "Existing":
+        """What the job's result file holds (:func:`bench.results.existing_result`)."""
+        return existing_result(result_path(out_dir, self.key), RunConfig.from_dict(self.config),
+                               self.data_fingerprint)
 
 
 def execute(job: RunJob) -> int:
@@ -85,10 +85,12 @@ def execute(job: RunJob) -> int:
     """
     from bench.checkpoint import CheckpointError, StorageError
     from bench.distributed import DistributedSetupError, init_from_environment, shutdown
-    from bench.runner import CheckpointPolicy, Preempted, resolve_device, run_sweep
+    from bench.session import Preempted
+    from bench.sweep import CheckpointPolicy, ResultConflict, run_sweep
+    from bench.training import resolve_device
     from datasets import DatasetError, load_dataset
 
-    config = config_from_dict(job.config)
+    config = RunConfig.from_dict(job.config)
     parallel = None
     try:
         parallel, device_name = init_from_environment(job.device)
@@ -97,11 +99,12 @@ def execute(job: RunJob) -> int:
         summary = run_sweep([config], {config.dataset: dataset}, device, Path(job.out),
                             force=job.force, progress=job.progress,
                             checkpoints=CheckpointPolicy(True, job.restart, job.keep_checkpoints),
-                            parallel=parallel, claim=job.claim)
+                            parallel=parallel, claim=job.claim,
+                            save_models=job.save_model)
     except Preempted as stop:
         print(f"pre-empted: {stop}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except (StorageError, DatasetError, CheckpointError, DistributedSetupError,
+    except (StorageError, DatasetError, CheckpointError, DistributedSetupError, ResultConflict,
             ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_STOPPED
@@ -143,10 +146,8 @@ def run_child(job: RunJob, work_dir: Path) -> tuple[int, str]:
 
     SIGTERM to this process is passed on to the child meanwhile.
     """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{job.key}.", suffix=".job", dir=work_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(asdict(job), handle)
+    name = Path(work_dir) / f".{job.key}.{uuid.uuid4().hex}.job"
+    write_json_atomic(name, asdict(job))
     tail = bytearray()
     previous = None
     try:
@@ -188,15 +189,22 @@ def death_error(code: int, tail: str) -> ProcessDied:
 
 def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
     """Each job in its own child process, one after the other (see the module docstring)."""
-    from bench.runner import Preempted, SweepSummary, failure_record, resolve_device, write_result
+    from bench.record import failure_record, write_result
+    from bench.session import Preempted
+    from bench.sweep import SweepSummary
+    from bench.training import resolve_device
 
     out_dir = Path(out_dir)
     board = ClaimBoard(out_dir / "claims")
     summary = SweepSummary()
     for job in jobs:
         path = result_path(out_dir, job.key)
-        if not job.force and is_finished(path):
-            print(f"skip {job.key}: finished result exists at {path} (--force reruns)")
+        found = job.existing(out_dir) if not job.force else Existing()
+        if found.conflict:
+            raise SweepStopped(found.conflict)
+        if found.finished:
+            print(f"skip {job.key}: finished result exists at {path}{found.note} "
+                  "(--force reruns)")
             summary.skipped.append(job.key)
             continue
         claim = board.try_claim(job.key)
@@ -207,12 +215,13 @@ def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
             summary.busy.append(job.key)
             continue
         with claim:
-            if not job.force and is_finished(path):
+            if not job.force and job.existing(out_dir).finished:
                 summary.skipped.append(job.key)
                 continue
             code, tail = run_child(replace(job, claim=False), board.folder)
         if code == EXIT_OK:
-            (summary.finished if is_finished(path) else summary.skipped).append(job.key)
+            (summary.finished if job.existing(out_dir).finished
+             else summary.skipped).append(job.key)
         elif code == EXIT_FAILED:
             summary.failed.append(job.key)
         elif code in (EXIT_PREEMPTED, -signal.SIGTERM):
@@ -223,7 +232,7 @@ def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
             raise SweepStopped(last[0] if last else f"{job.key}: its process stopped the sweep")
         else:
             error = death_error(code, tail)
-            record = failure_record(config_from_dict(job.config), resolve_device(job.device),
+            record = failure_record(RunConfig.from_dict(job.config), resolve_device(job.device),
                                     error)
             record["traceback"] = tail[-4000:]
             write_result(path, record)
@@ -320,8 +329,13 @@ def pending_jobs(jobs: Sequence[RunJob], out_dir: Path) -> tuple[list[RunJob], l
     todo, notes = [], []
     for job in jobs:
         path = result_path(out_dir, job.key)
-        if not job.force and is_finished(path):
-            notes.append(f"skip {job.key}: finished result exists at {path} (--force reruns)")
+        found = job.existing(out_dir) if not job.force else Existing()
+        if found.conflict:
+            notes.append(f"not submitted: {found.conflict}")
+            continue
+        if found.finished:
+            notes.append(f"skip {job.key}: finished result exists at {path}{found.note} "
+                         "(--force reruns)")
             continue
         holder = board.holder(job.key)
         if holder is not None and not board.is_stale(board.path(job.key), holder):

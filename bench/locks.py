@@ -1,11 +1,11 @@
 """Atomic claims, so several ``bench run`` processes can share one results folder.
 
-Before a process trains run ``key`` it claims it: it writes ``<out>/claims/<key>.claim`` (who,
-where, since when) to a private temporary file and *hard-links* it to the claim's name. A link
-fails when the name exists, so exactly one process wins, on a local disk as on NFS, and a claim
-file is never seen half-written. The winner trains, writes the result and removes its claim;
-everyone else skips the run. A daemon thread refreshes the claim's modification time while it
-is held (the heartbeat).
+Before a process trains run ``key`` it claims it: it creates ``<out>/claims/<key>.claim`` (who,
+where, since when) with :func:`core.atomic.create_new`, which hard-links a temporary file to the
+claim's name. A link fails when the name exists, so exactly one process wins, on a local disk
+as on NFS, and a claim file is never seen half-written. The winner trains, writes the result
+and removes its claim; everyone else skips the run. A daemon thread refreshes the claim's
+modification time while it is held (the heartbeat).
 
 A claim left behind by a process that died (SIGKILL, out-of-memory killer, node failure) is
 *stale* and is broken by the next claimant:
@@ -20,7 +20,6 @@ claim file still holds the token that was judged stale, so a fresh claim is neve
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
@@ -30,6 +29,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
+
+from core.atomic import create_new
 
 HEARTBEAT_S = 30.0
 """How often a held claim's modification time is refreshed."""
@@ -88,32 +89,6 @@ def current_slurm_job() -> str | None:
     if array and task:
         return f"{array}_{task}"
     return os.environ.get("SLURM_JOB_ID") or None
-
-
-def _link_new(path: Path, text: str) -> bool:
-    """Create ``path`` holding ``text`` atomically; False if it already exists."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError as exc:  # a filesystem without hard links: exclusive create instead
-            if exc.errno not in (errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP):
-                raise
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_claim(path: Path) -> ClaimInfo | None:
@@ -179,7 +154,7 @@ class ClaimBoard:
                          slurm_job=current_slurm_job(), created=time.time(),
                          token=uuid.uuid4().hex)
         for _ in range(5):
-            if _link_new(path, json.dumps(asdict(info))):
+            if create_new(path, json.dumps(asdict(info))):
                 return Claim(path, info, self.heartbeat_s)
             held = read_claim(path)
             if not self.is_stale(path, held):
@@ -209,7 +184,7 @@ class ClaimBoard:
     def _break(self, path: Path, held: ClaimInfo | None) -> None:
         """Remove the stale claim ``held`` unless it was replaced meanwhile."""
         breaker = path.with_suffix(".break")
-        if not _link_new(breaker, str(os.getpid())):
+        if not create_new(breaker, str(os.getpid())):
             try:
                 if time.time() - breaker.stat().st_mtime > BREAK_STALE_S:
                     breaker.unlink(missing_ok=True)

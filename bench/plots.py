@@ -2,14 +2,15 @@
 
 * :func:`figure2`: the shape of Figure 2 of Wang, Zhao & Li (ICML 2021): test accuracy against
   the training speed-up relative to MetaOptNet-SVM (Lee et al., CVPR 2019), one point per
-  (method, backbone, budget) row, one panel per dataset, ways and shots. Speed-ups compare
-  device-hours measured under the same budget and unit (:mod:`bench.timing`), so MetaOptNet
-  sits at 1x. The paper's own Table 4 point (mini-ImageNet 5-way 5-shot: 85.6 / 3.7 GPU-hours,
+  efficiency row, one panel per dataset, ways and shots. Speed-ups compare run device-hours
+  (training plus validation, what the paper's GPU-hours count) measured under the same budget
+  on the same device (:mod:`bench.timing`, :mod:`bench.table`), so MetaOptNet sits at 1x. The paper's own Table 4 point (mini-ImageNet 5-way 5-shot: 85.6 / 3.7 GPU-hours,
   from ``results/reference/paper.csv``) is drawn hollow in the matching panel.
-* :func:`accuracy_vs_device_hours`: accuracy against the device-hours themselves, needing no
-  MetaOptNet run; GPU-hours and CPU-hours get separate panels (they are not comparable).
+* :func:`accuracy_vs_device_hours`: accuracy against the (run) device-hours themselves,
+  needing no MetaOptNet run; GPU-hours and CPU-hours get separate panels (they are not
+  comparable).
 
-Both write PNGs atomically (a temporary file in the same folder, then ``os.replace``) with
+Both write PNGs atomically (:mod:`core.atomic`) with
 matplotlib's Agg renderer through :class:`matplotlib.figure.Figure` (no pyplot, so no global
 backend switch) and return the path, or None with a message on stderr when there is nothing
 to draw.
@@ -18,9 +19,7 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -28,11 +27,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from core.atomic import atomic_file
+from bench.table import efficiency_reference
+from datasets import by_benchmark
+
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
-NO_METAOPTNET = "no MetaOptNet run to compare with"
-#: The paper's dataset names -> ours (as in bench.table.PAPER_DATASET).
-_OUR_DATASET = {"mini-imagenet": "mini", "tiered-imagenet": "tiered", "cifar-fs": "cifar-fs",
-                "fc100": "fc100"}
+
+
+def no_reference() -> str:
+    """Why Figure 2 is missing when the reference method has not run."""
+    return f"no {efficiency_reference().display} run to compare with"
+
 _MARKERS = "osD^vP*Xh<>p"
 _PANEL_KEYS = ["dataset", "ways", "shots"]
 
@@ -42,24 +47,18 @@ def _warn(message: str) -> None:
 
 
 def _save_atomic(figure: Figure, path: Path) -> Path:
-    """Render ``figure`` to ``path`` through a temporary file in the same folder."""
+    """Render ``figure`` to ``path`` atomically (:mod:`core.atomic`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
-                                    suffix=path.suffix or ".png")
-    os.close(handle)
-    try:
-        figure.savefig(temp, dpi=130, format="png")
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        figure.savefig(handle, dpi=130, format="png")
     return path
 
 
 def _label(row: Any) -> str:
-    return f"{row.method} ({row.backbone}, {row.budget})"
+    variant = getattr(row, "variant", "")
+    device = getattr(row, "device", "")
+    return (f"{row.method} ({row.backbone}, {row.budget}"
+            + (f", {variant}" if variant else "") + (f"; {device}" if device else "") + ")")
 
 
 def _style_map(labels: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -107,21 +106,22 @@ def _log_axis(axis: Any, fmt: str) -> None:
 
 def paper_points(reference_csv: Path = REFERENCE_CSV) -> pd.DataFrame:
     """The paper's Table 4 as Figure 2 points: method, dataset, ways, shots, accuracy and
-    speed-up relative to MetaOptNet (85.6 / 3.7 GPU-hours for MTL)."""
+    speed-up relative to the reference method (MetaOptNet: 85.6 / 3.7 GPU-hours for MTL)."""
     columns = ["method", "dataset", "ways", "shots", "accuracy", "speedup"]
     if not Path(reference_csv).exists():
         return pd.DataFrame(columns=columns)
     cells: dict[tuple, dict[str, float]] = {}
+    to_ours = by_benchmark()  # the paper's dataset names -> ours
     with open(reference_csv, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            if row["table"] != "4" or row["dataset"] not in _OUR_DATASET:
+            if row["table"] != "4" or row["dataset"] not in to_ours:
                 continue
-            key = (row["method"], _OUR_DATASET[row["dataset"]], int(row["ways"]),
+            key = (row["method"], to_ours[row["dataset"]], int(row["ways"]),
                    int(row["shots"]))
             cells.setdefault(key, {})[row["metric"]] = float(row["value"])
-    rows = []
+    reference, rows = efficiency_reference(), []
     for (method, dataset, ways, shots), metrics in cells.items():
-        ref = cells.get(("MetaOptNet", dataset, ways, shots), {}).get("gpu_hours")
+        ref = cells.get((reference.display, dataset, ways, shots), {}).get("gpu_hours")
         hours, acc = metrics.get("gpu_hours"), metrics.get("test_accuracy_pct")
         if ref is None or hours is None or acc is None or hours <= 0:
             continue
@@ -141,17 +141,18 @@ def figure2(efficiency: pd.DataFrame, out_png: Path,
     speed-up.
     """
     if efficiency.empty:
-        warn(f"figure 2 not drawn: no finished results ({NO_METAOPTNET})")
+        warn(f"figure 2 not drawn: no finished results ({no_reference()})")
         return None
-    has_reference = bool((efficiency["method"] == "MetaOptNet").any())
-    rows = efficiency[efficiency["speedup_vs_metaoptnet"].notna()
-                      & (efficiency["speedup_vs_metaoptnet"] > 0)]
+    reference = efficiency_reference()
+    has_reference = bool((efficiency["method"] == reference.display).any())
+    speedup = efficiency[reference.speedup_column]
+    rows = efficiency[speedup.notna() & (speedup > 0)]
     if not has_reference or rows.empty:
         cells = sorted({f"{d} {w}-way {s}-shot" for d, w, s in
                         zip(efficiency["dataset"], efficiency["ways"], efficiency["shots"])})
-        warn(f"figure 2 not drawn: {NO_METAOPTNET} (results for {', '.join(cells)}; run "
-             "`python -m bench run --methods metaoptnet ...` with the same dataset, shots and "
-             "budget)")
+        warn(f"figure 2 not drawn: {no_reference()} (results for {', '.join(cells)}; run "
+             f"`python -m bench run --methods {reference.name} ...` with the same dataset, "
+             "shots and budget)")
         return None
     paper = paper_points(reference_csv)
     styles = _style_map(_label(r) for r in rows.itertuples(index=False))
@@ -161,30 +162,31 @@ def figure2(efficiency: pd.DataFrame, out_png: Path,
         _draw_figure2_panel(axis, group, styles)
         _draw_paper_points(axis, paper, dataset, ways, shots)
         axis.set_title(f"{dataset} {ways}-way {shots}-shot", fontsize=10)
-    title = ("Accuracy vs training speed-up relative to MetaOptNet-SVM\n"
+    title = (f"Accuracy vs training speed-up relative to {reference.display}\n"
              "(shape of Wang, Zhao & Li 2021, Figure 2; same budget and device unit)")
     return _legend_and_save(figure, axes, title, out_png)
 
 
 def _draw_figure2_panel(axis: Any, group: pd.DataFrame, styles: dict[str, dict]) -> None:
-    for row in group.itertuples(index=False):
+    reference = efficiency_reference()
+    column = reference.speedup_column
+    for row, speedup in zip(group.itertuples(index=False), group[column]):
         label = _label(row)
-        axis.scatter([row.speedup_vs_metaoptnet], [row.accuracy_unified], s=45, label=label,
-                     zorder=3, **styles[label])
-        axis.annotate(f"{row.speedup_vs_metaoptnet:.1f}x", (row.speedup_vs_metaoptnet,
-                                                           row.accuracy_unified),
+        axis.scatter([speedup], [row.accuracy_unified], s=45, label=label, zorder=3,
+                     **styles[label])
+        axis.annotate(f"{speedup:.1f}x", (speedup, row.accuracy_unified),
                       textcoords="offset points", xytext=(5, 4), fontsize=7)
-    mon = group[group["method"] == "MetaOptNet"]
-    if not mon.empty:
-        axis.axhline(float(mon["accuracy_unified"].iloc[0]), color="0.5", linestyle="--",
+    ref = group[group["method"] == reference.display]
+    if not ref.empty:
+        axis.axhline(float(ref["accuracy_unified"].iloc[0]), color="0.5", linestyle="--",
                      linewidth=0.8)
     axis.axvline(1.0, color="0.5", linestyle=":", linewidth=0.8)
     axis.margins(y=0.15)
     _log_axis(axis, "{:g}x")
-    lo = min(0.8, float(group["speedup_vs_metaoptnet"].min()) / 1.5)
-    hi = max(1.25, float(group["speedup_vs_metaoptnet"].max()) * 1.5)
+    lo = min(0.8, float(group[column].min()) / 1.5)
+    hi = max(1.25, float(group[column].max()) * 1.5)
     axis.set_xlim(lo, hi)
-    axis.set_xlabel(f"speed-up vs MetaOptNet ({group['unit'].iloc[0]})")
+    axis.set_xlabel(f"speed-up vs {reference.display} ({group['unit'].iloc[0]})")
     axis.set_ylabel("test accuracy, unified protocol (%)")
     axis.grid(alpha=0.3, which="both")
 
@@ -204,14 +206,23 @@ def _draw_paper_points(axis: Any, paper: pd.DataFrame, dataset: str, ways: int,
                       max(right, float(here["speedup"].max()) * 1.5))
 
 
+CLOCK_LABELS = {"train": "training", "run": "run (training + validation)"}
+
+
 def accuracy_vs_device_hours(efficiency: pd.DataFrame, out_png: Path,
-                             warn: Callable[[str], None] = _warn) -> Path | None:
-    """Accuracy (unified protocol) against measured training device-hours (log scale).
+                             warn: Callable[[str], None] = _warn, clock: str = "run"
+                             ) -> Path | None:
+    """Accuracy (unified protocol) against measured device-hours (log scale) of ``clock``:
+    ``"run"`` (training plus validation, what the paper's GPU-hours count; the default) or
+    ``"train"`` (the timing rule's training steps).
 
     One panel per dataset, ways, shots and unit, so CPU-hours and GPU-hours never share an
     axis; needs no MetaOptNet run. Returns ``out_png``, or None when the frame is empty.
     """
-    rows = efficiency[efficiency["device_hours"].notna() & (efficiency["device_hours"] > 0)] \
+    column = f"{clock}_device_hours"
+    if column not in efficiency.columns:
+        raise ValueError(f"clock must be train or run, got {clock!r}")
+    rows = efficiency[efficiency[column].notna() & (efficiency[column] > 0)] \
         if not efficiency.empty else efficiency
     if rows.empty:
         warn("device-hours plot not drawn: no finished results with measured device-hours")
@@ -222,14 +233,15 @@ def accuracy_vs_device_hours(efficiency: pd.DataFrame, out_png: Path,
     for axis, ((dataset, ways, shots, unit), group) in zip(axes, panels):
         for row in group.itertuples(index=False):
             label = _label(row)
-            axis.scatter([row.device_hours], [row.accuracy_unified], s=45, label=label,
+            axis.scatter([getattr(row, column)], [row.accuracy_unified], s=45, label=label,
                          zorder=3, **styles[label])
         axis.margins(y=0.15)
         _log_axis(axis, "{:g}")
-        lo, hi = float(group["device_hours"].min()), float(group["device_hours"].max())
+        lo, hi = float(group[column].min()), float(group[column].max())
         axis.set_xlim(lo / 2.0, hi * 2.0)
-        axis.set_xlabel(f"training {unit} (timing rule of bench.timing)")
+        axis.set_xlabel(f"{CLOCK_LABELS[clock]} {unit} (timing rule of bench.timing)")
         axis.set_ylabel("test accuracy, unified protocol (%)")
         axis.set_title(f"{dataset} {ways}-way {shots}-shot, {unit}", fontsize=10)
         axis.grid(alpha=0.3, which="both")
-    return _legend_and_save(figure, axes, "Accuracy vs training device-hours", out_png)
+    return _legend_and_save(figure, axes, f"Accuracy vs {CLOCK_LABELS[clock]} device-hours",
+                            out_png)

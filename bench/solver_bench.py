@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from bench import provenance
-from bench.results import write_json_atomic
+from core.atomic import write_json_atomic
 from bench.solver import l2_normalize, predict_batched, predict_sklearn
 from bench.timing import SectionTimer
 
@@ -124,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.runner import resolve_device
+    from bench.training import resolve_device
 
     for name in ("episodes", "ways", "shots", "queries", "dim"):
         if getattr(args, name) < (2 if name == "ways" else 1):

@@ -5,11 +5,12 @@ Wang, Zhao & Li (ICML 2021, Sec. 5.2, Table 4) report that MTL trains about 23x 
 MetaOptNet-SVM (Lee et al., CVPR 2019) on mini-ImageNet 5-way 5-shot (3.7 vs 85.6 GPU-hours).
 This command measures where that time goes, per method:
 
-* the **training step** exactly as :func:`bench.runner.train_step` runs it (episode sampling,
-  gathering on the device, augmentation, forward, backward, optimiser step), under the method's
+* the **training step** exactly as a run takes it, built by :func:`bench.training.build_training`
+  and run by :func:`bench.training.train_step` (episode sampling, gathering on the device,
+  augmentation, forward, backward, optimiser step), under the method's
   budget (``paper`` by default: the episode shape, backbone and feature mode of the original
   papers), the run's precision policy (:mod:`bench.precision`) and memory format
-  (:func:`bench.runner.prepare_for_device`: channels_last on CUDA, optional ``torch.compile``);
+  (:func:`bench.training.prepare_for_device`: channels_last on CUDA, optional ``torch.compile``);
 * a **bare backbone** forward+backward on images of the same batch shape (the method's
   meta-batch x images per task), same precision and memory format, no head, no data path and
   no optimiser step: the floor the method's step is compared with.
@@ -22,9 +23,17 @@ FLOPs of one step are counted once, eagerly, with ``torch.utils.flop_counter.Flo
 (matrix products and convolutions, forward and backward; element-wise work and qpth's
 factorisations beyond its batched products are not counted), before any timing.
 
+* the **validation** of one epoch: ``--val-episodes`` episodes of the budget's validation
+  shape (after one excluded warm-up episode), under the selection protocol a run would use
+  (``--select-on``, unified by default, with the run's solver and C), timed as a run's
+  validation is; seconds per episode x the budget's validation episodes gives an epoch's
+  validation time, which the run device-hours add to the training steps' (the paper's
+  GPU-hours are whole training runs, validation included).
+
 Images are synthetic uint8 (no dataset files needed) with the dataset's channels, image size
 and number of training classes; images/s counts each image of the meta-batch once per step,
-as ``images_seen`` in a run's result does.
+as ``images_seen`` in a run's result does. The extrapolation to whole budgets and the printed
+report are :mod:`bench.speed_report`'s.
 """
 from __future__ import annotations
 
@@ -32,7 +41,6 @@ import argparse
 import copy
 import gc
 import math
-import re
 import statistics
 import sys
 import traceback
@@ -44,28 +52,22 @@ import torch
 from torch import nn
 
 from bench import provenance
-from bench.config import BUDGETS, SMALL_IMAGE_DATASETS, RunConfig, TrainBudget, resolve_budget
+from bench.config import BUDGETS, RunConfig, resolve_budget
 from bench.precision import PRECISIONS, autocast
-from bench.results import write_json_atomic
+from bench.speed_report import (DEFAULT_ASSUMED_EPOCHS, REFERENCE_CSV, backend_settings,
+                                budget_projection, extrapolate, format_report, report_path)
 from bench.timing import TIMING_RULE, SectionTimer
+from core.atomic import write_json_atomic
+from core.budget import TrainBudget
+from datasets import DatasetInfo
 from datasets.base import ClassSplit, FewShotDataset
 
 SPEED_SCHEMA = "bridgebench.speed/1"
 DEFAULT_OUT = Path("results/speed")
-#: MTL's paper budget stops early (FACTS.md 4.1) and the paper does not say after how many
-#: epochs; the extrapolation assumes this many unless ``--assume-epochs`` says otherwise. It is
-#: MetaOptNet's own epoch count (60): a neutral choice, not a measured one. The break-even
-#: number of epochs that reproduces the paper's ratio is reported next to it.
-DEFAULT_ASSUMED_EPOCHS = 60
-#: Number of training classes of each dataset's standard split (FACTS.md 2; glyphs: its
-#: default), so MTL's head matrix has its real size.
-TRAIN_CLASSES = {"mini": 64, "tiered": 351, "cifar-fs": 64, "fc100": 60, "omniglot": 1100,
-                 "glyphs": 256}
 FLOP_NOTE = ("FLOPs of one step counted once with torch.utils.flop_counter.FlopCounterMode "
              "(matmul/bmm/conv and their backward, 2 FLOPs per multiply-add; element-wise ops "
              "and non-matmul linear algebra are not counted)")
 CPU_MEMORY_NOTE = "peak device memory is measured on CUDA only; on a CPU it is reported as None"
-REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,27 +172,32 @@ def _split(name: str, n_classes: int, per_class: int, shape: tuple[int, int, int
 
 
 def synthetic_dataset(name: str, image_size: int, channels: int, n_train_classes: int,
-                      per_class: int, seed: int = 0) -> FewShotDataset:
+                      per_class: int, seed: int = 0, val_classes: int = 5,
+                      val_per_class: int | None = None) -> FewShotDataset:
     """A :class:`FewShotDataset` of random uint8 images with a real dataset's name, image
-    shape and number of training classes (val/test: 5 classes each, unused here)."""
+    shape and number of training classes; ``val_classes`` x ``val_per_class`` (default
+    ``per_class``) validation images, for timing validation episodes; test: 5 classes
+    (unused here)."""
     generator = torch.Generator().manual_seed(seed)
     shape = (channels, image_size, image_size)
     train = _split("train", n_train_classes, per_class, shape, 0, generator)
-    val = _split("val", 5, per_class, shape, n_train_classes, generator)
-    test = _split("test", 5, per_class, shape, n_train_classes + 5, generator)
+    val = _split("val", val_classes, val_per_class or per_class, shape, n_train_classes,
+                 generator)
+    test = _split("test", 5, per_class, shape, n_train_classes + val_classes, generator)
     return FewShotDataset(name=name, train=train, val=val, test=test,
                           mean=(0.5,) * channels, std=(0.25,) * channels,
                           source=f"synthetic uint8 noise for bench speed (seed {seed})")
 
 
-def dataset_shape(name: str, image_size: int | None) -> tuple[str, int, int]:
-    """Canonical dataset name, image size (default: the dataset's own) and channels."""
-    from datasets import DATASETS
+def dataset_shape(name: str | None, image_size: int | None) -> tuple[str, int, int]:
+    """Canonical dataset name (default: the dataset that declares ``efficiency_reference``,
+    the one the paper's Table 4 was timed on), image size (default: the dataset's own) and
+    channels."""
+    from datasets import DATASETS, efficiency_reference
 
-    canonical = DATASETS.canonical(name)
-    size = image_size if image_size is not None else DATASETS.get(canonical).image_size
-    channels = 1 if canonical in SMALL_IMAGE_DATASETS else 3
-    return canonical, size, channels
+    info = DATASETS.get(name) if name is not None else efficiency_reference()
+    size = image_size if image_size is not None else info.image_size
+    return info.name, size, info.channels
 
 
 def budget_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -214,7 +221,7 @@ def speed_budget(method: str, dataset: str, shots: int, args: argparse.Namespace
 
 
 class _BackboneOnly(nn.Module):
-    """Holds a bare backbone where :func:`bench.runner.prepare_for_device` expects a method."""
+    """Holds a bare backbone where :func:`bench.training.prepare_for_device` expects a method."""
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
@@ -288,57 +295,93 @@ def _measure(step: Callable[[], int], compile_fn: Callable[[], None] | None, ste
 
 def measure_method(config: RunConfig, dataset: FewShotDataset, device: torch.device,
                    steps: int, warmup: int,
-                   timer_factory: Callable[[], SectionTimer] | None = None) -> dict[str, Any]:
-    """Time ``config``'s training step and a bare backbone on the same batch shape."""
+                   timer_factory: Callable[[], SectionTimer] | None = None,
+                   info: DatasetInfo | None = None, val_episodes: int = 0) -> dict[str, Any]:
+    """Time ``config``'s training step, a bare backbone on the same batch shape and (with
+    ``val_episodes``) its validation."""
     timer_factory = timer_factory or (lambda: SectionTimer(device))
     result, bare, images = measure_training_step(config, dataset, device, steps, warmup,
-                                                 timer_factory)
+                                                 timer_factory, info)
     _free(device)  # the method, its optimiser state and the dataset copy are gone by now
     result["backbone_step"] = measure_backbone(bare, images, config, device, steps, warmup,
                                                timer_factory)
+    _free(device)
+    if val_episodes > 0:
+        result["validation"] = measure_validation(config, dataset, device, val_episodes,
+                                                  timer_factory)
     return result
 
 
+def measure_validation(config: RunConfig, dataset: FewShotDataset, device: torch.device,
+                       episodes: int, timer_factory: Callable[[], SectionTimer]
+                       ) -> dict[str, Any]:
+    """Seconds per validation episode of ``config`` as a run validates
+    (:meth:`bench.session.TrainSession.validate`: its selection protocol, solver and C, on
+    eval-mode features), timed over ``episodes`` episodes after one excluded warm-up."""
+    from bench.evaluate import evaluate_native, evaluate_unified
+    from bench.training import build_method, prepare_for_device, stream_seed
+    from datasets.augment import Normalizer
+    from datasets.episodes import EpisodeLoader, EpisodeSampler
+
+    budget = config.budget
+    torch.manual_seed(config.seed)
+    method = prepare_for_device(build_method(config, dataset), config.with_overrides(
+        compile=False), device)
+    loader = EpisodeLoader(dataset.val, Normalizer(dataset.mean, dataset.std), device)
+    sampler = EpisodeSampler(dataset.val, config.ways, budget.val_shots or config.shots,
+                             config.queries, stream_seed(config.seed, "val"))
+    native = config.select_on == "native" and method.has_native_adaptation
+
+    def validate(n: int) -> None:
+        part = sampler.sample(n)
+        if native:
+            evaluate_native(method, loader, part, precision=config.precision, selection=True)
+        else:
+            evaluate_unified(method, loader, part, solver=config.solver, C=config.logreg_c,
+                             precision=config.precision)
+
+    validate(1)  # warm-up: first calls, imports, allocator
+    timer = timer_factory()
+    with timer.section("validation"):
+        validate(episodes)
+    seconds = timer.total("validation")
+    return {"protocol": "native" if native else "unified",
+            "solver": None if native else config.solver, "episodes_timed": episodes,
+            "seconds": seconds, "seconds_per_episode": seconds / episodes}
+
+
 def measure_training_step(config: RunConfig, dataset: FewShotDataset, device: torch.device,
-                          steps: int, warmup: int, timer_factory: Callable[[], SectionTimer]
+                          steps: int, warmup: int, timer_factory: Callable[[], SectionTimer],
+                          info: DatasetInfo | None = None
                           ) -> tuple[dict[str, Any], nn.Module, torch.Tensor]:
-    """Time :func:`bench.runner.train_step` for ``config``.
+    """Time the training step of ``config`` as a run takes it: built by
+    :func:`bench.training.build_training` (``info``: the dataset's registry entry, adjusted to
+    the synthetic images) and run by :func:`bench.training.train_step`.
 
     Returns the measurement, an eager copy of the method's initial backbone (on the CPU) and
     one meta-batch of training images ``[T*N, C, H, W]`` drawn the same way, for the bare
     backbone measurement.
     """
-    from bench.runner import build_method, build_optimizer, prepare_for_device, train_step
-    from datasets.augment import LEE2019_PADDING, Normalizer, train_transform, uses_lee2019
-    from datasets.episodes import EpisodeLoader, EpisodeSampler
+    from bench.training import build_training, train_step
 
     budget = config.budget
-    torch.manual_seed(config.seed)
-    method = prepare_for_device(build_method(config, dataset),
-                                config.with_overrides(compile=False), device)
+    # Compiled (if asked) after the FLOP count, below, so the count runs eagerly.
+    training = build_training(config.with_overrides(compile=False), dataset, device, info=info)
+    method = training.method
     method.train()
     # Taken before anything is compiled or trained; it waits on the CPU so that it does not
     # count towards the method's peak memory.
     bare = copy.deepcopy(method.backbone).to("cpu")
-    augment = uses_lee2019(dataset.name) and dataset.image_size in LEE2019_PADDING
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    transform = (train_transform(dataset.name, dataset.image_size, dataset.mean, dataset.std,
-                                 augment=True, generator=generator) if augment
-                 else Normalizer(dataset.mean, dataset.std))
-    loader = EpisodeLoader(dataset.train, transform, device)
-    sampler = EpisodeSampler(dataset.train, config.ways, budget.train_shots,
-                             budget.train_queries, seed=config.seed)
-    optimizer = build_optimizer(budget, method.parameters())
 
     def method_step() -> int:
-        return train_step(method, optimizer, loader, sampler, budget.meta_batch,
-                          config.precision)[1]
+        return train_step(method, training.optimizer, training.loader, training.sampler,
+                          budget.meta_batch, config.precision)[1]
 
     compile_method = method.backbone.compile if config.compile else None
-    result: dict[str, Any] = {"augmentation": "lee2019" if augment else "normalize only"}
+    result: dict[str, Any] = {"augmentation": training.augmentation or "normalize only"}
     result["step"] = _measure(method_step, compile_method, steps, warmup, device, timer_factory)
-    batch = loader.load(sampler.sample(budget.meta_batch))
-    images = torch.cat([batch.support, batch.query], dim=1).flatten(0, 1).contiguous()
+    batch = training.loader.load(training.sampler.sample(budget.meta_batch))
+    images = batch.images.flatten(0, 1).contiguous()
     return result, bare, images
 
 
@@ -347,12 +390,12 @@ def measure_backbone(backbone: nn.Module, images: torch.Tensor, config: RunConfi
                      timer_factory: Callable[[], SectionTimer]) -> dict[str, Any]:
     """Bare forward+backward of ``backbone`` on ``images`` [N, C, H, W].
 
-    Prepared like the method's (:func:`bench.runner.prepare_for_device`: memory format, and
+    Prepared like the method's (:func:`bench.training.prepare_for_device`: memory format, and
     compiled after the FLOP count if the run compiles), same precision, and its DropBlock
     schedule advances once per step as the method's does; the loss is the mean square of the
     features (no head), and there is no data path and no optimiser step.
     """
-    from bench.runner import prepare_for_device
+    from bench.training import prepare_for_device
 
     holder = prepare_for_device(_BackboneOnly(backbone), config.with_overrides(compile=False),
                                 device)
@@ -378,185 +421,6 @@ def _free(device: torch.device) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Extrapolation to the paper budgets
-# --------------------------------------------------------------------------------------------
-
-
-def paper_ratio(reference_csv: Path = REFERENCE_CSV) -> dict[str, Any] | None:
-    """MetaOptNet over MTL GPU-hours as reported in the paper's Table 4 (85.6 / 3.7)."""
-    import csv
-
-    if not Path(reference_csv).exists():
-        return None
-    hours: dict[str, float] = {}
-    with open(reference_csv, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row["table"] == "4" and row["metric"] == "gpu_hours":
-                hours[row["method"].lower()] = float(row["value"])
-    if "metaoptnet" not in hours or "mtl" not in hours:
-        return None
-    return {"metaoptnet_gpu_hours": hours["metaoptnet"], "mtl_gpu_hours": hours["mtl"],
-            "ratio": hours["metaoptnet"] / hours["mtl"],
-            "source": "Wang et al. 2021 Table 4, mini-ImageNet 5-way 5-shot, 4x V100 "
-                      "(results/reference/paper.csv)"}
-
-
-def budget_projection(entry: dict[str, Any], assume_epochs: int) -> dict[str, Any]:
-    """Device-hours of the whole budget = median step time x optimiser steps of the budget."""
-    budget = entry["budget"]
-    early = budget["early_stop_patience"] is not None
-    epochs = min(assume_epochs, budget["epochs"]) if early else budget["epochs"]
-    total = epochs * budget["steps_per_epoch"]
-    step_s = entry["step"]["median_s"]
-    return {"epochs": epochs, "epochs_assumed": early, "max_epochs": budget["epochs"],
-            "steps_per_epoch": budget["steps_per_epoch"], "total_steps": total,
-            "epoch_seconds": step_s * budget["steps_per_epoch"],
-            "device_hours": step_s * total / 3600.0}
-
-
-def extrapolate(entries: list[dict[str, Any]], assume_epochs: int,
-                reference: dict[str, Any] | None,
-                overrides: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """MetaOptNet-SVM over MTL device-hours under both methods' budgets.
-
-    Per step, per epoch and for the whole budget (MTL's epochs assumed, see
-    :data:`DEFAULT_ASSUMED_EPOCHS`), plus the number of MTL epochs at which the measured
-    step times would reproduce the paper's ratio. Validation is excluded (timing rule), while
-    the paper's GPU-hours most likely include it (MetaOptNet validates 2000 episodes per epoch).
-    ``overrides`` (budget fields changed on the command line) are recorded: with any, the
-    result is the overridden budgets' ratio, not the paper budgets'.
-    """
-    by_name = {e["method"]: e for e in entries if "step" in e}
-    if "mtl" not in by_name or "metaoptnet" not in by_name:
-        return None
-    mtl, mon = by_name["mtl"], by_name["metaoptnet"]
-    mtl_p, mon_p = mtl["paper_budget"], mon["paper_budget"]
-    out: dict[str, Any] = {
-        "per_step": mon["step"]["median_s"] / mtl["step"]["median_s"],
-        "per_image": mtl["step"]["images_per_s"] / mon["step"]["images_per_s"],
-        "per_epoch": mon_p["epoch_seconds"] / mtl_p["epoch_seconds"],
-        "full_budget": mon_p["device_hours"] / mtl_p["device_hours"],
-        "mtl_epochs": mtl_p["epochs"], "mtl_epochs_assumed": mtl_p["epochs_assumed"],
-        "metaoptnet_epochs": mon_p["epochs"],
-        "budgets": {"mtl": mtl["budget"]["name"], "metaoptnet": mon["budget"]["name"]},
-        "overrides": overrides,
-        "paper": reference,
-        "assumption": (
-            f"MTL's budget stops early after an unreported number of epochs; {mtl_p['epochs']} "
-            f"epochs assumed (--assume-epochs). Training steps only: validation is excluded by "
-            "the timing rule, although the paper's GPU-hours probably include MetaOptNet's "
-            "2000 validation episodes per epoch; the paper's MetaOptNet ran on 4 V100s "
-            "(GPU-hours = 4 x wall time)."),
-    }
-    if reference is not None:
-        out["mtl_epochs_for_paper_ratio"] = (
-            mon_p["device_hours"] * 3600.0 / (reference["ratio"] * mtl_p["epoch_seconds"]))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------------------------
-
-
-def device_slug(name: str) -> str:
-    """File-name-safe form of a device name: letters, digits, '.', '_' and '-' only."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("(R)", "").replace("(TM)", ""))
-    return re.sub(r"-{2,}", "-", slug).strip("-.").lower()[:60] or "device"
-
-
-def report_path(out_dir: Path, device: str, precision: str, image_size: int,
-                compiled: bool) -> Path:
-    suffix = "-compile" if compiled else ""
-    return Path(out_dir) / f"{device_slug(device)}-{precision}-{image_size}{suffix}.json"
-
-
-def backend_settings(device: torch.device) -> dict[str, Any]:
-    """Switches that change kernel choice and hence speed."""
-    settings: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        settings.update({
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        })
-    return settings
-
-
-def _fmt(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value * scale:,.{digits}f}"
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The printed table and the extrapolation."""
-    head = (f"bench speed on {report['device']} (torch {report['torch']}), {report['precision']}, "
-            f"{report['image_size']} px, dataset {report['dataset']} {report['ways']}-way "
-            f"{report['shots']}-shot shapes, budget {report['budget']}"
-            f"{', compiled' if report['compile'] else ''}; median of {report['steps']} steps "
-            f"after {report['warmup']} warm-up")
-    columns = ["method", "backbone", "img/step", "step ms (med/mean)", "img/s", "TFLOP/s",
-               "peak MiB", "backbone img/s", "backbone TFLOP/s", "method/backbone",
-               "budget h"]
-    rows = []
-    for e in report["methods"]:
-        if "error" in e:
-            rows.append([e["method"], e.get("backbone", "?"), "", f"FAILED: {e['error']}"]
-                        + [""] * (len(columns) - 4))
-            continue
-        s, b = e["step"], e["backbone_step"]
-        peak = s["peak_memory_bytes"]
-        rows.append([
-            e["method"], f"{e['backbone']}/{e['feature_mode']}", str(s["images_per_step"]),
-            f"{_fmt(s['median_s'], 1e3)} / {_fmt(s['mean_s'], 1e3)}",
-            _fmt(s["images_per_s"]), _fmt(s["tflops_per_s"], digits=3),
-            _fmt(peak / 2**20 if peak is not None else None, digits=0),
-            _fmt(b["images_per_s"]), _fmt(b["tflops_per_s"], digits=3),
-            f"{e['throughput_ratio']:.3f}", _fmt(e["paper_budget"]["device_hours"], digits=2)
-            + ("*" if e["paper_budget"]["epochs_assumed"] else ""),
-        ])
-    widths = [max(len(columns[i]), *(len(r[i]) for r in rows)) if rows else len(columns[i])
-              for i in range(len(columns))]
-    lines = [head, "", "  ".join(c.ljust(w) for c, w in zip(columns, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-    for e in report["methods"]:
-        for part in ("step", "backbone_step"):
-            info = e.get(part, {}).get("compile")
-            if info and (info["graphs_compiled_while_timed"] or info["recompile_limit_hit"]):
-                lines.append(
-                    f"WARNING: {e['method']} {part.replace('_', ' ')}: torch.compile compiled "
-                    f"{info['graphs_compiled_while_timed']} graph(s) during the timed steps"
-                    + (" and hit its recompile limit (the frame then runs eagerly)"
-                       if info["recompile_limit_hit"] else "")
-                    + "; this is no steady state (TORCH_LOGS=recompiles says why)")
-    lines.append(f"\nbudget h: median step x optimiser steps of the {report['budget']} budget "
-                 f"(* early stopping: {report['assume_epochs']} epochs assumed). "
-                 f"peak: {report['memory_note']}.")
-    ext = report.get("extrapolation")
-    if ext is None:
-        lines.append("MetaOptNet vs MTL: not extrapolated (measure both methods for it).")
-    else:
-        paper = ext.get("paper")
-        lines.append(
-            f"MetaOptNet-SVM / MTL device-hours: {ext['per_step']:.2f}x per step, "
-            f"{ext['per_image']:.2f}x per image, {ext['per_epoch']:.2f}x per epoch, "
-            f"{ext['full_budget']:.2f}x for the whole budgets ({ext['metaoptnet_epochs']} vs "
-            f"{ext['mtl_epochs']}{' assumed' if ext['mtl_epochs_assumed'] else ''} epochs)"
-            + (f"; paper: {paper['ratio']:.1f}x ({paper['metaoptnet_gpu_hours']} vs "
-               f"{paper['mtl_gpu_hours']} GPU-hours), reached with "
-               f"{ext['mtl_epochs_for_paper_ratio']:.1f} MTL epochs at these step times"
-               if paper else "") + ".")
-        lines.append(f"  {ext['assumption']}")
-        if ext.get("overrides"):
-            lines.append(f"  WARNING: the budgets' shapes were overridden ({ext['overrides']}); "
-                         "this is not the paper budgets' ratio.")
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
 
@@ -568,12 +432,14 @@ def _name_list(text: str) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``speed`` command's options on ``parser``."""
     parser.add_argument("--methods", type=_name_list, default=None,
-                        help="comma-separated methods (default: all registered methods)")
-    parser.add_argument("--dataset", default="mini",
-                        help="dataset whose budget and image shape are used (default: mini; "
-                             "images are synthetic, no files needed)")
+                        help="comma-separated methods, by name or import path "
+                             "(package.module:Class) (default: all registered methods)")
+    parser.add_argument("--dataset", default=None,
+                        help="dataset whose budget and image shape are used (default: the one "
+                             "the paper's Table 4 was timed on, see `bench list`; images are "
+                             "synthetic, no files needed)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="image side in pixels (default: the dataset's, 84 for mini)")
+                        help="image side in pixels (default: the dataset's)")
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, default=5,
                         help="test shots that select the budget row (default 5, as Table 4)")
@@ -591,12 +457,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    parser.add_argument("--val-episodes", type=int, default=10,
+                        help="validation episodes timed per method for the run device-hours "
+                             "(default 10; 0: training steps only)")
+    parser.add_argument("--select-on", choices=("unified", "native"), default="unified",
+                        help="validation protocol timed, as `bench run --select-on` "
+                             "(default unified)")
+    parser.add_argument("--solver", choices=("sklearn", "batched"), default="sklearn",
+                        help="unified-protocol solver of the timed validation (default "
+                             "sklearn, as `bench run`)")
+    parser.add_argument("--queries", type=int, default=15,
+                        help="validation queries per class (default 15, as `bench run`)")
     parser.add_argument("--warmup", type=int, default=5,
                         help="warm-up steps before timing, excluded (default 5)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the backbones (compile time lands in first_step_s)")
     parser.add_argument("--assume-epochs", type=int, default=DEFAULT_ASSUMED_EPOCHS,
-                        help="epochs assumed for budgets that stop early (MTL's paper budget) "
+                        help="epochs assumed for budgets that stop early (early stopping) "
                              f"in the device-hours extrapolation (default "
                              f"{DEFAULT_ASSUMED_EPOCHS})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -611,6 +488,10 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be 0 or more, got {args.warmup}")
+    if args.val_episodes < 0:
+        raise ValueError(f"--val-episodes must be 0 or more, got {args.val_episodes}")
+    if args.queries < 1:
+        raise ValueError(f"--queries must be at least 1, got {args.queries}")
     if args.train_queries is not None and args.train_queries < 1:
         raise ValueError(f"--train-queries must be at least 1, got {args.train_queries}")
 
@@ -619,22 +500,41 @@ def measure_all(args: argparse.Namespace, device: torch.device,
                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every requested method; a method that fails costs its row, not the run."""
     from methods import METHODS
+    from methods.plugins import resolve_method
 
     _check_args(args)
-    methods = [METHODS.canonical(m) for m in (args.methods or METHODS.names())]
+    sources = dict(resolve_method(m) for m in (args.methods or METHODS.names()))
+    methods = list(sources)
     name, size, channels = dataset_shape(args.dataset, args.image_size)
     budgets = {m: speed_budget(m, name, args.shots, args) for m in methods}
     per_class = max(b.train_shots + b.train_queries for b in budgets.values())
-    dataset = synthetic_dataset(name, size, channels, TRAIN_CLASSES.get(name, 64), per_class,
-                                args.seed)
+    val_per_class = max((b.val_shots or args.shots) + args.queries for b in budgets.values())
+    from datasets import DATASETS
+    from datasets.augment import augmentation_applies
+
+    # The standard split's number of training classes, so MTL's head matrix has its real size.
+    info = DATASETS.get(name)
+    dataset = synthetic_dataset(name, size, channels, info.train_classes, per_class, args.seed,
+                                val_classes=max(5, args.ways), val_per_class=val_per_class)
+    # The budget's augmentation (the dataset's declared one, or none), at the measured image
+    # size where it is defined there (--image-size may ask for another; then the step runs
+    # without augmentation).
+    applies = augmentation_applies(info.train_augmentation, size)
+    info = replace(info, image_size=size,
+                   train_augmentation=info.train_augmentation if applies else None)
     entries: list[dict[str, Any]] = []
     for method in methods:
         budget = budgets[method]
+        if not augmentation_applies(budget.augmentation, size):
+            budget = replace(budget, augmentation=None)
         config = RunConfig(method=method, dataset=name, ways=args.ways, shots=args.shots,
                            seed=args.seed, budget=budget, precision=args.precision,
-                           compile=args.compile)
+                           compile=args.compile, queries=args.queries, solver=args.solver,
+                           select_on=args.select_on, method_source=sources[method])
+        budget = config.budget
         entry: dict[str, Any] = {
-            "method": method, "backbone": budget.backbone, "feature_mode": budget.feature_mode,
+            "method": method, "display_name": METHODS.get(method).display_name,
+            "backbone": budget.backbone, "feature_mode": budget.feature_mode,
             "meta_batch": budget.meta_batch,
             "images_per_task": args.ways * (budget.train_shots + budget.train_queries),
             "budget": budget.to_dict(),
@@ -643,7 +543,8 @@ def measure_all(args: argparse.Namespace, device: torch.device,
             progress(f"measuring {method} ({budget.backbone}/{budget.feature_mode}, "
                      f"{budget.meta_batch} x {entry['images_per_task']} images per step)")
         try:
-            entry.update(measure_method(config, dataset, device, args.steps, args.warmup))
+            entry.update(measure_method(config, dataset, device, args.steps, args.warmup,
+                                        info=info, val_episodes=args.val_episodes))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # one failing method (e.g. out of memory) costs its row
@@ -674,15 +575,16 @@ def measure_all(args: argparse.Namespace, device: torch.device,
         "backends": backend_settings(device),
         "provenance": info,
         "methods": entries,
+        "val_episodes": args.val_episodes, "select_on": args.select_on,
         "budget_overrides": budget_overrides(args),
-        "extrapolation": extrapolate(entries, args.assume_epochs, paper_ratio(),
+        "extrapolation": extrapolate(entries, args.assume_epochs, REFERENCE_CSV,
                                      budget_overrides(args)),
     }
 
 
 def run(args: argparse.Namespace) -> int:
     """``python -m bench speed``: measure, print the table, write the JSON report."""
-    from bench.runner import resolve_device
+    from bench.training import resolve_device
 
     device = resolve_device(args.device)
     report = measure_all(args, device, progress=lambda m: print(m, file=sys.stderr,
@@ -702,7 +604,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``python -m bench.speed`` (same options as ``bench speed``)."""
-    from bench.registry import UnknownNameError
+    from core.registry import UnknownNameError
 
     parser = argparse.ArgumentParser(prog="python -m bench speed", description=__doc__.split(
         "\n\n")[0])

@@ -1,4 +1,5 @@
-"""Confidence intervals, one formula each, applied to every method (FACTS.md 8.13).
+"""Confidence intervals, one formula each, applied to every method
+(docs/references.md#statistics).
 
 Per seed: 95% CI over episodes, 1.96 * std(ddof=1) / sqrt(n). Across seeds: mean of the seed
 means with a t-based 95% CI, t_{0.975, n-1} * std(ddof=1) / sqrt(n) (n is small).

@@ -2,7 +2,7 @@
 
 :class:`Normalizer` is the evaluation transform (``ToTensor`` + ``Normalize``).
 :class:`Lee2019Augment` is the training augmentation of MetaOptNet (Lee et al., CVPR 2019),
-which RFS and the MTL paper (Wang, Zhao & Li, ICML 2021) reuse (FACTS.md Sec. 3)::
+which RFS and the MTL paper (Wang, Zhao & Li, ICML 2021) reuse (docs/references.md#augmentation)::
 
     RandomCrop(size, padding=8 at 84 px / 4 at 32 px, zero fill)
     -> ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)   (no hue)
@@ -27,14 +27,12 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "AugmentParams", "LEE2019_DATASETS", "LEE2019_PADDING", "Lee2019Augment", "Normalizer",
-    "train_transform", "uses_lee2019",
+    "AugmentParams", "LEE2019_PADDING", "Lee2019Augment", "Normalizer", "augmentation_applies",
+    "train_transform",
 ]
 
 #: Crop padding of the Lee et al. 2019 pipeline by image size.
 LEE2019_PADDING = {84: 8, 32: 4}
-#: Datasets the reference implementations train with this augmentation.
-LEE2019_DATASETS = frozenset({"mini", "tiered", "cifar-fs", "fc100"})
 BRIGHTNESS, CONTRAST, SATURATION = 0, 1, 2
 _GREY_WEIGHTS = (19595.0, 38470.0, 7471.0)  # PIL's ITU-R 601-2 luma, in 1/65536
 _CPU_CHUNK_BYTES = 4 << 20  # float working set per chunk on a CPU
@@ -191,34 +189,28 @@ class Lee2019Augment:
         return out
 
 
-def uses_lee2019(dataset_name: str) -> bool:
-    """Whether the reference implementations train ``dataset_name`` (a name or alias) with
-    the Lee et al. 2019 augmentation."""
-    from datasets import DATASETS
-    from bench.registry import UnknownNameError
-
-    try:
-        return DATASETS.canonical(dataset_name) in LEE2019_DATASETS
-    except UnknownNameError:
-        return dataset_name in LEE2019_DATASETS
+def augmentation_applies(augmentation: str | None, image_size: int) -> bool:
+    """Whether ``augmentation`` (a dataset's declared training augmentation, None for none)
+    is defined for images of ``image_size`` px (Lee et al. 2019: 84 and 32 px)."""
+    return augmentation is None or image_size in LEE2019_PADDING
 
 
-def train_transform(dataset_name: str, image_size: int, mean: Sequence[float],
-                    std: Sequence[float], augment: bool | None = None,
-                    generator: torch.Generator | None = None
+def train_transform(augmentation: str | None, image_size: int, mean: Sequence[float],
+                    std: Sequence[float], generator: torch.Generator | None = None
                     ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The training transform (uint8 batch -> normalised float batch) for a dataset.
+    """The training transform (uint8 batch -> normalised float batch).
 
-    ``augment=None`` follows the reference implementations: Lee et al. 2019 augmentation for
-    mini-ImageNet, tiered-ImageNet, CIFAR-FS and FC100, plain normalisation otherwise (Omniglot,
-    glyphs). ``augment=True`` needs an image size the augmentation defines (84 or 32 px).
+    ``augmentation``: what the dataset declares (:attr:`datasets.DatasetInfo.train_augmentation`,
+    possibly overridden by the method's policy): ``"lee2019"`` (needs 84 or 32 px images) or
+    None for plain normalisation.
     """
-    if augment is None:
-        augment = uses_lee2019(dataset_name)
-    if not augment:
+    if augmentation is None:
         return Normalizer(mean, std)
-    if image_size not in LEE2019_PADDING:
+    if augmentation != "lee2019":
+        raise ValueError(f"unknown training augmentation {augmentation!r}; valid: lee2019 "
+                         "(or none)")
+    if not augmentation_applies(augmentation, image_size):
         raise ValueError(f"the Lee et al. 2019 augmentation is defined for 84 and 32 px images "
-                         f"(crop padding 8 and 4); {dataset_name} has {image_size} px. Train it "
-                         f"without augmentation.")
+                         f"(crop padding 8 and 4), not {image_size} px. Train without "
+                         f"augmentation.")
     return Lee2019Augment(LEE2019_PADDING[image_size], mean, std, generator=generator)

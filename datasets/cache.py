@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from core.atomic import write_json_atomic
 from datasets.base import ClassSplit, DatasetError, FewShotDataset, default_data_root
 from datasets.readers import describe_size, file_digest, source_digest, source_size
 
@@ -399,7 +400,7 @@ def write_cache(spec: DatasetSpec, located: Located, splits: SplitSet, root: Pat
             "sources": _source_entries(located.files, root, log),
             "splits": written,
         }
-        (partial / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        write_json_atomic(partial / "manifest.json", manifest)
         if folder.exists():
             shutil.rmtree(folder)
         partial.rename(folder)

@@ -8,7 +8,7 @@ few-shot splits of CIFAR-100's 100 classes x 600 images.
 
 The standard class lists are kept in this repository (``datasets/splits/``): CIFAR-FS as
 fine class names, FC100 as superclass names, and ``cifar100_classes.txt`` (every fine class
-with its superclass, in CIFAR-100 label-id order). Accepted layouts (FACTS.md Sec. 2):
+with its superclass, in CIFAR-100 label-id order). Accepted layouts (docs/references.md#datasets):
 
 * MetaOptNet pickles ``CIFAR_FS_{train,val,test}.pickle`` / ``FC100_{train,val,test}.pickle``
   (``data`` N x 32 x 32 x 3, ``labels`` = CIFAR-100 fine label ids), also RFS's renamed copies
@@ -23,7 +23,7 @@ Classes are named by their CIFAR-100 fine label names, so every layout gives the
 (``0..n-1`` in sorted name order); a layout whose classes differ from the standard lists is
 refused unless ``allow_nonstandard``. Normalisation: MetaOptNet's CIFAR-FS/FC100 constants
 (mean [129.378, 124.106, 112.478]/255, std [68.209, 65.431, 70.459]/255); RFS/MTL use the same
-statistics rounded to four digits (FACTS.md Sec. 2).
+statistics rounded to four digits (docs/references.md#datasets).
 """
 from __future__ import annotations
 
@@ -338,13 +338,17 @@ register_dataset(
     DatasetInfo(name="cifar-fs", load=_load_cifar_fs,
                 description="CIFAR-FS 64/16/20 classes x 600, 32 px (raw CIFAR-100, "
                             "learn2learn folders or MetaOptNet pickles)",
-                image_size=32, needs_files=True),
+                benchmark="cifar-fs", channels=3, image_size=32,
+                classes=CIFAR_FS_SPEC.standard, mean=CIFAR_FS_SPEC.mean, std=CIFAR_FS_SPEC.std,
+                train_augmentation="lee2019", small_images=False, needs_files=True),
     "cifarfs", "cifar_fs",
 )
 register_dataset(
     DatasetInfo(name="fc100", load=_load_fc100,
                 description="FC100 60/20/20 classes by superclass, 32 px (raw CIFAR-100 or "
                             "MetaOptNet pickles)",
-                image_size=32, needs_files=True),
+                benchmark="fc100", channels=3, image_size=32, classes=FC100_SPEC.standard,
+                mean=FC100_SPEC.mean, std=FC100_SPEC.std, train_augmentation="lee2019",
+                small_images=False, needs_files=True),
     "fc-100",
 )

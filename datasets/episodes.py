@@ -38,6 +38,16 @@ class EpisodeIndices:
         return int(self.classes.shape[0])
 
     @property
+    def images(self) -> torch.Tensor:
+        """``[T, ways*(shots+queries)]``: each episode's support indices, then its query ones."""
+        return torch.cat([self.support, self.query], dim=1)
+
+    def slice(self, start: int, stop: int) -> "EpisodeIndices":
+        """Episodes ``start`` to ``stop - 1`` (a view; the episodes themselves unchanged)."""
+        return EpisodeIndices(self.support[start:stop], self.query[start:stop],
+                              self.classes[start:stop], self.ways, self.shots, self.queries)
+
+    @property
     def support_labels(self) -> torch.Tensor:
         return episode_labels(self.n_tasks, self.ways, self.shots)
 
@@ -145,6 +155,22 @@ class TaskBatch:
     def n_images(self) -> int:
         return int(self.support.shape[0] * (self.support.shape[1] + self.query.shape[1]))
 
+    @property
+    def images(self) -> torch.Tensor:
+        """``[T, S+Q, C, H, W]``: each task's support images, then its query images."""
+        return torch.cat([self.support, self.query], dim=1)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``[T, S+Q]``: the labels of :attr:`images`."""
+        return torch.cat([self.support_labels, self.query_labels], dim=1)
+
+    def slice(self, start: int, stop: int) -> "TaskBatch":
+        """Tasks ``start`` to ``stop - 1`` (views of the same tensors)."""
+        part = slice(start, stop)
+        return TaskBatch(self.support[part], self.support_labels[part], self.query[part],
+                         self.query_labels[part], self.classes[part])
+
 
 class EpisodeLoader:
     """Holds a split's uint8 images on ``device`` and turns :class:`EpisodeIndices` into
@@ -173,8 +199,7 @@ class EpisodeLoader:
         return out.reshape(*indices.shape, *out.shape[1:])
 
     def load(self, episodes: EpisodeIndices) -> TaskBatch:
-        both = torch.cat([episodes.support, episodes.query], dim=1)
-        images = self.gather(both)
+        images = self.gather(episodes.images)
         n_support = episodes.support.shape[1]
         return TaskBatch(
             support=images[:, :n_support],

@@ -303,7 +303,13 @@ register_dataset(
         load=load,
         description=("procedural Omniglot-like stroke glyphs, generated in-process "
                      "(256/64/128 classes x 20 images, 28 px, no files)"),
+        benchmark="glyphs",
+        channels=1,
         image_size=28,
+        classes=(256, 64, 128),
+        mean=None, std=None,  # the train split's pixel statistics (make_glyphs)
+        train_augmentation=None,
+        small_images=True,
         needs_files=False,
     ),
     "glyph",

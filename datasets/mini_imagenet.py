@@ -1,6 +1,6 @@
 """mini-ImageNet (Vinyals et al., 2016; Ravi & Larochelle's 64/16/20 class split), 84 px RGB.
 
-Read from either layout researchers have (FACTS.md Sec. 2):
+Read from either layout researchers have (docs/references.md#datasets):
 
 * learn2learn / MTL (Wang, Zhao & Li, ICML 2021): ``mini-imagenet-cache-{train,validation,
   test}.pkl``, each a dict with ``image_data`` (``N x 84 x 84 x 3``, 0..255) and ``class_dict``
@@ -31,7 +31,7 @@ from datasets.readers import Layout, find_layout, load_pickled_dict
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SPEC", "load", "load_mini_imagenet", "locate"]
 
-#: mini/tiered-ImageNet pixel statistics (FACTS.md Sec. 2), as fractions of 255.
+#: mini/tiered-ImageNet pixel statistics (docs/references.md#datasets), as fractions of 255.
 IMAGENET_MEAN = tuple(v / 255.0 for v in (120.39586422, 115.59361427, 104.54012653))
 IMAGENET_STD = tuple(v / 255.0 for v in (70.68188272, 68.27635443, 72.54505529))
 
@@ -138,6 +138,8 @@ register_dataset(
     DatasetInfo(name="mini", load=load,
                 description="mini-ImageNet 64/16/20 classes x 600 (learn2learn or MetaOptNet "
                             "pickles, or a prepared cache)",
-                image_size=84, needs_files=True),
+                benchmark="mini-imagenet", channels=3, image_size=84, classes=SPEC.standard,
+                mean=SPEC.mean, std=SPEC.std, train_augmentation="lee2019",
+                small_images=False, needs_files=True, efficiency_reference=True),
     "mini-imagenet", "miniimagenet",
 )

@@ -1,13 +1,13 @@
 """Omniglot (Lake, Salakhutdinov & Tenenbaum, 2015), read from torchvision's files.
 
 One class per handwritten character, 20 drawers each. Preprocessing follows learn2learn's
-Omniglot benchmark (used by Wang, Zhao & Li, ICML 2021, via [L2L]): grey-scale, resize to
-28 px with LANCZOS, then invert so ink is bright (``1 - x``); stored as uint8 ``255 * (1 - x)``.
-The class split is 1100/100/423 as in learn2learn, but drawn with a fixed seed (learn2learn uses
-the unseeded global ``random``; see FACTS.md Sec. 8) and used per split (learn2learn's
-benchmark leaks classes across splits). With fewer characters than the full 1623 (for example
-the 242 of the two "small" background archives) the same proportions are used and the
-dataset's ``source`` says so.
+Omniglot benchmark (used by Wang, Zhao & Li, ICML 2021, via [L2L]): grey-scale, resize to 28 px
+with LANCZOS, then invert so ink is bright (``1 - x``); stored as uint8 ``255 * (1 - x)``. The
+class split is 1100/100/423 as in learn2learn, but drawn with a fixed seed (learn2learn uses the
+unseeded global ``random``; docs/references.md#bugs-avoided, B2) and used per split
+(learn2learn's benchmark leaks classes across splits). With fewer characters than the full 1623
+(for example the 242 of the two "small" background archives) the same proportions are used and
+the dataset's ``source`` says so.
 
 Accepted under ``root`` (and under ``root/omniglot-py``, torchvision's layout): the archives
 ``images_background.zip``, ``images_evaluation.zip``, ``images_background_small1.zip``,
@@ -26,7 +26,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -34,9 +34,11 @@ from PIL import Image, UnidentifiedImageError
 
 from datasets import DatasetInfo, register_dataset
 from datasets.base import ClassSplit, DatasetError, FewShotDataset, default_data_root
+from datasets.cache import DatasetSpec, Located, SplitSet, register_spec, split_from_array
 from datasets.glyphs import pixel_stats
 
-__all__ = ["ARCHIVE_NAMES", "find_sources", "load", "load_omniglot", "split_note", "split_sizes"]
+__all__ = ["ARCHIVE_NAMES", "SPEC", "find_sources", "load", "load_omniglot", "split_note",
+           "split_sizes"]
 
 logger = logging.getLogger(__name__)
 
@@ -301,13 +303,60 @@ def load(root: Path | None) -> FewShotDataset:
     return load_omniglot(root)
 
 
+def _locate(root: Path) -> Located:
+    sources = find_sources(root)
+
+    def read() -> SplitSet:
+        data = load_omniglot(root)
+        splits = {s.name: split_from_array(s.name, s.images.numpy(), s.labels.numpy(),
+                                           s.class_names, channels_last=False)
+                  for s in (data.train, data.val, data.test)}
+        return SplitSet(splits, notes=(data.source,), mean=data.mean, std=data.std)
+
+    kind = "+".join(sorted({s.kind for s in sources}))
+    return Located("omniglot", f"torchvision Omniglot ({kind})", root,
+                   tuple(s.path for s in sources), read)
+
+
+def _download(root: Path, log: Callable[[str], None]) -> None:
+    import torchvision.datasets
+
+    log(f"downloading Omniglot with torchvision into {root / 'omniglot-py'}")
+    try:
+        for background in (True, False):
+            torchvision.datasets.Omniglot(str(root), background=background, download=True)
+    except Exception as exc:  # network and archive errors come in many types
+        raise DatasetError(f"downloading Omniglot into {root} failed ({type(exc).__name__}:"
+                           f" {exc}); fetch images_background.zip and images_evaluation.zip"
+                           f" from https://github.com/brendenlake/omniglot (python/) into "
+                           f"{root}") from exc
+
+
+#: So ``bench data prepare/verify omniglot`` can prepare, split-check and verify it like the
+#: others (the registry loader reads the archives directly and ignores the cache).
+SPEC = register_spec(DatasetSpec(
+    name="omniglot", title="Omniglot", standard=LEARN2LEARN_SPLIT,
+    mean=(0.0,), std=(1.0,), locate=_locate, direct_limit=1 << 40,
+    default_dirs=("omniglot",),
+    where_to_get=("torchvision.datasets.Omniglot(ROOT, background=True/False, "
+                  "download=True), or `--download`",),
+    download=_download,
+    accepted=tuple(f"{n}.zip or the folder {n}/" for n in ARCHIVE_NAMES)))
+
+
 register_dataset(
     DatasetInfo(
         name="omniglot",
         load=load,
         description=("Omniglot handwritten characters (torchvision archives or folders), "
                      "28 px, ink bright; split 1100/100/423 or proportional"),
+        benchmark="omniglot",
+        channels=1,
         image_size=IMAGE_SIZE,
+        classes=LEARN2LEARN_SPLIT,
+        mean=None, std=None,  # the train split's pixel statistics (load_omniglot)
+        train_augmentation=None,  # learn2learn's Omniglot benchmark: resize and invert only
+        small_images=True,
         needs_files=True,
     ),
 )

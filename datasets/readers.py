@@ -1,4 +1,4 @@
-"""Low-level readers for the files few-shot researchers already have (FACTS.md Secs. 2 and 8).
+"""Low-level readers for the files few-shot researchers already have (docs/references.md#datasets).
 
 Everything here turns a damaged or unexpected file into a :class:`DatasetError` that names the
 file and says what to do:

@@ -2,7 +2,7 @@
 
 84 px RGB, 779,165 images: 16.5 GB as uint8, so it is always used through the prepared,
 memory-mapped cache (``python -m bench data prepare tiered``); preparing streams the images
-one at a time (FACTS.md Sec. 2):
+one at a time (docs/references.md#datasets):
 
 * learn2learn: ``tiered-imagenet/{train,val,test}_images_png.pkl`` (a pickled list of PNG
   byte strings, or of 1-D uint8 arrays holding them) with ``{split}_labels.pkl`` (a dict; the
@@ -156,6 +156,8 @@ register_dataset(
     DatasetInfo(name="tiered", load=load,
                 description="tiered-ImageNet 351/97/160 classes (learn2learn PNG pickles or "
                             "MetaOptNet npz, used through a prepared memory-mapped cache)",
-                image_size=84, needs_files=True),
+                benchmark="tiered-imagenet", channels=3, image_size=84, classes=SPEC.standard,
+                mean=SPEC.mean, std=SPEC.std, train_augmentation="lee2019",
+                small_images=False, needs_files=True),
     "tiered-imagenet", "tieredimagenet",
 )

@@ -8,28 +8,82 @@ features from :meth:`FewShotMethod.features`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
 
+from core.hparams import HParam, validate_hparams
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
+
+if TYPE_CHECKING:
+    from core.budget import TrainBudget
+    from datasets import DatasetInfo
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 """Maps query images ``[T, Q, C, H, W]`` to logits ``[T, Q, ways]``."""
 
 
-class FewShotMethod(nn.Module):
-    """Base class. Subclasses set ``name``, ``default_hparams``, ``paper`` and implement
-    :meth:`loss`; those with a native test-time adaptation implement :meth:`adapt`.
+AUGMENTATION_POLICIES = ("dataset", "none")
 
-    ``hparams`` may only contain keys of ``default_hparams`` (typos are errors).
+
+class FewShotMethod(nn.Module):
+    """Base class. A method implements :meth:`loss` (and :meth:`adapt` if it has a native
+    test-time adaptation) and declares, as class attributes, everything the harness needs to
+    know about it; ``bench/`` reads these and never tests a method's name:
+
+    - ``display_name``: how tables and plots print it (default: its registered name);
+    - ``citation``: the paper it comes from;
+    - ``hparam_spec``: its hyperparameters (:class:`core.hparams.HParam`: default, type, range);
+    - ``task_local_batch_norm``: True when every training forward normalises with one task's
+      own batch statistics (MAML), so data-parallel runs must not synchronise batch norm;
+    - ``quick_hparams``: hyperparameters the ``quick`` budget sets (its CPU-sized exceptions);
+    - ``augmentation``: the training augmentation policy, ``"dataset"`` (the dataset's
+      declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
+    - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
+      declares it: MetaOptNet, Table 4 and Figure 2);
+    - ``reported_as``: the rows of the paper's tables (``results/reference/paper.csv``: a
+      method name, with its head where the source names one, e.g. ``"MetaOptNet-SVM"``) that
+      report this method under its paper budget, each with why, where the row is not simply
+      the method's own (``bench table`` shows the row next to the method and the why in its
+      footnote); default: its display name;
+    - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
+
+    ``name`` is set by :func:`methods.register_method`; ``display_name``,
+    ``efficiency_reference`` and ``reported_as`` are not inherited by a registered subclass
+    unless it declares them.
+    ``hparams`` may only contain keys of ``hparam_spec``, with values it accepts
+    (:func:`core.hparams.validate_hparams`: typos and bad values are errors).
     """
 
     name: ClassVar[str] = ""
-    paper: ClassVar[str] = ""
-    default_hparams: ClassVar[dict[str, Any]] = {}
+    display_name: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    hparam_spec: ClassVar[Mapping[str, HParam]] = {}
+    """The method's hyperparameters: default, type, valid range and meaning of each."""
+    task_local_batch_norm: ClassVar[bool] = False
+    quick_hparams: ClassVar[Mapping[str, Any]] = {}
+    augmentation: ClassVar[str] = "dataset"
+    efficiency_reference: ClassVar[bool] = False
+    reported_as: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
+        """The original paper's training setting on ``dataset`` for ``shots``-shot testing
+        (``dataset.benchmark`` tells which benchmark it is)."""
+        raise NotImplementedError(f"method {cls.name!r} declares no paper budget "
+                                  f"(FewShotMethod.paper_budget)")
+
+    @classmethod
+    def training_augmentation(cls, dataset: DatasetInfo | None, budget: TrainBudget
+                              ) -> str | None:
+        """The training augmentation to use on ``dataset`` (None: a dataset built outside
+        the registry) under ``budget``: the dataset's declared one unless the policy is
+        ``"none"``. Override for a policy that depends on the budget."""
+        if cls.augmentation == "none" or dataset is None:
+            return None
+        return dataset.train_augmentation
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:
@@ -41,13 +95,9 @@ class FewShotMethod(nn.Module):
 
     @classmethod
     def resolve_hparams(cls, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(overrides) - set(cls.default_hparams))
-        if unknown:
-            raise ValueError(
-                f"method {cls.name!r} has no hyperparameter(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(cls.default_hparams)) or '(none)'}"
-            )
-        return {**cls.default_hparams, **overrides}
+        """The defaults updated with ``overrides``, checked against :attr:`hparam_spec`
+        (:class:`core.hparams.HParamError`, a ``ValueError``, otherwise). Needs no model."""
+        return validate_hparams(f"method {cls.name!r}", cls.hparam_spec, overrides)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings ``[B, D]`` of images ``[B, C, H, W]`` (what the unified protocol sees)."""
@@ -57,6 +107,14 @@ class FewShotMethod(nn.Module):
         """Embeddings ``[T, S, D]`` of ``[T, S, C, H, W]``, all tasks in one forward."""
         t, s = images.shape[:2]
         return self.features(images.flatten(0, 1)).view(t, s, -1)
+
+    def embed_episode(self, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Support and query images of every task through :meth:`task_features` in ONE
+        forward (so batch norm sees every image of the batch once), split again: support
+        features ``[T, S, D]`` and query features ``[T, Q, D]``."""
+        n_support = batch.support.shape[1]
+        features = self.task_features(batch.images)
+        return features[:, :n_support], features[:, n_support:]
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         """Mean training loss over the tasks of ``batch`` (a scalar with a graph)."""
@@ -73,6 +131,13 @@ class FewShotMethod(nn.Module):
         """
         raise NotImplementedError(f"{self.name} has no native adaptation")
 
+    def adapt_for_selection(self, support: torch.Tensor, support_labels: torch.Tensor
+                            ) -> Predictor:
+        """The native adaptation that validation-based model selection uses
+        (``--select-on native``); the test-time :meth:`adapt` unless a method's reference
+        validates differently (MetaOptNet: more solver iterations than at test)."""
+        return self.adapt(support, support_labels)
+
     def on_optimizer_step(self) -> None:
-        """Called by the runner after every optimiser step (advances DropBlock's ramp)."""
+        """Called by the training step after every optimiser step (advances DropBlock's ramp)."""
         self.backbone.advance_schedule()

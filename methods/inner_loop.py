@@ -14,13 +14,14 @@ holds the common parts:
   current batch's statistics without touching the module's running statistics;
 - :func:`linear_logits` / :func:`task_cross_entropy`: a linear head with one weight matrix per
   task, applied to all tasks at once with ``bmm``;
-- :class:`InnerLoopMethod`: the hyperparameters and their checks shared by MAML and ANIL.
+- :class:`InnerLoopMethod` / :func:`inner_loop_hparams`: the hyperparameters shared by MAML
+  and ANIL.
 """
 from __future__ import annotations
 
 import contextlib
 import enum
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,9 @@ from torch import nn
 # _BatchNorm is the base of every BatchNorm{1,2,3}d, their Lazy variants and SyncBatchNorm.
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from core.budget import TrainBudget
+from core.hparams import HParam
+from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
 from methods.base import FewShotMethod
@@ -132,49 +136,64 @@ def task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return total / labels.shape[1]
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"hyperparameter {name!r} must be a positive number, got {value!r}")
+def inner_loop_hparams(inner_lr: float, train_steps: int, test_steps: int
+                       ) -> dict[str, HParam]:
+    """The hyperparameters of every inner-loop method, with its paper's defaults."""
+    return {
+        "inner_lr": HParam(inner_lr, float, gt=0, doc="inner-loop learning rate in training"),
+        "train_steps": HParam(train_steps, int, ge=1, doc="inner steps per task in training"),
+        "test_steps": HParam(test_steps, int, ge=0, doc="inner steps per task at test time"),
+        "test_inner_lr": HParam(None, float, gt=0, optional=True,
+                                doc="test-time inner learning rate (null: inner_lr)"),
+        "first_order": HParam(False, bool, doc="first-order approximation of the "
+                                               "meta-gradient (Finn et al. 2017, Sec. 5.2)"),
+    }
 
 
-def _check_steps(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"hyperparameter {name!r} must be an integer >= {minimum}, got {value!r}")
+#: Finn et al.'s inner loops (``hparams``) by kind of dataset. ImageNet-like images (Finn, Abbeel
+#: & Levine 2017, Sec. 5.2; cbfinn/maml ``main.py`` usage lines 16-20): 5 steps of 0.01 in
+#: training, 10 at test. Small character images, their 5-way Omniglot setting (Sec. 5.2; usage
+#: line 11: ``--update_lr=0.4 --num_updates=1 --meta_batch_size=32``): 1 step of 0.4 in training,
+#: 3 at test (the paper's text; ``main.py:230`` evaluates with 10).
+FINN_IMAGENET = {"inner_lr": 0.01, "train_steps": 5, "test_steps": 10}
+FINN_OMNIGLOT = {"inner_lr": 0.4, "train_steps": 1, "test_steps": 3}
+
+
+def maml_recipe(dataset: DatasetInfo, shots: int) -> TrainBudget:
+    """Finn et al. 2017's setting, the paper budget of MAML and of ANIL (Raghu et al. 2020
+    build ANIL on Finn's code with its hyperparameters): Adam 1e-3, 60,000 meta-iterations
+    (60 epochs x 1000 steps), constant rate, no augmentation (Finn's and Raghu's code read the
+    images as they are). Batch norm on each batch's own statistics is the methods' own
+    (cbfinn/maml ``utils.py:41``: ``tf_layers.batch_norm`` is always in training mode).
+
+    - ImageNet-like images: Conv4-32 (``--num_filters=32``), meta-batch 4 (1-shot) or 2
+      (5-shot, the paper's Sec. 5.2; the repository's usage line 20 writes 4), 15 queries per
+      class (``main.py:247``), :data:`FINN_IMAGENET`.
+    - Small character images (Omniglot-like): Conv4-64, meta-batch 32, as many queries as
+      shots (``main.py:251``: ``update_batch_size*2`` images per class), :data:`FINN_OMNIGLOT`.
+    """
+    if dataset.small_images:
+        backbone, meta_batch, queries, hparams = "conv4-64", 32, shots, FINN_OMNIGLOT
+    else:
+        backbone, meta_batch, queries, hparams = ("conv4-32", 4 if shots == 1 else 2, 15,
+                                                  FINN_IMAGENET)
+    return TrainBudget(
+        name="paper", backbone=backbone, feature_mode="flatten", epochs=60,
+        steps_per_epoch=1000, meta_batch=meta_batch, train_shots=shots,
+        train_queries=queries, optimizer="adam", lr=1e-3, schedule="constant",
+        early_stop_patience=None, val_episodes=600, hparams=dict(hparams), augmentation=None,
+    )
 
 
 class InnerLoopMethod(FewShotMethod):
-    """Shared base of MAML and ANIL: inner-loop hyperparameters and a linear head
-    ``nn.Linear(backbone.out_dim, ways)``.
-
-    - ``inner_lr``: inner-loop learning rate in training;
-    - ``train_steps`` (>= 1) / ``test_steps`` (>= 0): inner steps in training / at test time;
-    - ``test_inner_lr``: test-time inner learning rate (``None``: same as ``inner_lr``);
-    - ``first_order``: first-order approximation of the meta-gradient.
-    """
-
-    HPARAMS: ClassVar[tuple[str, ...]] = ("inner_lr", "train_steps", "test_steps",
-                                          "test_inner_lr", "first_order")
-    """Keys every subclass's ``default_hparams`` must hold (each sets its paper's values)."""
+    """Shared base of MAML and ANIL: the inner-loop hyperparameters
+    (:func:`inner_loop_hparams`; each subclass sets its paper's defaults) and a linear head
+    ``nn.Linear(backbone.out_dim, ways)``."""
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:
         super().__init__(backbone, n_train_classes, ways, hparams)
-        self._check_hparams()
         self.head = nn.Linear(backbone.out_dim, ways)
-
-    def _check_hparams(self) -> None:
-        h = self.hparams
-        missing = [k for k in self.HPARAMS if k not in h]
-        if missing:
-            raise TypeError(f"{type(self).__name__}.default_hparams lacks {', '.join(missing)}")
-        _check_positive("inner_lr", h["inner_lr"])
-        if h["test_inner_lr"] is not None:
-            _check_positive("test_inner_lr", h["test_inner_lr"])
-        _check_steps("train_steps", h["train_steps"], 1)
-        _check_steps("test_steps", h["test_steps"], 0)
-        if not isinstance(h["first_order"], bool):
-            raise ValueError(f"hyperparameter 'first_order' must be true or false, "
-                             f"got {h['first_order']!r}")
 
     @property
     def test_lr(self) -> float:

@@ -26,11 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from core.budget import TrainBudget
+from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.base import Predictor
 from methods.inner_loop import (InnerLoopMethod, Order, Params, batch_statistics,
-                                gradient_descent, scratch_buffers)
+                                gradient_descent, inner_loop_hparams, maml_recipe,
+                                scratch_buffers)
 
 
 @register_method("maml")
@@ -39,12 +42,23 @@ class MAML(InnerLoopMethod):
     :class:`methods.inner_loop.InnerLoopMethod`, with Finn et al.'s mini-ImageNet values as
     defaults (inner lr 0.01, 5 training steps, 10 test steps, second order)."""
 
-    paper = ("Finn, Abbeel & Levine 2017, Model-Agnostic Meta-Learning for Fast Adaptation of "
-             "Deep Networks (ICML)")
-    default_hparams = {
-        "inner_lr": 0.01, "train_steps": 5, "test_steps": 10, "test_inner_lr": None,
-        "first_order": False,
-    }
+    display_name = "MAML"
+    citation = ("Finn, Abbeel & Levine 2017, Model-Agnostic Meta-Learning for Fast Adaptation of "
+                "Deep Networks (ICML)")
+    hparam_spec = inner_loop_hparams(inner_lr=0.01, train_steps=5, test_steps=10)
+    task_local_batch_norm = True  # every forward normalises with one task's own statistics
+    # quick budget: five second-order inner steps over every layer cost about five quick
+    # budgets of the other methods on a CPU, so quick MAML takes learn2learn's
+    # maml_miniimagenet.py setting instead (one inner step at rate 0.5,
+    # docs/references.md#maml-anil).
+    quick_hparams = {"inner_lr": 0.5, "train_steps": 1, "test_steps": 1}
+
+    @classmethod
+    def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
+        """Finn et al.'s setting (:func:`methods.inner_loop.maml_recipe`): on ImageNet-like
+        images 5 inner steps of 0.01 in training and 10 at test, Conv4-32; on small character
+        images their Omniglot setting (1 step of 0.4, 3 at test, Conv4-64, meta-batch 32)."""
+        return maml_recipe(dataset, shots)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, ways]`` of the (unadapted) network on images ``[B, C, H, W]``."""

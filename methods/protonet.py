@@ -4,12 +4,12 @@ Snell, Swersky & Zemel, "Prototypical Networks for Few-shot Learning", NeurIPS 2
 is represented by the mean of its support features; query logits are negative squared Euclidean
 distances to the prototypes (:func:`methods.heads.prototype_logits`).
 
-Choices, following MetaOptNet's ``ProtoNetHead`` (FACTS.md 4.2), which the budgets' ResNet-12
-setting comes from: the distance is divided by the feature dimension D
-(``normalize_by_dim=True``; 16,000-d flattened ResNet-12 features otherwise give logits in the
-thousands), and the logits are multiplied by a learnable scale initialised to 1.0. Set
-``normalize_by_dim=False, learn_scale=False`` for the original formulation (also what
-learn2learn does, FACTS.md 8.15).
+Choices, following MetaOptNet's ``ProtoNetHead`` (docs/references.md#metaoptnet-r2d2-protonet),
+which the budgets' ResNet-12 setting comes from: the distance is divided by the feature
+dimension D (``normalize_by_dim=True``; 16,000-d flattened ResNet-12 features otherwise give
+logits in the thousands), and the logits are multiplied by a learnable scale initialised to 1.0.
+Set ``normalize_by_dim=False, learn_scale=False`` for the original formulation (also what
+learn2learn does, docs/references.md#bugs-avoided, B6).
 """
 from __future__ import annotations
 
@@ -18,21 +18,31 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from core.budget import TrainBudget
+from core.hparams import HParam
+from datasets import DatasetInfo
 from methods import register_method
 from methods.backbones import Backbone
-from methods.heads import EpisodeHeadMethod, prototype_logits, prototypes
+from methods.heads import EpisodeHeadMethod, metaoptnet_recipe, prototype_logits, prototypes
 
 
 @register_method("protonet", "proto")
 class ProtoNet(EpisodeHeadMethod):
     """Nearest-prototype head with (scaled) negative squared Euclidean distances."""
 
-    paper = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
-    default_hparams = {
-        "normalize_by_dim": True,  # divide squared distances by D (MetaOptNet)
-        "learn_scale": True,  # learnable logit scale (MetaOptNet); False keeps it fixed
-        "scale_init": 1.0,  # (initial) logit scale
+    display_name = "ProtoNet"
+    citation = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
+    hparam_spec = {
+        "normalize_by_dim": HParam(True, bool, doc="divide squared distances by D (MetaOptNet)"),
+        "learn_scale": HParam(True, bool, doc="learnable logit scale (MetaOptNet); false keeps "
+                                              "it fixed"),
+        "scale_init": HParam(1.0, float, doc="(initial) logit scale"),
     }
+
+    @classmethod
+    def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
+        """MetaOptNet's recipe (15 training shots), whose ProtoNet head this one follows."""
+        return metaoptnet_recipe(dataset, 15, {})
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

@@ -1,7 +1,7 @@
 """Train one run and record what happens inside it, epoch by epoch (docs/findings.md).
 
 The same training loop, sampler, optimiser, selection and unified-protocol validation as
-``python -m bench run`` (:class:`bench.runner.TrainSession`), plus per-epoch diagnostics the
+``python -m bench run`` (:class:`bench.session.TrainSession`), plus per-epoch diagnostics the
 result files do not hold: mean training loss, learning rate, relative distance of the backbone
 from its initialisation and, for a method with a per-class head matrix (``head_weights()``),
 the head rows' mean norm and relative distance from initialisation and the logit scale.
@@ -31,11 +31,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import runner  # noqa: E402
-from bench.config import RunConfig, TrainBudget, resolve_budget  # noqa: E402
-from bench.results import write_json_atomic  # noqa: E402
+from bench import session as bench_session  # noqa: E402
+from bench.config import RunConfig, resolve_budget  # noqa: E402
+from bench.record import evaluate_test_split  # noqa: E402
 from bench.stats import episode_ci95  # noqa: E402
 from bench.timing import SectionTimer  # noqa: E402
+from bench.training import StepResult, build_training  # noqa: E402
+from core.atomic import write_json_atomic  # noqa: E402
+from core.budget import TrainBudget  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 from methods import METHODS  # noqa: E402
 
@@ -74,8 +77,8 @@ def _flat(module: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in module.parameters()])
 
 
-class DiagnosedSession(runner.TrainSession):
-    """A :class:`bench.runner.TrainSession` that records diagnostics after every epoch."""
+class DiagnosedSession(bench_session.TrainSession):
+    """A :class:`bench.session.TrainSession` that records diagnostics after every epoch."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,8 +122,7 @@ def _test(method: torch.nn.Module, dataset: Any, config: RunConfig,
           device: torch.device) -> dict[str, Any]:
     """Unified-protocol test accuracy on the run's ``config.episodes`` test episodes (the same
     episodes ``bench run`` draws for this seed and episode count)."""
-    results, digest = runner.evaluate_test_split(method, dataset, config, device,
-                                                 progress=False)
+    results, digest = evaluate_test_split(method, dataset, config, device, progress=False)
     accs = results["unified"]["accuracies"]
     return {"episodes": len(accs), "mean": float(np.mean(accs)), "ci95": episode_ci95(accs),
             "episode_hash": digest, "accuracies": accs}
@@ -161,18 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(args.dataset, args.data_root)
     config = build_config(args)
     device = torch.device("cpu")
-    torch.manual_seed(config.seed)
-    method = runner.prepare_for_device(runner.build_method(config, dataset), config, device)
+    training = build_training(config, dataset, device)
+    method = training.method
     recorded_losses: list[float] = []
-    plain_step = runner.parallel_train_step
+    plain_step = bench_session.parallel_train_step
 
-    def step(*a: Any, **k: Any) -> runner.StepResult:
+    def step(*a: Any, **k: Any) -> StepResult:
         result = plain_step(*a, **k)
         recorded_losses.append(result.loss)
         return result
 
-    runner.parallel_train_step = step
-    session = DiagnosedSession(method, dataset, config, device)
+    bench_session.parallel_train_step = step  # the session's step, recording each loss
+    session = DiagnosedSession(training, dataset, config, device)
     session.losses = recorded_losses
     out: dict[str, Any] = {"config": config.to_dict(), "argv": sys.argv[1:],
                            "torch_threads": torch.get_num_threads()}

@@ -6,10 +6,13 @@ Outputs (under ``--out``, default ``results/theory/``):
 
 - ``per_task.csv``: one row per (curve, sweep point, seed, test task); see ``sweeps.ROW_COLUMNS``;
 - ``summary.csv``: mean and spread across seeds; see ``report.SUMMARY_COLUMNS``;
-- ``figure1.png``: the three panels of Figure 1 with kernel and trained curves;
+- ``figure1.png``: the three panels of Figure 1 with kernel and trained curves (raw labels);
+- ``figure1_normalized.png``: the same in units of the training-label standard deviation;
 - ``kernel_validation.csv``: analytic vs empirical kernels by depth and width;
 - ``trained_runs.csv``: losses and seconds of every trained network (with ``--trained``);
-- ``diagnostics.json``: the settings, wall times and the measured lambda * tau cancellation.
+- ``diagnostics.json``: the settings, wall times, the measured lambda * tau cancellation, each
+  seed's training-label mean and std, and the per-seed ratio of the difference at the
+  shallowest to the deepest depth (min, median, max; see ``report.depth_ratios``).
 """
 from __future__ import annotations
 
@@ -26,12 +29,13 @@ from tqdm import tqdm
 
 from bench.theory.kernels import HE_W_STD, ReluNetConfig
 from bench.theory.report import (
-    format_table, plot_figure, rows_frame, summarize, write_csv, write_json,
+    depth_ratios, format_ratios, format_table, plot_figure, rows_frame, summarize, write_csv,
+    write_json,
 )
 from bench.theory.sweeps import (
     SweepGrid, kernel_sweeps, trained_networks_needed, trained_seed, all_points,
 )
-from bench.theory.tasks import NORMALIZATIONS, ProblemConfig, make_tasks
+from bench.theory.tasks import NORMALIZATIONS, ProblemConfig, label_std, make_tasks
 from bench.theory.trained import TrainConfig
 from bench.theory.validation import validate_kernels
 
@@ -179,16 +183,36 @@ def _run_trained(args, settings: _Settings) -> tuple[list[dict], pd.DataFrame]:
     return rows, pd.DataFrame(runs)
 
 
-def _print_summary(summary: pd.DataFrame, validation: pd.DataFrame | None,
-                   invariance: float, timings: dict[str, float], out: Path) -> None:
-    print("\n||F_ANIL - F_MTL||_2 on the query points: mean +- std over seeds")
-    for sweep, x_key in (("depth", "depth"), ("train_lam_tau", "lam_tau"),
-                         ("test_lam_tau_hat", "lam_tau_hat")):
-        table = format_table(summary, sweep, x_key)
-        if table:
-            print(f"\n[{sweep}]\n{table}")
-    print(f"\nLargest relative change of F_ANIL (Lemma 1, t = infinity) across the training "
-          f"lambda*tau sweep: {invariance:.3e} (the cancellation predicts 0)")
+SCALES = (
+    ("diff", "raw labels (y = nu ||x - mu||^2)"),
+    ("diff_normalized", "label-normalised: divided by the seed's training-label std"),
+    ("diff_zscored", "labels z-scored (centred, then divided by the same std)"),
+)
+
+
+def _print_summary(summary: pd.DataFrame, ratios: pd.DataFrame, labels: dict[str, dict],
+                   validation: pd.DataFrame | None, invariance: float,
+                   timings: dict[str, float], out: Path) -> None:
+    print("\n||F_ANIL - F_MTL||_2 on the query points: mean +- std over seeds. "
+          "Lead curve: eq. (61), Theta - K in Phi'_ANIL; verbatim: Lemma 1 as printed.")
+    stds, means = labels["label_std_by_seed"], labels["label_mean_by_seed"]
+    print(f"Training labels per seed ({', '.join(stds)}): mean "
+          f"{', '.join(f'{v:.2f}' for v in means.values())}; std "
+          f"{', '.join(f'{v:.2f}' for v in stds.values())} "
+          f"(std averaged over seeds: {sum(stds.values()) / len(stds):.2f})")
+    for value, scale in SCALES:
+        for sweep, x_key in (("depth", "depth"), ("train_lam_tau", "lam_tau"),
+                             ("test_lam_tau_hat", "lam_tau_hat")):
+            if value == "diff_zscored" and sweep != "depth":
+                continue  # all three sweeps are in summary.csv
+            table = format_table(summary, sweep, x_key, value=value)
+            if table:
+                print(f"\n[{sweep}, {scale}]\n{table}")
+    if not ratios.empty:
+        print("\nPer-seed ratio of the difference at the shallowest to the deepest depth "
+              f"(min / median / max over seeds):\n{format_ratios(ratios)}")
+    print(f"\nLargest relative change of F_ANIL (t = infinity, eq. (61) and verbatim forms) "
+          f"across the training lambda*tau sweep: {invariance:.3e} (the cancellation predicts 0)")
     if validation is not None and not validation.empty:
         print("\nAnalytic vs empirical kernels, relative Frobenius error "
               "(mean of draws | median single draw):")
@@ -199,6 +223,16 @@ def _print_summary(summary: pd.DataFrame, validation: pd.DataFrame | None,
                   f"{row.nngp_error_single_median:.3f}")
     print("\nWall times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"Outputs in {out}/")
+
+
+def _label_statistics(args: argparse.Namespace, problem: ProblemConfig) -> dict[str, dict]:
+    """Mean and standard deviation (``tasks.label_std``) of every run seed's training labels."""
+    seeds = sorted({*args.seeds, *(args.trained_seeds if args.trained else ())})
+    tasks = {seed: make_tasks(seed, problem) for seed in seeds}
+    return {
+        "label_std_by_seed": {str(seed): label_std(t) for seed, t in tasks.items()},
+        "label_mean_by_seed": {str(seed): float(t.y_train.mean()) for seed, t in tasks.items()},
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,12 +271,23 @@ def _run(args: argparse.Namespace, settings: _Settings) -> int:
         write_csv(out / "trained_runs.csv", runs)
     frame = rows_frame(rows)
     summary = summarize(frame)
+    ratios = depth_ratios(frame)
+    labels = _label_statistics(args, settings.problem)
     write_csv(out / "per_task.csv", frame)
     write_csv(out / "summary.csv", summary)
     plot_figure(summary, out / "figure1.png")
+    plot_figure(summary, out / "figure1_normalized.png", value="diff_normalized",
+                title_note=", labels divided by the training-label std")
     timings["total"] = time.perf_counter() - started
     write_json(out / "diagnostics.json", {
         "anil_train_lam_tau_max_relative_change": invariance,
+        "depth_ratios": ratios.to_dict("records"),
+        "depth_ratio_definition": (
+            "per seed: mean over test tasks of ||F_ANIL - F_MTL|| at depth_low divided by the "
+            "same at depth_high (depth sweep); min, median and max over seeds; labels raw "
+            "(diff and diff_normalized give the same ratio) or zscored"
+        ),
+        **labels,
         "wall_seconds": timings,
         "threads": args.threads,
         "problem": dataclasses.asdict(settings.problem),
@@ -259,7 +304,7 @@ def _run(args: argparse.Namespace, settings: _Settings) -> int:
             "dtype": str(settings.train.dtype),
         },
     })
-    _print_summary(summary, validation, invariance, timings, out)
+    _print_summary(summary, ratios, labels, validation, invariance, timings, out)
     if math.isfinite(invariance) and invariance > 1e-6:
         print("warning: F_ANIL changed with the training lambda*tau more than rounding allows",
               file=sys.stderr)

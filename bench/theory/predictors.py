@@ -1,7 +1,9 @@
 """Lemma 1 of Wang, Zhao & Li (ICML 2021): test predictions of wide MTL and ANIL networks.
 
-Implemented exactly as printed in Sec. 4.3 (eqs. (15)-(17)), with ``torch.linalg.matrix_exp``
-and linear solves in place of explicit inverses. Notation (paper Sec. 3.4 and 4.3):
+Eqs. (15)-(17) of Sec. 4.3, with ``torch.linalg.matrix_exp`` and linear solves in place of
+explicit inverses. Phi'_ANIL comes in two forms (fact 2 below): by default the one the
+appendix derives (eq. (61)), which Theorem 1's proof uses; ``variant="printed"`` is Lemma 1
+verbatim. Notation (paper Sec. 3.4 and 4.3):
 ``(X, Y)`` are a test task's query points, ``(X', Y')`` its support points, ``calX, calY`` the
 N training tasks stacked (``N n`` points), Theta the NTK and K the NNGP kernel. ``lam_tau`` is
 the training inner loop's lambda * tau, ``lam_tau_hat`` the test-time fine-tuning's
@@ -12,7 +14,8 @@ lambda * tau_hat; they are separate parameters.
     [Phi_MTL]_ij         = Theta(X_i, X_j) - 1[i != j] K(X_i, X_j)
     [Phi'_MTL]_1j        = Theta(X, X_j) - K(X, X_j) - K(X, X') T(X') [Theta(X', X_j) - K(X', X_j)]
     [Phi_ANIL]_ij        = E_i Theta(X_i, X_j) E_j,   E_i = exp(-lambda tau K(X_i, X_i))
-    [Phi'_ANIL]_1j       = Theta(X, X_j) E_j - K(X, X') T(X') Theta(X', X_j) E_j
+    [Phi'_ANIL]_1j       = [(Theta - K)(X, X_j) - K(X, X') T(X') (Theta - K)(X', X_j)] E_j  (61)
+    (printed in Lemma 1 as [Theta(X, X_j) - K(X, X') T(X') Theta(X', X_j)] E_j)
     F_MTL  = G_tau_hat(X, X', Y') + Phi'_MTL Phi_MTL^-1 calY                              (15)
     F_ANIL = G_tau_hat(X, X', Y') + Phi'_ANIL Phi_ANIL^-1 [calY - G_tau(calX, calX, calY)]  (16)
 
@@ -22,9 +25,9 @@ Two facts this module makes testable:
    so calY - G_tau = E calY, and with Phi'_ANIL = P E (P the bracket above, E = diag(E_i)):
    Phi'_ANIL (E Theta E)^-1 E calY = P Theta^-1 calY, whatever lambda * tau is.
 2. The appendix's own derivation of Phi'_ANIL (eq. (61), restated as eq. (66):
-   Phi'_ANIL = Phi'_MTL diag(E_j)) has Theta - K where Lemma 1 as printed has Theta. The
-   ``"eq61"`` variant implements that form; ``"printed"`` (the default) is Lemma 1 verbatim.
-   The cancellation holds for both.
+   Phi'_ANIL = Phi'_MTL diag(E_j)), which Theorem 1's proof (eq. (67)) uses, has Theta - K
+   where Lemma 1 as printed has Theta. The ``"eq61"`` variant (the default) implements that
+   form; ``"printed"`` is Lemma 1 verbatim. The cancellation holds for both.
 
 Lemma 1 is the ``t -> infinity`` limit of Lemma 2 (Appendix B.2). ``flow_time = eta * t`` keeps
 Lemma 2's finite-time factor ``T^{eta,t}_Phi = Phi^-1 (I - exp(-eta t Phi))`` (eq. (40)); there
@@ -40,7 +43,8 @@ import torch
 from torch import Tensor
 
 AnilVariant = Literal["printed", "eq61"]
-ANIL_VARIANTS: tuple[str, ...] = ("printed", "eq61")
+ANIL_VARIANTS: tuple[str, ...] = ("eq61", "printed")
+"""The eq. (61) form first: it is the default and the lead curve."""
 
 
 @dataclass(frozen=True)
@@ -192,12 +196,13 @@ def phi_anil(kern: TaskKernels, lam_tau: float) -> Tensor:
 
 
 def phi_anil_prime(
-    kern: TaskKernels, lam_tau: float, lam_tau_hat: float, variant: AnilVariant = "printed"
+    kern: TaskKernels, lam_tau: float, lam_tau_hat: float, variant: AnilVariant = "eq61"
 ) -> Tensor:
     """``Phi'_ANIL((X, X', tau_hat), calX)`` ``[B, m, N n]``.
 
-    ``"printed"``: ``[Theta(X, X_j) - K(X, X') T Theta(X', X_j)] E_j`` (Lemma 1 verbatim).
-    ``"eq61"``: the same with ``Theta - K`` in both places (Appendix B.3, eqs. (61) and (66)).
+    ``"eq61"`` (default): ``[(Theta - K)(X, X_j) - K(X, X') T (Theta - K)(X', X_j)] E_j``
+    (Appendix B.3, eqs. (61) and (66); the form Theorem 1's proof uses).
+    ``"printed"``: the same with ``Theta`` in place of ``Theta - K`` (Lemma 1 verbatim).
     """
     if variant not in ANIL_VARIANTS:
         raise ValueError(f"unknown ANIL variant {variant!r}; choose one of {ANIL_VARIANTS}")
@@ -242,9 +247,11 @@ def f_mtl(
 
 def f_anil(
     kern: TaskKernels, y_train: Tensor, y_support: Tensor, lam_tau: float, lam_tau_hat: float,
-    variant: AnilVariant = "printed", flow_time: float | None = None,
+    variant: AnilVariant = "eq61", flow_time: float | None = None,
 ) -> Tensor:
     """Eq. (16): ANIL's test predictions on every query set, ``[B, m]``.
+
+    ``variant`` chooses Phi'_ANIL's form (see :func:`phi_anil_prime`); eq. (61) by default.
 
     ``flow_time = eta * t`` replaces ``Phi_ANIL^-1`` by Lemma 2's finite-time ``T^{eta,t}``
     (eq. (42)); ``None`` is Lemma 1 exactly. Only at finite time can the training

@@ -8,9 +8,10 @@ training and the test-time value):
 - ``train_lam_tau``: the training inner loop's lambda * tau at L = ``sweep_depth``;
 - ``test_lam_tau_hat``: the test-time fine-tuning's lambda * tau_hat at L = ``sweep_depth``.
 
-Kernel curves (``source="kernel"``), one per ``variant``:
-- ``printed``: Lemma 1 exactly as printed (eqs. (15)-(17));
-- ``eq61``: Phi'_ANIL in the form the appendix derives (eqs. (61), (66));
+Kernel curves (``source="kernel"``), one per ``variant``, the lead curve first:
+- ``eq61``: eqs. (15)-(17) with Phi'_ANIL in the form the appendix derives (eqs. (61), (66))
+  and Theorem 1's proof uses (Theta - K where Lemma 1 prints Theta);
+- ``printed``: the verbatim variant, Lemma 1 exactly as printed;
 - ``eq61-finite-t``: ``eq61`` with Lemma 2's finite training time ``eta t`` (eqs. (42), (44)),
   where ``eta t = flow_steps * lr_scale / sigma_max(Theta)``: the same step count and learning
   rate as the trained networks, so that their curves can be compared.
@@ -30,18 +31,28 @@ from torch import Tensor
 
 from bench.theory.kernels import ReluNetConfig, relu_kernels_all_depths
 from bench.theory.predictors import TaskKernels, f_anil, f_mtl
-from bench.theory.tasks import ProblemConfig, TaskSet, make_tasks
+from bench.theory.tasks import (
+    ProblemConfig, TaskSet, label_std, make_tasks, standardize_labels,
+)
 from bench.theory.trained import TrainConfig, TrainedNet, query_predictions, train_anil, train_mtl
 
 SWEEPS: tuple[str, ...] = ("depth", "train_lam_tau", "test_lam_tau_hat")
-KERNEL_VARIANTS: tuple[str, ...] = ("printed", "eq61", "eq61-finite-t")
+KERNEL_VARIANTS: tuple[str, ...] = ("eq61", "printed", "eq61-finite-t")
 ROW_COLUMNS: tuple[str, ...] = (
     "source", "sweep", "variant", "width", "depth", "lam_tau", "lam_tau_hat", "seed", "task",
     "diff", "rel_diff", "norm_mtl", "norm_anil", "err_mtl", "err_anil",
+    "label_std", "diff_normalized", "diff_zscored",
 )
-"""Per-task columns: ``diff = ||F_ANIL - F_MTL||_2`` over the task's query points;
-``rel_diff = diff / ||F_MTL||_2``; ``norm_*`` the predictions' norms; ``err_* = ||F - Y||_2``
-against the true query labels; ``width`` is 0 for the (infinite-width) kernel curves."""
+"""Per-task columns: ``diff = ||F_ANIL - F_MTL||_2`` over the task's query points, in the raw
+label units; ``rel_diff = diff / ||F_MTL||_2``; ``norm_*`` the predictions' norms;
+``err_* = ||F - Y||_2`` against the true query labels; ``width`` is 0 for the
+(infinite-width) kernel curves. ``label_std``: the seed's training-label standard deviation
+(``tasks.label_std``); ``diff_normalized = diff / label_std``, the difference in units of one
+label standard deviation, equal to the difference computed from labels divided by
+``label_std`` (the predictors are linear in the labels); ``diff_zscored``: the difference
+computed from labels also centred on the training labels' mean (kernel curves only; empty for
+trained networks), which differs because the two predictors extrapolate a constant label
+differently."""
 
 Progress = Callable[[int], None]
 
@@ -80,10 +91,16 @@ class SweepGrid:
 
 
 def task_rows(
-    f_mtl_pred: Tensor, f_anil_pred: Tensor, y_query: Tensor, **labels: object
+    f_mtl_pred: Tensor, f_anil_pred: Tensor, y_query: Tensor, label_scale: float,
+    zscored: tuple[Tensor, Tensor] | None = None, **labels: object,
 ) -> list[dict]:
-    """One row per test task comparing two ``[B, m]`` prediction sets."""
+    """One row per test task comparing two ``[B, m]`` prediction sets (see ``ROW_COLUMNS``).
+
+    ``label_scale`` is the seed's ``label_std``; ``zscored`` the ``(F_MTL, F_ANIL)`` pair
+    computed from z-scored labels, when there is one.
+    """
     diff = (f_anil_pred - f_mtl_pred).norm(dim=-1)
+    diff_z = None if zscored is None else (zscored[1] - zscored[0]).norm(dim=-1)
     norm_mtl, norm_anil = f_mtl_pred.norm(dim=-1), f_anil_pred.norm(dim=-1)
     err_mtl = (f_mtl_pred - y_query).norm(dim=-1)
     err_anil = (f_anil_pred - y_query).norm(dim=-1)
@@ -98,6 +115,9 @@ def task_rows(
             "norm_anil": float(norm_anil[task]),
             "err_mtl": float(err_mtl[task]),
             "err_anil": float(err_anil[task]),
+            "label_std": label_scale,
+            "diff_normalized": float(diff[task]) / label_scale,
+            "diff_zscored": math.nan if diff_z is None else float(diff_z[task]),
         })
     return rows
 
@@ -118,8 +138,8 @@ def flow_time(kern: TaskKernels, steps: int, lr_scale: float) -> float:
 
 @dataclass
 class KernelSeedResult:
-    """Rows of one seed and the largest relative change of F_ANIL (t = infinity) across the
-    training lambda * tau sweep: the cancellation identity, measured."""
+    """Rows of one seed and the largest relative change of F_ANIL (t = infinity, either form of
+    Phi'_ANIL) across the training lambda * tau sweep: the cancellation identity, measured."""
 
     rows: list[dict]
     anil_train_lam_tau_change: float
@@ -129,36 +149,48 @@ def kernel_seed(
     seed: int, grid: SweepGrid, problem: ProblemConfig = ProblemConfig(),
     net: ReluNetConfig = ReluNetConfig(), flow_steps: int = 1000, lr_scale: float = 1.0,
 ) -> KernelSeedResult:
-    """All kernel sweeps for one seed's tasks (float64)."""
+    """All kernel sweeps for one seed's tasks (float64), from raw and from z-scored labels."""
     tasks = make_tasks(seed, problem)
+    scale, zscored = label_std(tasks), standardize_labels(tasks)
     every = relu_kernels_all_depths(all_points(tasks), None, grid.max_depth, net)
     sizes = dict(
         n_tasks=problem.n_train_tasks, n_train=problem.n_train_tasks * problem.n_train_points,
         n_test_tasks=problem.n_test_tasks, n_support=problem.n_support, n_query=problem.n_query,
     )
     rows: list[dict] = []
-    anil_at: dict[float, Tensor] = {}
+    anil_at: dict[str, dict[float, Tensor]] = {}
     for sweep, depth, lam_tau, lam_tau_hat in grid.points():
         kern = TaskKernels.from_full(every.ntk[depth - 1], every.nngp[depth - 1], **sizes)
         eta_t = flow_time(kern, flow_steps, lr_scale)
-        mtl = f_mtl(kern, tasks.y_train, tasks.y_support, lam_tau_hat)
-        mtl_t = f_mtl(kern, tasks.y_train, tasks.y_support, lam_tau_hat, flow_time=eta_t)
-        predictions = {
-            "printed": (mtl, f_anil(kern, tasks.y_train, tasks.y_support, lam_tau, lam_tau_hat)),
-            "eq61": (mtl, f_anil(kern, tasks.y_train, tasks.y_support, lam_tau, lam_tau_hat,
-                                 "eq61")),
-            "eq61-finite-t": (mtl_t, f_anil(kern, tasks.y_train, tasks.y_support, lam_tau,
-                                            lam_tau_hat, "eq61", flow_time=eta_t)),
-        }
+        predictions = kernel_predictions(kern, tasks, lam_tau, lam_tau_hat, eta_t)
+        predictions_z = kernel_predictions(kern, zscored, lam_tau, lam_tau_hat, eta_t)
         if sweep == "train_lam_tau":
-            anil_at[lam_tau] = predictions["printed"][1]
+            for variant in ("eq61", "printed"):
+                anil_at.setdefault(variant, {})[lam_tau] = predictions[variant][1]
         for variant, (pred_mtl, pred_anil) in predictions.items():
             rows += task_rows(
-                pred_mtl, pred_anil, tasks.y_query, source="kernel", sweep=sweep,
-                variant=variant, width=0, depth=depth, lam_tau=lam_tau, lam_tau_hat=lam_tau_hat,
-                seed=seed,
+                pred_mtl, pred_anil, tasks.y_query, scale, predictions_z[variant],
+                source="kernel", sweep=sweep, variant=variant, width=0, depth=depth,
+                lam_tau=lam_tau, lam_tau_hat=lam_tau_hat, seed=seed,
             )
-    return KernelSeedResult(rows, _largest_relative_change(anil_at))
+    change = max((_largest_relative_change(at) for at in anil_at.values()), default=math.nan)
+    return KernelSeedResult(rows, change)
+
+
+def kernel_predictions(
+    kern: TaskKernels, tasks: TaskSet, lam_tau: float, lam_tau_hat: float, eta_t: float,
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """``(F_MTL, F_ANIL)`` on every query set for each kernel curve, in ``KERNEL_VARIANTS``
+    order; ``eta_t`` is the finite training time of ``eq61-finite-t``."""
+    y_train, y_support = tasks.y_train, tasks.y_support
+    mtl = f_mtl(kern, y_train, y_support, lam_tau_hat)
+    mtl_t = f_mtl(kern, y_train, y_support, lam_tau_hat, flow_time=eta_t)
+    return {
+        "eq61": (mtl, f_anil(kern, y_train, y_support, lam_tau, lam_tau_hat, "eq61")),
+        "printed": (mtl, f_anil(kern, y_train, y_support, lam_tau, lam_tau_hat, "printed")),
+        "eq61-finite-t": (mtl_t, f_anil(kern, y_train, y_support, lam_tau, lam_tau_hat, "eq61",
+                                        flow_time=eta_t)),
+    }
 
 
 def _largest_relative_change(predictions: dict[float, Tensor]) -> float:
@@ -258,7 +290,8 @@ def trained_seed(
         mtl = query_predictions(cache.get("mtl", depth, lam_tau), tasks, lam_tau_hat, train, net)
         anil = query_predictions(cache.get("anil", depth, lam_tau), tasks, lam_tau_hat, train, net)
         rows += task_rows(
-            mtl, anil, tasks.y_query, source="trained", sweep=sweep, variant="trained",
-            width=train.width, depth=depth, lam_tau=lam_tau, lam_tau_hat=lam_tau_hat, seed=seed,
+            mtl, anil, tasks.y_query, label_std(tasks), source="trained", sweep=sweep,
+            variant="trained", width=train.width, depth=depth, lam_tau=lam_tau,
+            lam_tau_hat=lam_tau_hat, seed=seed,
         )
     return rows, cache.log

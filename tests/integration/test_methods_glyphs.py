@@ -5,11 +5,9 @@ import pytest
 import torch
 
 from bench.config import RunConfig, resolve_budget
-from bench.runner import (build_method, build_optimizer, evaluate_test_split, run_one,
-                          stream_seed, train_step)
+from bench.record import evaluate_test_split, run_one
+from bench.training import build_method, build_training, train_step
 from datasets import load_dataset
-from datasets.augment import Normalizer
-from datasets.episodes import EpisodeLoader, EpisodeSampler
 from methods import METHODS
 
 ALL_METHODS = METHODS.names()
@@ -28,15 +26,10 @@ def test_all_six_methods_are_registered():
 def test_training_loss_falls_over_20_smoke_steps(method, glyphs):
     budget = resolve_budget("smoke", method, glyphs.name, 5)
     config = RunConfig(method, "glyphs", 5, 5, 0, budget)
-    torch.manual_seed(0)
-    model = build_method(config, glyphs)
-    optimizer = build_optimizer(budget, model.parameters())
-    loader = EpisodeLoader(glyphs.train, Normalizer(glyphs.mean, glyphs.std), "cpu")
-    sampler = EpisodeSampler(glyphs.train, 5, budget.train_shots, budget.train_queries,
-                             stream_seed(0, "train"))
-    model.train()
-    losses = [train_step(model, optimizer, loader, sampler, budget.meta_batch)[0]
-              for _ in range(20)]
+    training = build_training(config, glyphs, torch.device("cpu"))  # what a run's steps use
+    assert training.augmentation is None  # glyphs declares none
+    losses = [train_step(training.method, training.optimizer, training.loader,
+                         training.sampler, budget.meta_batch)[0] for _ in range(20)]
     assert all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
 

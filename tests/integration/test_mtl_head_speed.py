@@ -24,8 +24,9 @@ import pytest
 import torch
 
 from bench.config import RunConfig, resolve_budget
-from bench.runner import build_method, train
+from bench.session import train
 from bench.timing import SectionTimer
+from bench.training import build_training
 from datasets import load_dataset
 
 CPU = torch.device("cpu")
@@ -43,10 +44,10 @@ def _relative_moves(glyphs, hparams: dict) -> tuple[float, float]:
     budget = replace(budget, epochs=1, steps_per_epoch=STEPS, val_episodes=2,
                      hparams={**budget.hparams, **hparams})
     config = RunConfig("mtl", "glyphs", 5, 1, 0, budget)
-    torch.manual_seed(config.seed)
-    method = build_method(config, glyphs)
+    training = build_training(config, glyphs, CPU)
+    method = training.method
     head0, backbone0 = method.head_weights().detach().clone(), _flat(method.backbone)
-    train(method, glyphs, config, CPU, SectionTimer(CPU), progress=False)
+    train(training, glyphs, config, CPU, SectionTimer(CPU), progress=False)
     head = method.head_weights().detach()
     return (float((head - head0).norm() / head0.norm()),
             float((_flat(method.backbone) - backbone0).norm() / backbone0.norm()))

@@ -15,11 +15,11 @@ import torch
 
 import bench.checkpoint as ckpt
 import bench.results as results_module
-import bench.runner as runner
+import bench.session as session
 from bench.checkpoint import StorageError, checkpoint_path, load_checkpoint
 from bench.config import RunConfig, resolve_budget
 from bench.results import read_result, result_path
-from bench.runner import CheckpointPolicy, preflight_checkpoints, run_sweep
+from bench.sweep import CheckpointPolicy, preflight_checkpoints, run_sweep
 from datasets import load_dataset
 from datasets.base import ClassSplit, FewShotDataset
 from interrupted_cli import INTERRUPTED, KEY, RUN  # beside this file (pytest puts it on sys.path)
@@ -148,7 +148,7 @@ def test_a_changed_configuration_is_refused_with_the_difference(tmp_path):
     assert interrupted_bench(tmp_path, 8, "SIGKILL", *RUN, "--out", out).returncode == -9
     changed = bench(*RUN, "--out", out, "--hparam", "normalize_features=false")
     assert changed.returncode == 2
-    assert "budget.hparams.normalize_features: not set in the checkpoint, False now" \
+    assert "budget.hparams.normalize_features: True in the checkpoint, False now" \
         in changed.stderr and "--restart" in changed.stderr
 
 
@@ -173,7 +173,7 @@ def smoke(seed: int) -> RunConfig:
 
 
 def crash_at_step(monkeypatch, step: int) -> None:
-    original, calls = runner.parallel_train_step, [0]
+    original, calls = session.parallel_train_step, [0]
 
     def crashing(*args, **kwargs):
         calls[0] += 1
@@ -181,7 +181,7 @@ def crash_at_step(monkeypatch, step: int) -> None:
             raise RuntimeError("simulated crash")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "parallel_train_step", crashing)
+    monkeypatch.setattr(session, "parallel_train_step", crashing)
 
 
 def with_changed_pixel(dataset: FewShotDataset) -> FewShotDataset:

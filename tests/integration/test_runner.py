@@ -6,7 +6,9 @@ import torch
 
 from bench.config import RunConfig, resolve_budget
 from bench.results import read_result, result_path
-from bench.runner import build_method, run_sweep, stream_seed, evaluate_test_split
+from bench.record import evaluate_test_split
+from bench.sweep import run_sweep
+from bench.training import build_method, stream_seed
 from datasets import load_dataset
 from methods.mtl import MTL
 

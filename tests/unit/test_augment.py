@@ -15,8 +15,9 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from scipy.stats import ks_2samp
 
-from datasets.augment import (LEE2019_PADDING, Lee2019Augment, Normalizer, train_transform,
-                              uses_lee2019)
+from datasets import DATASETS
+from datasets.augment import (LEE2019_PADDING, Lee2019Augment, Normalizer, augmentation_applies,
+                              train_transform)
 from datasets.base import ClassSplit
 from datasets.episodes import EpisodeLoader, EpisodeSampler
 
@@ -145,26 +146,31 @@ def test_normalisation_matches_the_normalizer():
     assert torch.allclose(aug.normalize(pixels.float()), expected, atol=1e-5)
 
 
-def test_train_transform_picks_the_reference_setting():
+def test_datasets_declare_the_reference_augmentation():
+    declared = {name: DATASETS.get(name).train_augmentation for name in DATASETS.names()}
+    assert declared == {"mini": "lee2019", "tiered": "lee2019", "cifar-fs": "lee2019",
+                        "fc100": "lee2019", "glyphs": None, "omniglot": None}
+    for name in DATASETS.names():
+        info = DATASETS.get(name)
+        assert augmentation_applies(info.train_augmentation, info.image_size)
+
+
+def test_train_transform_builds_what_is_declared():
     mean, std = (0.5,) * 3, (0.25,) * 3
-    for name, size, padding in (("mini", 84, 8), ("tiered-imagenet", 84, 8),
-                                ("cifar-fs", 32, 4), ("fc100", 32, 4)):
-        transform = train_transform(name, size, mean, std)
+    for size, padding in ((84, 8), (32, 4)):
+        transform = train_transform("lee2019", size, mean, std)
         assert isinstance(transform, Lee2019Augment) and transform.padding == padding
-        assert uses_lee2019(name)
-    for name in ("glyphs", "omniglot"):
-        assert isinstance(train_transform(name, 28, (0.1,), (0.3,)), Normalizer)
-        assert not uses_lee2019(name)
-    assert isinstance(train_transform("mini", 84, mean, std, augment=False), Normalizer)
-    assert isinstance(train_transform("glyphs", 32, (0.1,), (0.3,), augment=True),
-                      Lee2019Augment)
+    assert isinstance(train_transform(None, 28, (0.1,), (0.3,)), Normalizer)
+    assert not augmentation_applies("lee2019", 28)
     with pytest.raises(ValueError, match="84 and 32 px"):
-        train_transform("omniglot", 28, (0.1,), (0.3,), augment=True)
+        train_transform("lee2019", 28, (0.1,), (0.3,))
+    with pytest.raises(ValueError, match="unknown training augmentation 'rfs-b'"):
+        train_transform("rfs-b", 84, mean, std)
 
 
 def test_transform_is_seedable_and_keeps_shape_and_device():
     images = torch.from_numpy(natural_images(6, 32)).permute(0, 3, 1, 2).contiguous()
-    make = lambda: train_transform("cifar-fs", 32, (0.5,) * 3, (0.25,) * 3,  # noqa: E731
+    make = lambda: train_transform("lee2019", 32, (0.5,) * 3, (0.25,) * 3,  # noqa: E731
                                    generator=torch.Generator().manual_seed(5))
     a, b = make()(images), make()(images)
     assert a.shape == images.shape and a.dtype == torch.float32 and a.device == images.device
@@ -180,7 +186,7 @@ def test_episode_loader_applies_it_to_every_image_of_a_batch():
     labels = torch.arange(n_classes).repeat_interleave(per_class)
     split = ClassSplit("train", images.contiguous(), labels,
                        tuple(f"c{i}" for i in range(n_classes)))
-    transform = train_transform("fc100", 32, (0.5,) * 3, (0.25,) * 3,
+    transform = train_transform("lee2019", 32, (0.5,) * 3, (0.25,) * 3,
                                 generator=torch.Generator().manual_seed(0))
     loader = EpisodeLoader(split, transform, "cpu")
     episodes = EpisodeSampler(split, ways=5, shots=1, queries=2, seed=0).sample(3)

@@ -1,5 +1,6 @@
 """Tests for the shared backbones: ResNet-12 (Lee et al. 2019; Tian et al. 2020), DropBlock
-(Ghiasi et al. 2018) with its optimiser-step ramp (FACTS.md 8.11), and Conv4 (Finn et al. 2017)."""
+(Ghiasi et al. 2018) with its optimiser-step ramp (docs/references.md#bugs-avoided, B4), and
+Conv4 (Finn et al. 2017)."""
 from __future__ import annotations
 
 import io
@@ -55,7 +56,7 @@ def test_resnet12_parameter_count_matches_upstream(resnet84: ResNet12) -> None:
     buffers = {n: b for n, b in resnet84.named_buffers() if n in saved}
     stats = sum(b.numel() for n, b in buffers.items() if not n.endswith("num_batches_tracked"))
     assert stats == 9_472  # running mean + var of 16 BNs
-    assert sum(b.numel() for b in buffers.values()) == 9_488  # FACTS.md 1 counts the 16 counters
+    assert sum(b.numel() for b in buffers.values()) == 9_488  # the 16 counters included
 
 
 def test_resnet12_layer_layout(resnet84: ResNet12) -> None:
@@ -159,7 +160,7 @@ def test_dropblock_masks_whole_blocks_inside_the_map() -> None:
 
 
 def test_dropblock_gamma_formula() -> None:
-    # FACTS.md 1: gamma = (1-keep)/bs^2 * fs^2/(fs-bs+1)^2
+    # docs/references.md#backbones: gamma = (1-keep)/bs^2 * fs^2/(fs-bs+1)^2
     assert dropblock_gamma(0.9, 5, 10, 10) == pytest.approx(0.1 / 25 * 100 / 36)
     assert dropblock_gamma(0.9, 2, 4, 4) == pytest.approx(0.1 / 4 * 16 / 9)
     assert dropblock_gamma(1.0, 5, 5, 5) == 0.0

@@ -292,7 +292,7 @@ def test_fc100_layouts_load_to_the_same_superclass_split(tmp_path):
     assert train_ids == [0, 1, 5, 8, 9, 10, 12, 13, 16, 17, 20, 22, 23, 25, 27, 28, 29, 32, 33,
                          37, 39, 40, 41, 44, 47, 48, 49, 51, 52, 53, 54, 56, 57, 58, 59, 60, 61,
                          62, 67, 68, 69, 70, 71, 73, 76, 78, 81, 82, 83, 84, 85, 86, 87, 89, 90,
-                         91, 92, 93, 94, 96]  # MTL's hard-coded FC100 train ids (FACTS.md)
+                         91, 92, 93, 94, 96]  # [MTL]'s FC100 train ids (docs/references.md)
     supers = [{superclass[n] for n in s.class_names} for s in (raw.train, raw.val, raw.test)]
     assert [len(s) for s in supers] == [12, 4, 4] and not (supers[0] & supers[2])
 

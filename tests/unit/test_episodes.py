@@ -92,3 +92,19 @@ def test_large_splits_are_gathered_on_the_host(monkeypatch):
     loader = EpisodeLoader(split, lambda x: x.float(), "meta")  # a device that is not the CPU
     assert not loader.resident and loader.images.device.type == "cpu"
     assert EpisodeLoader(split, lambda x: x.float(), "cpu").resident
+
+
+def test_slices_of_episodes_and_batches_keep_their_tasks():
+    split = _split()
+    episodes = EpisodeSampler(split, ways=3, shots=2, queries=1, seed=4).sample(5)
+    part = episodes.slice(1, 4)
+    assert part.n_tasks == 3 and (part.ways, part.shots, part.queries) == (3, 2, 1)
+    assert torch.equal(part.support, episodes.support[1:4])
+    assert torch.equal(part.classes, episodes.classes[1:4])
+    assert torch.equal(episodes.images, torch.cat([episodes.support, episodes.query], 1))
+    batch = EpisodeLoader(split, lambda x: x.float(), "cpu").load(episodes)
+    sub = batch.slice(1, 4)
+    assert torch.equal(sub.query, batch.query[1:4]) and torch.equal(sub.classes, part.classes)
+    assert torch.equal(batch.images[:, :6], batch.support)
+    assert torch.equal(batch.labels[:, 6:], batch.query_labels)
+    assert batch.images.shape[1] == batch.labels.shape[1] == 9

@@ -385,11 +385,12 @@ def test_adapt_is_the_pure_head_with_scale_and_bias(name):
 
 
 @pytest.mark.parametrize("name, bad, message", [
-    ("r2d2", {"lam": -1.0}, "lam must be positive"),
-    ("metaoptnet", {"c_reg": 0.0}, "c_reg must be positive"),
-    ("metaoptnet", {"test_max_iter": 0}, "test_max_iter must be at least 1"),
-    ("metaoptnet", {"label_smoothing": 1.0}, "label_smoothing must be in"),
-    ("protonet", {"normalise_by_dim": True}, "no hyperparameter"),
+    ("r2d2", {"lam": -1.0}, "lam must be a number > 0, got -1.0"),
+    ("metaoptnet", {"c_reg": 0.0}, "c_reg must be a number > 0"),
+    ("metaoptnet", {"test_max_iter": 0}, "test_max_iter must be an integer >= 1"),
+    ("metaoptnet", {"label_smoothing": 1.0}, "label_smoothing must be a number >= 0 and < 1"),
+    ("protonet", {"normalise_by_dim": True},
+     r"no hyperparameter 'normalise_by_dim' \(did you mean 'normalize_by_dim'\?\)"),
 ])
 def test_bad_hyperparameters_are_rejected(name, bad, message):
     with pytest.raises(ValueError, match=message):

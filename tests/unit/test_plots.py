@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.plots import NO_METAOPTNET, accuracy_vs_device_hours, figure2, paper_points
+from bench.plots import accuracy_vs_device_hours, figure2, no_reference, paper_points
 from bench.table import efficiency_rows, load_results
 
 FIXTURE_RESULTS = Path(__file__).resolve().parents[1] / "fixtures" / "results"
@@ -45,13 +45,13 @@ def test_figure2_without_metaoptnet_says_so_and_draws_nothing(efficiency, tmp_pa
     frame = efficiency[efficiency["method"] != "MetaOptNet"]
     assert figure2(frame, out, warn=messages.append) is None
     assert not out.exists()
-    assert len(messages) == 1 and NO_METAOPTNET in messages[0]
+    assert len(messages) == 1 and no_reference() in messages[0]
     assert "glyphs 5-way 5-shot" in messages[0]
 
 
 def test_figure2_message_goes_to_stderr_by_default(efficiency, tmp_path, capsys):
     assert figure2(efficiency.iloc[0:0], tmp_path / "f.png") is None
-    assert NO_METAOPTNET in capsys.readouterr().err
+    assert no_reference() in capsys.readouterr().err
 
 
 def test_accuracy_vs_device_hours_with_cpu_and_gpu_hours(efficiency, tmp_path):

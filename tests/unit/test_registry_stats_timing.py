@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from bench.registry import Registry, UnknownNameError
+from core.registry import Registry, UnknownNameError
 from bench.stats import episode_ci95, seed_ci95
 from bench.timing import SectionTimer, device_hours
 

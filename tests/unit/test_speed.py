@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import speed
+from bench import speed, speed_report
 from bench.config import resolve_budget
 from bench.solver_bench import agreement, run_bench, synthetic_episodes
 from bench.timing import SectionTimer
+from methods import METHODS
 
 
 def _fake_timer(ticks: list[float], events: list[str]) -> SectionTimer:
@@ -80,47 +81,71 @@ def test_flop_counter_counts_a_matmul_exactly():
 def test_budget_projection_assumes_epochs_only_for_early_stopping():
     mtl = resolve_budget("paper", "mtl", "mini", 5).to_dict()
     mon = resolve_budget("paper", "metaoptnet", "mini", 5).to_dict()
-    p_mtl = speed.budget_projection({"budget": mtl, "step": {"median_s": 0.5}}, 40)
+    p_mtl = speed_report.budget_projection({"budget": mtl, "step": {"median_s": 0.5}}, 40)
     assert p_mtl["epochs_assumed"] and p_mtl["epochs"] == 40
     assert p_mtl["total_steps"] == 40 * 800  # 1600 tasks per epoch, meta-batch 2
     assert p_mtl["device_hours"] == pytest.approx(0.5 * 40 * 800 / 3600)
-    p_mon = speed.budget_projection({"budget": mon, "step": {"median_s": 2.0}}, 40)
+    p_mon = speed_report.budget_projection({"budget": mon, "step": {"median_s": 2.0}}, 40)
     assert not p_mon["epochs_assumed"] and p_mon["total_steps"] == 60 * 1000
-    capped = speed.budget_projection({"budget": mtl, "step": {"median_s": 1.0}}, 5000)
+    capped = speed_report.budget_projection({"budget": mtl, "step": {"median_s": 1.0}}, 5000)
     assert capped["epochs"] == mtl["epochs"]  # never beyond the budget's maximum
+    assert p_mtl["run_device_hours"] is None  # validation not timed: no run figure
 
 
-def test_extrapolation_ratios_by_hand():
+def test_run_device_hours_add_each_epochs_validation():
+    mtl = resolve_budget("paper", "mtl", "mini", 5).to_dict()  # 400 validation episodes
+    entry = {"budget": mtl, "step": {"median_s": 0.5},
+             "validation": {"seconds_per_episode": 0.02}}
+    p = speed_report.budget_projection(entry, 40)
+    assert p["validation_epoch_seconds"] == pytest.approx(0.02 * 400)
+    assert p["train_device_hours"] == p["device_hours"] == pytest.approx(0.5 * 40 * 800 / 3600)
+    assert p["run_device_hours"] == pytest.approx((0.5 * 800 + 0.02 * 400) * 40 / 3600)
+
+
+def _csv(tmp_path: Path, mtl_hours: float, reference_hours: float) -> Path:
+    path = tmp_path / "paper.csv"
+    path.write_text("table,method,backbone,dataset,ways,shots,metric,value,ci95,source\n"
+                    f"4,MetaOptNet,resnet12,mini-imagenet,5,5,gpu_hours,{reference_hours},,T4\n"
+                    f"4,MTL,resnet12,mini-imagenet,5,5,gpu_hours,{mtl_hours},,T4\n")
+    return path
+
+
+def test_extrapolation_ratios_by_hand(tmp_path):
     mtl = resolve_budget("paper", "mtl", "mini", 5).to_dict()
     mon = resolve_budget("paper", "metaoptnet", "mini", 5).to_dict()
     entries = []
     for name, budget, step_s, images in (("mtl", mtl, 0.1, 100), ("metaoptnet", mon, 1.2, 840)):
-        entry = {"method": name, "budget": budget,
-                 "step": {"median_s": step_s, "images_per_s": images / step_s}}
-        entry["paper_budget"] = speed.budget_projection(entry, 50)
+        entry = {"method": name, "display_name": METHODS.get(name).display_name,
+                 "budget": budget, "step": {"median_s": step_s, "images_per_s": images / step_s}}
+        entry["paper_budget"] = speed_report.budget_projection(entry, 50)
         entries.append(entry)
-    reference = {"ratio": 20.0, "metaoptnet_gpu_hours": 80.0, "mtl_gpu_hours": 4.0}
-    ext = speed.extrapolate(entries, 50, reference)
-    assert ext["per_step"] == pytest.approx(12.0)
-    assert ext["per_image"] == pytest.approx((100 / 0.1) / (840 / 1.2))
-    assert ext["per_epoch"] == pytest.approx(1.2 * 1000 / (0.1 * 800))
-    assert ext["full_budget"] == pytest.approx(1.2 * 60_000 / (0.1 * 50 * 800))
+    ext = speed_report.extrapolate(entries, 50, _csv(tmp_path, 4.0, 80.0))
+    assert ext["reference"] == "metaoptnet" and list(ext["methods"]) == ["mtl"]
+    row = ext["methods"]["mtl"]
+    assert row["per_step"] == pytest.approx(12.0)
+    assert row["per_image"] == pytest.approx((100 / 0.1) / (840 / 1.2))
+    assert row["per_epoch"] == pytest.approx(1.2 * 1000 / (0.1 * 800))
+    assert row["full_budget"] == pytest.approx(1.2 * 60_000 / (0.1 * 50 * 800))
+    assert row["paper"]["ratio"] == pytest.approx(20.0)
     # MTL epochs e with 1.2 * 60000 / (0.1 * 800 * e) == 20
-    assert ext["mtl_epochs_for_paper_ratio"] == pytest.approx(1.2 * 60_000 / (20 * 0.1 * 800))
-    assert ext["mtl_epochs"] == 50 and ext["mtl_epochs_assumed"]
-    assert speed.extrapolate(entries[:1], 50, reference) is None
+    assert row["epochs_for_paper_ratio"] == pytest.approx(1.2 * 60_000 / (20 * 0.1 * 800))
+    assert row["epochs"] == 50 and row["epochs_assumed"]
+    assert ext["reference_epochs"] == 60 and not ext["reference_epochs_assumed"]
+    assert speed_report.extrapolate(entries[:1], 50, None) is None  # no reference measured
+    assert speed_report.extrapolate(entries[1:], 50, None) is None  # nothing to compare with it
 
 
 def test_paper_ratio_is_table4():
-    ref = speed.paper_ratio()
+    ref = speed_report.paper_ratio("MTL", "MetaOptNet")
     assert ref["ratio"] == pytest.approx(85.6 / 3.7)
+    assert speed_report.paper_ratio("ProtoNet", "MetaOptNet") is None
 
 
 def test_device_slug_and_report_path():
-    assert speed.device_slug("NVIDIA H200") == "nvidia-h200"
-    assert speed.device_slug("cpu (Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz)") == \
+    assert speed_report.device_slug("NVIDIA H200") == "nvidia-h200"
+    assert speed_report.device_slug("cpu (Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz)") == \
         "cpu-intel-xeon-gold-6230-cpu-2.10ghz"
-    path = speed.report_path(Path("out"), "NVIDIA H100 80GB HBM3", "bf16", 84, compiled=True)
+    path = speed_report.report_path(Path("out"), "NVIDIA H100 80GB HBM3", "bf16", 84, compiled=True)
     assert path == Path("out/nvidia-h100-80gb-hbm3-bf16-84-compile.json")
 
 
@@ -175,15 +200,25 @@ def test_speed_report_schema_on_cpu(tmp_path, capsys):
         assert entry["throughput_ratio"] == pytest.approx(
             step["images_per_s"] / bare["images_per_s"])
         assert entry["paper_budget"]["device_hours"] > 0
+        validation = entry["validation"]
+        assert validation["episodes_timed"] == 10 and validation["protocol"] == "unified"
+        assert validation["seconds_per_episode"] > 0
+        assert entry["paper_budget"]["run_device_hours"] > entry["paper_budget"]["device_hours"]
     assert by_method["mtl"]["paper_budget"]["epochs_assumed"]
     assert not by_method["metaoptnet"]["paper_budget"]["epochs_assumed"]
     ext = report["extrapolation"]
-    assert ext["per_step"] == pytest.approx(by_method["metaoptnet"]["step"]["median_s"]
-                                            / by_method["mtl"]["step"]["median_s"])
-    assert ext["paper"]["ratio"] == pytest.approx(85.6 / 3.7)
+    assert ext["methods"]["mtl"]["per_step"] == pytest.approx(
+        by_method["metaoptnet"]["step"]["median_s"] / by_method["mtl"]["step"]["median_s"])
+    assert ext["methods"]["mtl"]["paper"]["ratio"] == pytest.approx(85.6 / 3.7)
     assert ext["overrides"] == {"meta_batch": 2, "backbone": "conv4-32"}
+    mtl_p, mon_p = (by_method[m]["paper_budget"] for m in ("mtl", "metaoptnet"))
+    assert ext["methods"]["mtl"]["full_budget_run"] == pytest.approx(
+        mon_p["run_device_hours"] / mtl_p["run_device_hours"])
+    assert ext["methods"]["mtl"]["epochs_for_paper_ratio_run"] > 0
     printed = capsys.readouterr().out
-    assert "metaoptnet" in printed and "paper: 23.1x" in printed
+    assert "run (with validation)" in printed and "budget h (run)" in printed
+    assert "metaoptnet" in printed and "MetaOptNet / MTL device-hours" in printed
+    assert "paper: 23.1x" in printed
     assert "not the paper budgets' ratio" in printed
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import ResultFileError, read_result, write_json_atomic
+from bench.results import ResultFileError, read_result
+from core.atomic import write_json_atomic
 from bench.table import make_tables
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -18,9 +21,13 @@ from bench.theory.kernels import ReluNetConfig, relu_kernels, relu_kernels_all_d
 from bench.theory.network import (
     empirical_kernels, empirical_ntk, empirical_ntk_products, forward, head_output, init_params,
 )
-from bench.theory.report import atomic_write_text, rows_frame, summarize
-from bench.theory.sweeps import SweepGrid, all_points, kernel_seed
-from bench.theory.tasks import ProblemConfig, make_tasks
+from bench.theory.report import depth_ratios, format_ratios, rows_frame, summarize
+from bench.theory.sweeps import (
+    KERNEL_VARIANTS, SweepGrid, all_points, flow_time, kernel_predictions, kernel_seed,
+)
+from bench.theory.tasks import (
+    ProblemConfig, TaskSet, label_std, make_tasks, rescale_labels, standardize_labels,
+)
 from bench.theory.trained import (
     TrainConfig, adapt_head, adapted_residual, query_predictions, train_anil, train_mtl,
 )
@@ -211,6 +218,76 @@ def test_full_fine_tuning_time_makes_g_the_nngp_regression():
     assert torch.allclose(g, regression.squeeze(-1), rtol=1e-8)
 
 
+def test_eq61_is_the_default_form_and_the_lead_curve():
+    kern, tasks = small_kernels()
+    args = (kern, tasks.y_train, tasks.y_support, 0.2, 0.3)
+    assert torch.equal(P.f_anil(*args), P.f_anil(*args, "eq61"))
+    assert not torch.allclose(P.f_anil(*args), P.f_anil(*args, "printed"))
+    assert KERNEL_VARIANTS[0] == "eq61" and P.ANIL_VARIANTS[0] == "eq61"
+
+
+def _differences(kern, tasks, eta_t=2.0) -> dict[str, torch.Tensor]:
+    """``F_ANIL - F_MTL`` ``[B, m]`` of every kernel curve (lam_tau 0.2, lam_tau_hat 0.1)."""
+    return {
+        variant: anil - mtl
+        for variant, (mtl, anil) in kernel_predictions(kern, tasks, 0.2, 0.1, eta_t).items()
+    }
+
+
+def test_label_std_is_the_population_std_of_the_training_labels():
+    tasks = make_tasks(0)
+    assert label_std(tasks) == pytest.approx(float(np.std(tasks.y_train.numpy())), rel=1e-12)
+    assert 10 < label_std(tasks) < 20  # the raw labels' scale (measured 14.5 on seed 0)
+
+
+def test_normalized_difference_equals_the_difference_from_rescaled_labels():
+    """The identity behind ``diff_normalized``: the predictors are linear in the labels, so
+    dividing every label by the seed's label_std before computing them gives the same
+    ||F_ANIL - F_MTL|| as dividing the raw difference afterwards, to float64 rounding."""
+    grid = SweepGrid(depths=(2, 6), lam_taus=(0.0, 0.3), sweep_depth=4)
+    rows = rows_frame(kernel_seed(1, grid, SMALL, flow_steps=50).rows)
+    tasks = make_tasks(1, SMALL)
+    scaled = rescale_labels(tasks, label_std(tasks))
+    assert label_std(scaled) == pytest.approx(1.0, rel=1e-12)
+    every = relu_kernels_all_depths(all_points(tasks), None, 6)
+    for (sweep, variant, depth, lam_tau, lam_tau_hat), group in rows.groupby(
+        ["sweep", "variant", "depth", "lam_tau", "lam_tau_hat"]
+    ):
+        kern = P.TaskKernels.from_full(
+            every.ntk[depth - 1], every.nngp[depth - 1], SMALL.n_train_tasks,
+            SMALL.n_train_tasks * SMALL.n_train_points, SMALL.n_test_tasks, SMALL.n_support,
+            SMALL.n_query,
+        )
+        eta_t = flow_time(kern, 50, 1.0)
+        mtl, anil = kernel_predictions(kern, scaled, lam_tau, lam_tau_hat, eta_t)[variant]
+        from_scaled = (anil - mtl).norm(dim=-1).numpy()
+        normalized = group.sort_values("task")["diff_normalized"].to_numpy()
+        np.testing.assert_allclose(normalized, from_scaled, rtol=1e-10, atol=0)
+        raw = group.sort_values("task")["diff"].to_numpy()
+        assert not np.allclose(raw, from_scaled)  # the raw column keeps the label units
+
+
+def test_centred_labels_change_the_difference_by_the_constant_label_term():
+    """Z-scoring also subtracts the mean m, and F_ANIL(1) != F_MTL(1): the two predictors
+    extrapolate a constant label differently. By linearity the z-scored difference is
+    (D(y) - m D(1)) / s with D = F_ANIL - F_MTL, so it is not D(y) / s."""
+    kern, tasks = small_kernels()
+    scale, mean = label_std(tasks), float(tasks.y_train.mean())
+    raw = _differences(kern, tasks)
+    zscored = _differences(kern, standardize_labels(tasks))
+    ones = _differences(kern, TaskSet(
+        tasks.x_train, torch.ones_like(tasks.y_train), tasks.x_support,
+        torch.ones_like(tasks.y_support), tasks.x_query, torch.ones_like(tasks.y_query),
+    ))
+    for variant in KERNEL_VARIANTS:
+        expected = (raw[variant] - mean * ones[variant]) / scale
+        assert torch.allclose(zscored[variant], expected, rtol=1e-9, atol=1e-12)
+        assert ones[variant].norm() > 1e-3 * raw[variant].norm() / scale
+        assert not torch.allclose(
+            zscored[variant].norm(dim=-1), raw[variant].norm(dim=-1) / scale, rtol=1e-3
+        )
+
+
 def test_difference_falls_with_depth():
     grid = SweepGrid(depths=tuple(range(2, 21)), lam_taus=(0.0,), sweep_depth=10)
     problem = ProblemConfig(n_train_tasks=8, n_train_points=5, n_test_tasks=5, n_support=3,
@@ -218,9 +295,10 @@ def test_difference_falls_with_depth():
     for seed in (0, 1):
         rows = kernel_seed(seed, grid, problem, flow_steps=100).rows
         frame = summarize(rows_frame(rows))
-        depth = frame[(frame["sweep"] == "depth") & (frame["variant"] == "printed")]
-        rho = spearmanr(depth["depth"], depth["diff_mean"]).statistic
-        assert rho <= -0.8, f"seed {seed}: Spearman {rho:.2f}"
+        for variant in ("eq61", "printed"):
+            depth = frame[(frame["sweep"] == "depth") & (frame["variant"] == variant)]
+            rho = spearmanr(depth["depth"], depth["diff_mean"]).statistic
+            assert rho <= -0.8, f"seed {seed}, {variant}: Spearman {rho:.2f}"
 
 
 # ----------------------------------------------------------------------------------- trained
@@ -281,10 +359,11 @@ def test_trained_networks_start_from_zero_output():
 def test_summary_aggregates_per_seed_then_across_seeds():
     base = dict(source="kernel", sweep="depth", variant="printed", width=0, depth=2,
                 lam_tau=0.0, lam_tau_hat=0.0, rel_diff=0.1, norm_mtl=1.0, norm_anil=1.0,
-                err_mtl=1.0, err_anil=1.0)
+                err_mtl=1.0, err_anil=1.0, diff_zscored=math.nan)
     rows = [
-        {**base, "seed": 0, "task": 0, "diff": 1.0}, {**base, "seed": 0, "task": 1, "diff": 3.0},
-        {**base, "seed": 1, "task": 0, "diff": 6.0},
+        {**base, "seed": 0, "task": 0, "diff": 1.0, "label_std": 2.0, "diff_normalized": 0.5},
+        {**base, "seed": 0, "task": 1, "diff": 3.0, "label_std": 2.0, "diff_normalized": 1.5},
+        {**base, "seed": 1, "task": 0, "diff": 6.0, "label_std": 3.0, "diff_normalized": 2.0},
     ]
     summary = summarize(rows_frame(rows))
     assert len(summary) == 1
@@ -292,14 +371,44 @@ def test_summary_aggregates_per_seed_then_across_seeds():
     assert row["n_seeds"] == 2 and row["n_tasks"] == 3
     assert row["diff_mean"] == pytest.approx(4.0)  # mean of the seed means 2 and 6
     assert row["diff_std_seeds"] == pytest.approx(math.sqrt(8.0))
+    assert row["label_std_mean"] == pytest.approx(2.5)
+    assert row["diff_normalized_mean"] == pytest.approx(1.5)  # seed means 1 and 2
+    assert row["diff_normalized_std_seeds"] == pytest.approx(math.sqrt(0.5))
+    assert math.isnan(row["diff_zscored_mean"]) and math.isnan(row["diff_zscored_std_seeds"])
 
 
-def test_atomic_write_leaves_only_the_final_file(tmp_path):
-    target = tmp_path / "sub" / "a.csv"
-    atomic_write_text(target, "x\n1\n")
-    atomic_write_text(target, "x\n2\n")
-    assert target.read_text() == "x\n2\n"
-    assert [p.name for p in target.parent.iterdir()] == ["a.csv"]
+def test_depth_ratios_give_the_spread_of_per_seed_ratios():
+    """Seed means at L = 2 and L = 20 of 30/2, 60/2 and 40/2: ratios 15, 30 and 20."""
+    base = dict(source="kernel", sweep="depth", variant="eq61", width=0, lam_tau=0.0,
+                lam_tau_hat=0.0, rel_diff=0.1, norm_mtl=1.0, norm_anil=1.0, err_mtl=1.0,
+                err_anil=1.0, label_std=15.0)
+    seed_means = {0: {2: 30.0, 10: 9.0, 20: 2.0}, 1: {2: 60.0, 10: 9.0, 20: 2.0},
+                  2: {2: 40.0, 10: 9.0, 20: 2.0}}
+    rows = []
+    for seed, by_depth in seed_means.items():
+        for depth, mean in by_depth.items():
+            for task, offset in enumerate((-1.0, 1.0)):  # two tasks around the seed mean
+                diff = mean + offset * mean / 4
+                rows.append({**base, "seed": seed, "depth": depth, "task": task, "diff": diff,
+                             "diff_normalized": diff / 15.0, "diff_zscored": diff / 30.0})
+    trained = dict(base, source="trained", variant="trained", width=64, diff_zscored=math.nan)
+    rows += [{**trained, "seed": 0, "depth": depth, "task": 0, "diff": 1.0 + depth,
+              "diff_normalized": 1.0} for depth in (2, 20)]
+    rows += [{**base, "sweep": "train_lam_tau", "seed": 0, "depth": 30, "task": 0,
+              "diff": 1.0, "diff_normalized": 1.0, "diff_zscored": 1.0}]  # ignored
+    ratios = depth_ratios(rows_frame(rows)).set_index(["source", "labels"])
+    raw = ratios.loc[("kernel", "raw")]
+    assert (raw["depth_low"], raw["depth_high"], raw["n_seeds"]) == (2, 20, 3)
+    assert raw["ratio_min"] == pytest.approx(15.0)
+    assert raw["ratio_median"] == pytest.approx(20.0)
+    assert raw["ratio_max"] == pytest.approx(30.0)
+    assert raw["ratios"] == pytest.approx([15.0, 30.0, 20.0]) and raw["seeds"] == [0, 1, 2]
+    assert ratios.loc[("kernel", "zscored")]["ratio_median"] == pytest.approx(20.0)
+    assert ratios.loc[("trained", "raw")]["ratio_max"] == pytest.approx(3.0 / 21.0)
+    assert ("trained", "zscored") not in ratios.index  # no z-scored trained networks
+    assert "L=2/L=20" in format_ratios(depth_ratios(rows_frame(rows)))
+    single = [row for row in rows if row["depth"] == 2]
+    assert depth_ratios(rows_frame(single)).empty
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -314,10 +423,24 @@ def test_cli_runs_a_tiny_sweep_and_writes_its_outputs(tmp_path, capsys):
         "--sweep-depth", "3", "--test-tasks", "2", "--no-validate", "--steps", "50",
     ])
     assert cli.run(args) == 0
-    for name in ("per_task.csv", "summary.csv", "figure1.png", "diagnostics.json"):
+    for name in ("per_task.csv", "summary.csv", "figure1.png", "figure1_normalized.png",
+                 "diagnostics.json"):
         assert (tmp_path / name).stat().st_size > 0
     printed = capsys.readouterr().out
-    assert "[depth]" in printed and "cancellation predicts 0" in printed
+    assert "cancellation predicts 0" in printed
+    header = printed.split("[depth, raw labels")[1].splitlines()[1].split()
+    assert header[:3] == ["depth", "kernel", "eq61"]  # the lead curve comes first
+    assert "[depth, label-normalised" in printed and "L=2/L=4" in printed
+    diagnostics = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert diagnostics["label_std_by_seed"]["0"] == pytest.approx(label_std(make_tasks(0)))
+    assert diagnostics["label_mean_by_seed"]["0"] > diagnostics["label_std_by_seed"]["0"]
+    lead = diagnostics["depth_ratios"][0]
+    assert (lead["variant"], lead["labels"], lead["depth_low"], lead["depth_high"]) == (
+        "eq61", "raw", 2, 4)
+    assert lead["ratio_min"] == lead["ratio_median"] == lead["ratio_max"] > 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert (summary["diff_normalized_mean"] * summary["label_std_mean"]).to_numpy() == (
+        pytest.approx(summary["diff_mean"].to_numpy(), rel=1e-8))  # one seed: one scale
 
 
 def test_cli_rejects_bad_options_with_a_message(tmp_path, capsys):

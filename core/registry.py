@@ -24,9 +24,11 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
+        self._origins: dict[str, str] = {}
 
-    def register(self, name: str, *aliases: str) -> Callable[[T], T]:
-        """Decorator: ``@REGISTRY.register("mtl")`` on a class or function."""
+    def register(self, name: str, *aliases: str, origin: str = "") -> Callable[[T], T]:
+        """Decorator: ``@REGISTRY.register("mtl")`` on a class or function. ``origin`` says
+        where it came from (shown by ``bench list``)."""
 
         def decorator(obj: T) -> T:
             for key in (name, *aliases):
@@ -35,9 +37,24 @@ class Registry(Generic[T]):
             self._items[name] = obj
             for alias in aliases:
                 self._aliases[alias] = name
+            self._origins[name] = origin
             return obj
 
         return decorator
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (canonical) and its aliases (tests, plugins that are replaced)."""
+        del self._items[name]
+        self._origins.pop(name, None)
+        for alias in self.aliases_of(name):
+            del self._aliases[alias]
+
+    def origin(self, name: str) -> str:
+        """Where ``name`` came from, as registered (or set by :meth:`set_origin`)."""
+        return self._origins.get(self.canonical(name), "")
+
+    def set_origin(self, name: str, origin: str) -> None:
+        self._origins[self.canonical(name)] = origin
 
     def canonical(self, name: str) -> str:
         """The canonical name for ``name`` or an alias of it; raises UnknownNameError."""

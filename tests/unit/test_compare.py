@@ -1,0 +1,353 @@
+"""Paired comparisons against a baseline (bench.compare): hand-computed numbers, agreement with
+scipy.stats, the TOST verdicts on constructed cases, and the rows that say why a pair is
+missing."""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bench.compare import (BETTER, COMPARISON_COLUMNS, EQUIVALENT, INCONCLUSIVE, NOT_PAIRED,
+                           WORSE, comparison_csv, comparison_footer, comparison_markdown,
+                           paired_comparisons, paired_difference, verdict)
+from bench.table import load_results
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PAIRED = FIXTURES / "paired"
+GOLDEN = PAIRED / "golden"
+
+
+@pytest.fixture(scope="module")
+def paired_results() -> list[dict]:
+    return load_results(PAIRED)
+
+
+def _row(frame, method, protocol="unified"):
+    rows = frame[(frame["method"] == method) & (frame["protocol"] == protocol)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def _by_seed(results, method, seeds, protocol="unified"):
+    runs = {r["config"]["seed"]: r for r in results
+            if r["config"]["method"] == method and r["status"] == "ok"
+            and r["config"]["shots"] == 1}
+    key = protocol if not runs[seeds[0]].get("native_is_unified") else "unified"
+    return [runs[s]["test"][key]["accuracies"] for s in seeds]
+
+
+# --- the statistics, by hand -----------------------------------------------------------------
+
+def test_one_seed_by_hand():
+    # d = method - baseline = [1, 2, 3, 4, 5]: mean 3, sum of squared deviations 10,
+    # sd = sqrt(10 / 4) = 1.5811, se = sd / sqrt(5) = sqrt(0.5) = 0.70711, t = 3 / se = 4.2426,
+    # df = 4. t-table: t(0.975, 4) = 2.776445 -> 95% CI 3 -+ 1.963243 = [1.036757, 4.963243];
+    # t(0.95, 4) = 2.131847 -> 90% CI 3 -+ 1.507443 = [1.492557, 4.507443];
+    # p = 2 P(T_4 > 4.2426) = 0.01324.
+    diff = paired_difference([[61, 72, 83, 94, 55]], [[60, 70, 80, 90, 50]], margin=1.0)
+    assert diff.mean == pytest.approx(3.0)
+    assert diff.se == pytest.approx(math.sqrt(0.5))
+    assert (diff.df, diff.ci_over, diff.seeds, diff.episodes) == (4, "episodes", 1, 5)
+    assert diff.t == pytest.approx(4.242641, abs=1e-6)
+    assert diff.ci95 == pytest.approx((1.036757, 4.963243), abs=1e-6)
+    assert diff.ci90 == pytest.approx((1.492557, 4.507443), abs=1e-6)
+    assert diff.p_value == pytest.approx(0.01324, abs=1e-5)
+    assert (diff.method_mean, diff.baseline_mean) == pytest.approx((73.0, 70.0))
+    # margin 1: the 90% CI reaches past +1 (not equivalent); the 95% CI excludes 0: better.
+    assert diff.verdict == BETTER and diff.significant
+    # margin 5: the 90% CI [1.49, 4.51] lies inside (-5, 5): equivalent, although significant.
+    wide = paired_difference([[61, 72, 83, 94, 55]], [[60, 70, 80, 90, 50]], margin=5.0)
+    assert wide.verdict == EQUIVALENT and wide.significant
+
+
+def test_several_seeds_by_hand():
+    # Per-seed mean differences: seed 0 [1, 1] -> 1, seed 1 [1, 3] -> 2, seed 2 [3, 3] -> 3.
+    # Over seeds: mean 2, sd 1, se = 1 / sqrt(3) = 0.577350, df = 2, t = 2 sqrt(3) = 3.464102.
+    # With two degrees of freedom the t distribution has closed forms:
+    # quantile t_p = (2p - 1) / sqrt(2p(1 - p)): t(0.975) = 0.95 / sqrt(0.04875) = 4.302653,
+    # t(0.95) = 0.9 / sqrt(0.095) = 2.919986; tail P(T > t) = (1 - t / sqrt(t^2 + 2)) / 2:
+    # p = 1 - sqrt(12 / 14) = 0.074180.
+    # 95% CI 2 -+ 4.302653 / sqrt(3) = 2 -+ 2.484138; 90% CI 2 -+ 1.685854.
+    method = [[11, 21], [12, 24], [53, 43]]
+    baseline = [[10, 20], [11, 21], [50, 40]]
+    diff = paired_difference(method, baseline, margin=1.0)
+    assert (diff.mean, diff.df, diff.ci_over, diff.seeds, diff.episodes) == (2.0, 2, "seeds",
+                                                                            3, 2)
+    assert diff.se == pytest.approx(1 / math.sqrt(3))
+    assert diff.t == pytest.approx(2 * math.sqrt(3))
+    assert diff.ci95 == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-6)
+    assert diff.ci90 == pytest.approx((2 - 1.685854, 2 + 1.685854), abs=1e-6)
+    assert diff.p_value == pytest.approx(1 - math.sqrt(12 / 14), abs=1e-9)
+    # the 95% CI contains 0 and the 90% CI is not inside (-1, 1): inconclusive.
+    assert diff.verdict == INCONCLUSIVE and not diff.significant
+
+
+def test_tost_p_value_is_the_larger_one_sided_p():
+    rng = np.random.default_rng(0)
+    for shift, spread in [(0.2, 1.0), (0.9, 2.0), (-0.5, 4.0), (3.0, 1.0)]:
+        base = rng.uniform(40, 90, size=50)
+        method = base + shift + rng.normal(0, spread, size=50)
+        diff = paired_difference([method], [base], margin=1.0)
+        d = method - base
+        lower = stats.ttest_1samp(d, -1.0, alternative="greater").pvalue
+        upper = stats.ttest_1samp(d, 1.0, alternative="less").pvalue
+        assert diff.p_tost == pytest.approx(max(lower, upper), rel=1e-9)
+        # TOST at 5% rejects exactly when the 90% CI lies inside the margin
+        assert (diff.p_tost < 0.05) == (diff.verdict == EQUIVALENT)
+
+
+def test_identical_differences_give_a_zero_width_interval():
+    diff = paired_difference([[51.0, 61.0, 71.0]], [[50.5, 60.5, 70.5]], margin=1.0)
+    assert diff.ci95 == (0.5, 0.5) and diff.p_value == 0.0 and diff.p_tost == 0.0
+    assert diff.verdict == EQUIVALENT
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="margin"):
+        paired_difference([[1.0, 2.0]], [[1.0, 2.0]], margin=0.0)
+    with pytest.raises(ValueError, match="seed 0: 2 method and 3 baseline"):
+        paired_difference([[1.0, 2.0]], [[1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match="same number"):
+        paired_difference([[1.0, 2.0]], [])
+
+
+# --- agreement with scipy.stats on fixture data ------------------------------------------------
+
+def test_one_seed_agrees_with_scipy_ttest_rel_on_the_table_fixture():
+    # tests/fixtures/results: MTL seeds 0-2 and MetaOptNet seed 0 on glyphs 5-way 5-shot, same
+    # episode hash; MetaOptNet has a native protocol of its own, MTL's native is its unified.
+    results = load_results(FIXTURES / "results")
+    frame = paired_comparisons(results, baseline="mtl")
+    runs = {(r["config"]["method"], r["config"]["seed"]): r for r in results
+            if r["status"] == "ok" and r["config"]["dataset"] == "glyphs"
+            and r["config"]["shots"] == 5}
+    mtl = runs[("mtl", 0)]["test"]["unified"]["accuracies"]
+    for protocol in ("unified", "native"):
+        row = _row(frame, "metaoptnet", protocol)
+        mon = runs[("metaoptnet", 0)]["test"][protocol]["accuracies"]
+        ref = stats.ttest_rel(mon, mtl)
+        ci = ref.confidence_interval(0.95)
+        assert (row["seeds"], row["paired_seeds"], row["ci_over"]) == (1, "0", "episodes")
+        assert row["mean_diff"] == pytest.approx(np.mean(mon) - np.mean(mtl))
+        assert row["t"] == pytest.approx(ref.statistic)
+        assert row["p_value"] == pytest.approx(ref.pvalue)
+        assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((ci.low, ci.high))
+        assert row["df"] == ref.df == 39
+        assert row["note"] == "paired seed 0 only; no metaoptnet result for seed 1, 2"
+
+
+def test_several_seeds_agree_with_scipy_on_seed_means(paired_results):
+    frame = paired_comparisons(paired_results, baseline="mtl")
+    for method, seeds in (("r2d2", [0, 1, 2]), ("protonet", [0, 1])):
+        for protocol in ("unified", "native"):
+            row = _row(frame, method, protocol)
+            means_m = [np.mean(a) for a in _by_seed(paired_results, method, seeds, protocol)]
+            means_b = [np.mean(a) for a in _by_seed(paired_results, "mtl", seeds, protocol)]
+            ref = stats.ttest_rel(means_m, means_b)
+            ci = ref.confidence_interval(0.95)
+            assert (row["seeds"], row["ci_over"], row["df"]) == (len(seeds), "seeds",
+                                                                  len(seeds) - 1)
+            assert row["t"] == pytest.approx(ref.statistic)
+            assert row["p_value"] == pytest.approx(ref.pvalue)
+            assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((ci.low, ci.high))
+            ci90 = stats.ttest_rel(means_m, means_b).confidence_interval(0.90)
+            assert (row["ci90_low"], row["ci90_high"]) == pytest.approx((ci90.low, ci90.high))
+
+
+def test_pairing_is_narrower_than_unpaired_intervals(paired_results):
+    # The fixture's methods share each episode's difficulty, as methods tested on the same
+    # episodes do: one seed's paired CI is much narrower than either method's own CI.
+    r2d2, mtl = (_by_seed(paired_results, m, [0])[0] for m in ("r2d2", "mtl"))
+    diff = paired_difference([r2d2], [mtl])
+    own = 1.96 * np.std(mtl, ddof=1) / np.sqrt(len(mtl))
+    assert (diff.ci95[1] - diff.ci95[0]) / 2 < own / 2
+
+
+# --- verdicts on constructed cases (issue 14) ---------------------------------------------------
+
+def _constructed(shift, noise_sd, n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    baseline = rng.uniform(30, 95, size=n)
+    return paired_difference([baseline + shift + rng.normal(0, noise_sd, size=n)], [baseline],
+                             margin=1.0)
+
+
+def test_a_tight_small_difference_is_equivalent():
+    diff = _constructed(0.2, 1.0)  # se about 1 / sqrt(2000) = 0.022
+    assert diff.mean == pytest.approx(0.2, abs=0.07)
+    assert diff.ci90[1] - diff.ci90[0] < 0.2
+    assert diff.verdict == EQUIVALENT
+    assert diff.significant  # significant, yet inside the margin: equivalent (module docstring)
+
+
+def test_three_points_is_better_or_worse():
+    assert _constructed(3.0, 1.0).verdict == BETTER
+    assert _constructed(-3.0, 1.0).verdict == WORSE
+
+
+def test_a_significant_difference_reaching_past_the_margin_is_better_not_equivalent():
+    diff = _constructed(0.9, 3.0, n=400)  # 90% CI about 0.9 -+ 0.25: crosses +1, excludes 0
+    assert diff.ci90[1] > 1.0 and diff.ci95[0] > 0
+    assert diff.verdict == BETTER
+
+
+def test_a_noisy_difference_is_inconclusive():
+    assert _constructed(0.5, 30.0, n=20).verdict == INCONCLUSIVE
+
+
+def test_verdict_boundaries_are_strict():
+    assert verdict((-0.5, 1.0), (-0.6, 1.1), 1.0) == INCONCLUSIVE  # touches +margin
+    assert verdict((-0.5, 0.999), (-0.6, 1.1), 1.0) == EQUIVALENT
+    assert verdict((0.2, 1.5), (0.0, 1.7), 1.0) == INCONCLUSIVE  # 95% CI touches 0
+    assert verdict((math.nan, math.nan), (math.nan, math.nan), 1.0) == INCONCLUSIVE
+
+
+# --- rows from result files --------------------------------------------------------------------
+
+def test_rows_say_which_seeds_were_paired_and_why_others_were_not(paired_results):
+    frame = paired_comparisons(paired_results, baseline="mtl")
+    assert list(frame.columns) == COMPARISON_COLUMNS
+    r2d2 = _row(frame, "r2d2")
+    assert (r2d2["paired_seeds"], r2d2["note"]) == ("0, 1, 2", "")
+    protonet = _row(frame, "protonet", "native")
+    assert protonet["paired_seeds"] == "0, 1"
+    assert protonet["note"] == "paired seeds 0, 1 only; no protonet result for seed 2"
+    # maml: seed 0 was tested on other episodes, seed 2 failed; only seed 1 pairs
+    maml = _row(frame, "maml")
+    assert (maml["seeds"], maml["paired_seeds"], maml["ci_over"]) == (1, "1", "episodes")
+    assert maml["note"] == ("paired seed 1 only; maml failed for seed 2; "
+                            "seed 0: different episode hashes")
+
+
+def test_a_hash_mismatch_on_every_seed_leaves_a_row_that_says_so(paired_results):
+    results = copy.deepcopy(paired_results)
+    for r in results:
+        if r["config"]["method"] == "r2d2" and r["status"] == "ok":
+            r["episode_hash"] = "f" * 64
+    frame = paired_comparisons(results, baseline="mtl")
+    for protocol in ("unified", "native"):
+        row = _row(frame, "r2d2", protocol)
+        assert row["verdict"] == NOT_PAIRED and row["seeds"] == 0
+        assert math.isnan(row["mean_diff"]) and math.isnan(row["p_value"])
+        assert row["note"] == ("seed 0: different episode hashes; seed 1: different episode "
+                               "hashes; seed 2: different episode hashes")
+    text = comparison_markdown(frame)
+    assert "| not paired | seed 0: different episode hashes;" in text
+
+
+def test_a_cell_without_the_baseline_says_so(paired_results):
+    frame = paired_comparisons(paired_results, baseline="mtl")
+    anil = frame[frame["method"] == "anil"]
+    assert list(anil["protocol"]) == ["unified", "native"]
+    assert set(anil["verdict"]) == {NOT_PAIRED}
+    assert set(anil["note"]) == {"no mtl run in this cell"}
+    assert set(anil["shots"]) == {5}
+
+
+def test_a_cell_whose_baseline_runs_all_failed_says_so(paired_results):
+    results = copy.deepcopy(paired_results)
+    for r in results:
+        if r["config"]["method"] == "mtl":
+            r["status"], r["error"] = "failed", "fixture failure"
+    frame = paired_comparisons(results, baseline="mtl")
+    assert set(frame[frame["shots"] == 1]["note"]) == {"every mtl run in this cell failed"}
+
+
+def test_the_baseline_is_an_argument_and_names_are_displayed(paired_results):
+    names = {"mtl": "MTL", "r2d2": "R2D2"}
+    frame = paired_comparisons(paired_results, baseline="r2d2",
+                               display=lambda m: names.get(m, m.upper()))
+    mtl = _row(frame, "MTL")  # MTL has no native protocol of its own but R2D2 has: two rows
+    assert set(frame[frame["method"] == "MTL"]["protocol"]) == {"unified", "native"}
+    assert mtl["baseline"] == "R2D2"
+    forward = _row(paired_comparisons(paired_results, baseline="mtl"), "r2d2")
+    assert mtl["mean_diff"] == pytest.approx(-forward["mean_diff"])
+    assert mtl["p_value"] == pytest.approx(forward["p_value"])
+    assert "MAML failed for seed 2" in _row(frame, "MAML")["note"]
+
+
+def test_methods_without_native_adaptation_on_both_sides_get_one_row(paired_results):
+    results = copy.deepcopy(paired_results)
+    for r in results:
+        if r["config"]["method"] == "r2d2" and r["status"] == "ok":
+            r["native_is_unified"] = True
+    frame = paired_comparisons(results, baseline="mtl")
+    assert list(frame[frame["method"] == "r2d2"]["protocol"]) == ["unified (= native)"]
+
+
+def test_two_baseline_variants_are_told_apart_never_averaged(paired_results):
+    results = copy.deepcopy(paired_results)
+    extra = []
+    for r in results:
+        if r["config"]["method"] == "mtl":
+            other = copy.deepcopy(r)
+            other["config"]["budget"]["backbone"] = "conv4-32"
+            other["test"]["unified"]["accuracies"] = [a - 1.0 for a in
+                                                      r["test"]["unified"]["accuracies"]]
+            extra.append(other)
+    frame = paired_comparisons(results + extra, baseline="mtl")
+    rows = frame[(frame["method"] == "r2d2") & (frame["protocol"] == "unified")]
+    assert sorted(rows["baseline_variant"]) == ["backbone=conv4-32", "backbone=conv4-64"]
+    by_variant = dict(zip(rows["baseline_variant"], rows["mean_diff"]))
+    assert by_variant["backbone=conv4-32"] == pytest.approx(by_variant["backbone=conv4-64"] + 1)
+    assert set(rows["variant"]) == {""}  # r2d2 has one arm: no variant label
+
+
+def test_different_sweep_settings_are_different_cells(paired_results):
+    results = copy.deepcopy(paired_results)
+    for r in results:
+        if r["config"]["method"] == "r2d2":
+            r["config"]["precision"] = "bf16"
+    frame = paired_comparisons(results, baseline="mtl")
+    r2d2 = frame[frame["method"] == "r2d2"]
+    assert set(r2d2["settings"]) == {"precision=bf16"}
+    assert set(r2d2["note"]) == {"no mtl run in this cell"}
+
+
+def test_the_same_run_twice_is_an_error(paired_results):
+    twice = paired_results + [copy.deepcopy(paired_results[-1])]
+    with pytest.raises(ValueError, match="two finished results for the same run"):
+        paired_comparisons(twice, baseline="mtl")
+
+
+def test_a_bad_margin_is_refused(paired_results):
+    with pytest.raises(ValueError, match="margin"):
+        paired_comparisons(paired_results, baseline="mtl", margin=-1.0)
+
+
+# --- Markdown and CSV ------------------------------------------------------------------------
+
+def test_markdown_states_the_method_and_the_margin(paired_results):
+    frame = paired_comparisons(paired_results, baseline="mtl", margin=0.5)
+    text = comparison_markdown(frame, margin=0.5)
+    assert text.endswith(comparison_footer(0.5) + "\n")
+    assert "90% CI lies inside (-0.5, +0.5)" in text and "TOST" in text
+    assert "paired-t 95% CI over episodes" in text and "over seeds (df = seeds - 1)" in text
+    empty = comparison_markdown(frame.iloc[0:0], margin=0.5)
+    assert empty.startswith("_No method") and "TOST" in empty
+
+
+def test_markdown_marks_a_significant_difference_inside_the_margin():
+    results = load_results(PAIRED)
+    frame = paired_comparisons(results, baseline="mtl")
+    row = _row(frame, "r2d2", "native")
+    assert row["verdict"] == EQUIVALENT and row["significant"]
+    assert "equivalent (better by a significant +0.62, within the margin)" in \
+        comparison_markdown(frame)
+
+
+def test_comparison_matches_golden_files(paired_results, tmp_path):
+    frame = paired_comparisons(paired_results, baseline="mtl")
+    outputs = {"comparison.csv": comparison_csv(frame),
+               "comparison.md": comparison_markdown(frame)}
+    if os.environ.get("UPDATE_GOLDEN") == "1":  # regenerate after an intended change
+        GOLDEN.mkdir(exist_ok=True)
+        for name, text in outputs.items():
+            (GOLDEN / name).write_text(text)
+    for name, text in outputs.items():
+        assert text == (GOLDEN / name).read_text(), name

@@ -1,0 +1,66 @@
+"""Each method class declares what the harness needs to know about it."""
+import pytest
+
+from core.budget import TrainBudget
+from datasets import DATASETS
+from methods import METHODS, efficiency_reference, register_method
+from methods.base import FewShotMethod
+from methods.maml import MAML
+from methods.metaoptnet import MetaOptNet
+
+ALL = METHODS.names()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_method_declares_a_display_name_a_citation_and_paper_budgets(name):
+    cls = METHODS.get(name)
+    assert cls.name == name and cls.display_name and cls.citation
+    for dataset in DATASETS.names():
+        for shots in (1, 5):
+            budget = cls.paper_budget(DATASETS.get(dataset), shots)
+            assert isinstance(budget, TrainBudget) and budget.name == "paper"
+            cls.resolve_hparams(budget.hparams)  # the paper's hyperparameters are valid
+
+
+def test_declared_roles():
+    assert efficiency_reference() is MetaOptNet
+    assert [n for n in ALL if METHODS.get(n).task_local_batch_norm] == ["maml"]
+    assert {n: dict(METHODS.get(n).quick_hparams) for n in ALL if METHODS.get(n).quick_hparams} \
+        == {"maml": {"inner_lr": 0.5, "train_steps": 1, "test_steps": 1}}
+    assert all(METHODS.get(n).augmentation == "dataset" for n in ALL)
+
+
+def test_augmentation_policy():
+    budget = TrainBudget("smoke", "conv4-32", "avg", 1, 1, 1, 1, 1)
+    mini, glyphs = DATASETS.get("mini"), DATASETS.get("glyphs")
+    assert MAML.training_augmentation(mini, budget) == "lee2019"
+    assert MAML.training_augmentation(glyphs, budget) is None
+    assert MAML.training_augmentation(None, budget) is None  # a dataset outside the registry
+
+    class Plain(MAML):
+        augmentation = "none"
+
+    assert Plain.training_augmentation(mini, budget) is None
+
+
+def test_a_registered_subclass_keeps_only_what_it_declares():
+    registry_before = set(METHODS.names())
+    try:
+        @register_method("test-svm-variant")
+        class Variant(MetaOptNet):
+            pass
+
+        assert Variant.display_name == "test-svm-variant" and not Variant.efficiency_reference
+        assert Variant.task_local_batch_norm is False and Variant.citation == MetaOptNet.citation
+        with pytest.raises(ValueError, match="augmentation must be one of"):
+            @register_method("test-bad-policy")
+            class Bad(FewShotMethod):
+                augmentation = "lee2019"
+        with pytest.raises(ValueError, match="has no hyperparameter 'inner_steps'"):
+            @register_method("test-bad-quick")
+            class BadQuick(MAML):
+                quick_hparams = {"inner_steps": 1}
+    finally:
+        for name in set(METHODS.names()) - registry_before:
+            METHODS.unregister(name)
+    assert set(METHODS.names()) == registry_before
