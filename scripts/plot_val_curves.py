@@ -4,7 +4,7 @@
         --title "Omniglot 5-way 1-shot, quick budget, seed 0" \\
         --epoch0 results/diagnosis/omniglot/epoch0.json \\
         --metrics val,head_rel_change \\
-        results/diagnosis/omniglot/baseline.json="MTL (today)" \\
+        results/diagnosis/omniglot/baseline.json="MTL (defaults)" \\
         results/diagnosis/omniglot/protonet.json=ProtoNet
 
 Each positional argument is ``RESULT.json=LABEL``. ``--epoch0`` adds the untrained model's

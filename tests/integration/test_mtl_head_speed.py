@@ -1,5 +1,5 @@
 """Issue 16: MTL starts slow because its head matrix barely moves (docs/findings.md, "Why MTL
-starts slow", H1). On glyphs at seed 0, a few quick-budget steps of today's MTL move the head
+starts slow", H1). On glyphs at seed 0, a few quick-budget steps of default MTL move the head
 a small fraction of what they move the backbone (relative to their initial norms), and
 ``head_lr_scale=10`` moves the head about ten times as far while the backbone moves as before.
 
@@ -13,7 +13,7 @@ what it does (with ``scale_init=false`` the head moved 0.80% against the backbon
 ratio 0.64, and the first assertion fails).
 
 Why not validation accuracy: no default changed, and at CI size the accuracy gain is not a
-property that holds. After one quick epoch on glyphs the faster head does not lead (57.1% today
+property that holds. After one quick epoch on glyphs the faster head does not lead (57.1% by default
 against 56.9% with ``head_lr_scale=10``, 100 validation episodes); it leads clearly from
 epoch 5 on (71.1% against 65.9%; 74.6% against 67.7% at epoch 8), which is minutes, not
 seconds, of CPU.
@@ -54,7 +54,7 @@ def _relative_moves(glyphs, hparams: dict) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_todays_head_lags_the_backbone_and_head_lr_scale_speeds_only_the_head():
+def test_the_default_head_lags_the_backbone_and_head_lr_scale_speeds_only_the_head():
     glyphs = load_dataset("glyphs")
     head, backbone = _relative_moves(glyphs, {})
     fast_head, fast_backbone = _relative_moves(glyphs, {"head_lr_scale": 10.0})
