@@ -16,6 +16,7 @@ from torch import nn
 from core.hparams import HParam, validate_hparams
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
+from methods.taxonomy import Table1
 
 if TYPE_CHECKING:
     from core.budget import TrainBudget
@@ -26,6 +27,7 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 AUGMENTATION_POLICIES = ("dataset", "none")
+TRAINING_BATCHES = ("episodes", "images")
 
 
 class FewShotMethod(nn.Module):
@@ -38,7 +40,14 @@ class FewShotMethod(nn.Module):
     - ``hparam_spec``: its hyperparameters (:class:`core.hparams.HParam`: default, type, range);
     - ``task_local_batch_norm``: True when every training forward normalises with one task's
       own batch statistics (MAML), so data-parallel runs must not synchronise batch norm;
-    - ``quick_hparams``: hyperparameters the ``quick`` budget sets (its CPU-sized exceptions);
+    - ``quick_hparams``: hyperparameters the CPU budgets (``smoke`` and ``quick``) set: the
+      method's CPU-sized exceptions, each explained where it is declared;
+    - ``training_batches``: what one training step draws, ``"episodes"`` (``meta_batch``
+      few-shot tasks) or ``"images"`` (a plain mini-batch of ``meta_batch`` training images,
+      each a one-image task whose ``classes[t, 0]`` is its training class:
+      :mod:`datasets.batches`);
+    - ``table1``: the method's cell of the paper's Table 1 (inner-loop layers x regulariser,
+      :mod:`methods.taxonomy`), or that it stands outside it;
     - ``augmentation``: the training augmentation policy, ``"dataset"`` (the dataset's
       declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
     - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
@@ -64,6 +73,8 @@ class FewShotMethod(nn.Module):
     """The method's hyperparameters: default, type, valid range and meaning of each."""
     task_local_batch_norm: ClassVar[bool] = False
     quick_hparams: ClassVar[Mapping[str, Any]] = {}
+    training_batches: ClassVar[str] = "episodes"
+    table1: ClassVar[Table1] = None
     augmentation: ClassVar[str] = "dataset"
     efficiency_reference: ClassVar[bool] = False
     reported_as: ClassVar[Mapping[str, str]] = {}
