@@ -11,7 +11,9 @@ is written. What is checked:
 - the backbone and the budget's episode shapes (meta-batch, training shots and queries,
   validation episodes);
 - every episode shape against the split it is drawn from (:func:`split_problem`): training
-  episodes (ways, the budget's training shots and queries) on the train split, validation
+  episodes (ways, the budget's training shots and queries; for a method that trains on image
+  batches, ``training_batches = "images"``: a batch of ``meta_batch`` images) on the train
+  split, validation
   episodes (ways, the budget's validation shots or the run's shots, the run's queries) on the
   val split, test episodes (ways, shots, queries) on the test split. The loaded dataset knows
   its classes and images per class, so the check is exact (it is the episode sampler's).
@@ -84,9 +86,10 @@ def split_problem(split: ClassSplit, what: str, ways: int, shots: int, queries: 
 def config_problems(config: RunConfig, dataset: FewShotDataset) -> list[str]:
     """What is wrong with one run: its hyperparameters, budget and episode shapes."""
     budget = config.budget
+    cls = method_class(config.method, config.method_source)
     problems = []
     try:
-        method_class(config.method, config.method_source).resolve_hparams(budget.hparams)
+        cls.resolve_hparams(budget.hparams)
     except ValueError as error:
         problems.append(str(error))
     if budget.backbone.strip().lower() not in BACKBONES:
@@ -99,11 +102,23 @@ def config_problems(config: RunConfig, dataset: FewShotDataset) -> list[str]:
                             f"{field} is {getattr(budget, field)}, must be at least {minimum}")
     where = config.dataset  # the message says the episodes' shape where it matters
     val_shots = budget.val_shots or config.shots
-    for split, what, shots, queries in (
-            (dataset.train, f"{where}, {config.method}'s training episodes (budget "
-                            f"{budget.name!r})", budget.train_shots, budget.train_queries),
-            (dataset.val, f"{where}, validation episodes", val_shots, config.queries),
-            (dataset.test, f"{where}, test episodes", config.shots, config.queries)):
+    training = f"{where}, {config.method}'s training"
+    budget_name = f"(budget {budget.name!r})"
+    shapes = [(dataset.val, f"{where}, validation episodes", val_shots, config.queries),
+              (dataset.test, f"{where}, test episodes", config.shots, config.queries)]
+    if cls.training_batches == "images":  # batches of meta_batch images, one per task
+        if (budget.train_shots, budget.train_queries) != (1, 0):
+            problems.append(f"{training} {budget_name}: {config.method} trains on image "
+                            "batches, one image per task, so its budget needs train_shots=1 "
+                            f"and train_queries=0, not {budget.train_shots} and "
+                            f"{budget.train_queries}")
+        if budget.meta_batch > len(dataset.train):
+            problems.append(f"{training} {budget_name}: batches of {budget.meta_batch} images, "
+                            f"but the train split holds {len(dataset.train)}")
+    else:
+        shapes.insert(0, (dataset.train, f"{training} episodes {budget_name}",
+                          budget.train_shots, budget.train_queries))
+    for split, what, shots, queries in shapes:
         problem = split_problem(split, what, config.ways, shots, queries)
         if problem:
             problems.append(problem)

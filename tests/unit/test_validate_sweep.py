@@ -68,6 +68,16 @@ def test_a_run_is_checked_on_all_three_splits_with_its_budgets_shapes():
         config_problems(wide, fits)[0]
 
 
+def test_a_method_that_trains_on_image_batches_needs_images_not_episodes():
+    budget = resolve_budget("smoke", "rfs", "glyphs", 1)  # batches of 50 one-image tasks
+    config = RunConfig("rfs", "glyphs", 5, 1, 0, budget, queries=2)
+    few = tiny(train=[3] * 10, val=[3] * 5, test=[3] * 5)  # 3 images a class: no 5-shot task
+    assert config_problems(config, few) == [
+        f"glyphs, rfs's training (budget 'smoke'): batches of {budget.meta_batch} images, but "
+        "the train split holds 30"]
+    assert config_problems(config, tiny([3] * 20, [3] * 5, [3] * 5)) == []
+
+
 def test_hyperparameters_and_budget_fields_are_checked_through_their_declarations():
     budget = resolve_budget("smoke", "maml", "glyphs", 1)
     bad = replace(budget, hparams={**budget.hparams, "inner_lr": "abc", "train_steps": 0},
