@@ -83,6 +83,13 @@ def ensure_writable(folder: Path | str) -> None:
     """Check up front that ``folder`` (a results folder) can be created and written;
     :class:`StorageError` otherwise, before any training."""
     folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise StorageError(errno.ENOTDIR, f"results folder {folder} is not writable: "
+                                   f"{path} is a file, not a folder; choose another --out. "
+                                   "Nothing was run.")
+            break
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)

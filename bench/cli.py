@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("table", help="turn result files into accuracy and efficiency tables")
     table.add_argument("folder", type=Path, nargs="?", default=Path("results"))
+    table.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="write the table files here (default: into the results folder; "
+                            "when that cannot be written, the tables are still printed)")
+    table.add_argument("--strict", action="store_true",
+                       help="stop at the first invalid result file (default: leave it out, "
+                            "tabulate the rest and list it under the tables)")
 
     listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
                                           "and budgets")
@@ -232,35 +238,41 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
 
 
 def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None]],
-                   dataset_names: list[str], hparams: dict) -> list:
-    """``methods``: (registered name, import path or None) as :func:`methods.plugins.
-    resolve_method` gives them."""
+                   dataset_names: list[str], hparams: dict) -> tuple[list, list[str]]:
+    """The sweep's run configurations, and what kept some from being built (a budget a
+    method does not declare). ``methods``: (registered name, import path or None) as
+    :func:`methods.plugins.resolve_method` gives them."""
     from dataclasses import replace
 
     from methods import METHODS
 
-    configs = []
+    configs, problems = [], []
     for name in dataset_names:
         for method, source in methods:
             for shots in args.shots:
-                for seed in args.seeds:
+                try:
                     budget = resolve_budget(args.budget, METHODS.get(method), name, shots)
-                    overrides = {k: v for k, v in (("backbone", args.backbone),
-                                                   ("feature_mode", args.feature_mode))
-                                 if v is not None}
-                    if args.dropblock_ramp is not False:
-                        overrides["dropblock_ramp_steps"] = args.dropblock_ramp
-                    if hparams:
-                        overrides["hparams"] = {**budget.hparams, **hparams}
-                    if overrides:
-                        budget = replace(budget, **overrides)
+                except (NotImplementedError, ValueError) as error:
+                    problems.append(f"--budget {args.budget} for {method} on {name} "
+                                    f"{shots}-shot: {error}")
+                    continue
+                overrides = {k: v for k, v in (("backbone", args.backbone),
+                                               ("feature_mode", args.feature_mode))
+                             if v is not None}
+                if args.dropblock_ramp is not False:
+                    overrides["dropblock_ramp_steps"] = args.dropblock_ramp
+                if hparams:
+                    overrides["hparams"] = {**budget.hparams, **hparams}
+                if overrides:
+                    budget = replace(budget, **overrides)
+                for seed in args.seeds:
                     configs.append(RunConfig(
                         method=method, dataset=name, ways=args.ways, shots=shots, seed=seed,
                         budget=budget, queries=args.queries, episodes=args.episodes,
                         precision=args.precision, solver=args.solver,
                         compile=args.compile, logreg_c=args.logreg_c,
                         select_on=args.select_on, method_source=source))
-    return configs
+    return configs, list(dict.fromkeys(problems))
 
 
 def selection_notes(configs: list, asked: str) -> list[str]:
@@ -298,6 +310,28 @@ def _check_meta_batches(configs: list, processes: int) -> str | None:
             "command), or a larger meta-batch.")
 
 
+def _collapse_lists(args: argparse.Namespace) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Methods (registered name, import path) and dataset names of the command line, with
+    every repeat (``--seeds 0,0``, ``--shots 1,1``, ``--methods a,A``) collapsed and noted;
+    ``args.shots`` and ``args.seeds`` are collapsed in place."""
+    from bench.validate_sweep import collapse_duplicates
+    from datasets import DATASETS
+    from methods.plugins import resolve_method
+
+    methods, note_m = collapse_duplicates([(m, resolve_method(m)) for m in args.methods],
+                                          "--methods", key=lambda p: p[1][0],
+                                          show=lambda p: p[0])
+    datasets, note_d = collapse_duplicates([(d, DATASETS.canonical(d)) for d in args.dataset],
+                                           "--dataset", key=lambda p: p[1],
+                                           show=lambda p: p[0])
+    args.shots, note_s = collapse_duplicates(args.shots, "--shots")
+    args.seeds, note_e = collapse_duplicates(args.seeds, "--seeds")
+    for note in (note_m, note_d, note_s, note_e):
+        if note:
+            print(note)
+    return [m for _, m in methods], [d for _, d in datasets]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.checkpoint import StorageError, ensure_writable
     from bench.distributed import DistributedSetupError, environment_world_size
@@ -306,15 +340,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.sweep import (ResultConflict, data_identities, preflight_checkpoints,
                              preflight_results)
     from bench.training import resolve_device
-    from datasets import DATASETS, DatasetError, load_dataset
-    from methods import METHODS
-    from methods.plugins import resolve_method
+    from bench.validate_sweep import argument_problems, out_problem, sweep_problems, unique_runs
+    from datasets import DatasetError, load_dataset
 
-    methods = [resolve_method(m) for m in args.methods]
-    dataset_names = [DATASETS.canonical(d) for d in args.dataset]
+    methods, dataset_names = _collapse_lists(args)
     hparams = dict(args.hparam)
-    for method, _ in methods:  # fail before any training on a misspelt hyperparameter
-        METHODS.get(method).resolve_hparams(hparams)
     world_size = environment_world_size()
     problem = _check_launch_flags(args, world_size)
     if problem:
@@ -322,6 +352,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if world_size == 1 and args.launcher == "local":
         resolve_device(args.device)  # fail early on a missing GPU
+    # One validation pass over the whole sweep before anything trains or is written.
+    problems = argument_problems(args.ways, args.shots, args.queries, args.episodes,
+                                 args.seeds)
+    problems += [p for p in [out_problem(args.out)] if p]
     datasets, roots = {}, {}
     for name in dataset_names:
         roots[name] = args.data_root if len(dataset_names) == 1 or args.data_root is None \
@@ -329,9 +363,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             datasets[name] = load_dataset(name, roots[name])
         except DatasetError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_USAGE
-    configs = _build_configs(args, methods, dataset_names, hparams)
+            problems.append(str(error))
+    configs, unbuilt = _build_configs(args, methods, dataset_names, hparams)
+    problems += unbuilt
+    problems += sweep_problems([c for c in configs if c.dataset in datasets], datasets)
+    if problems:
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) with this sweep. Nothing was run or written.",
+              file=sys.stderr)
+        return EXIT_USAGE
+    configs, note = unique_runs(configs)
+    if note:
+        print(note)
     for line in selection_notes(configs, args.select_on):
         print(line)
     processes = args.slurm_gpus_per_job if args.launcher == "slurm" else world_size
@@ -439,17 +483,39 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict,
     return 0
 
 
-def cmd_table(folder: Path) -> int:
+def cmd_table(folder: Path, out: Path | None = None, strict: bool = False) -> int:
+    """Print the tables of ``folder`` and write their files into ``out`` (default: the
+    folder). Files that cannot be written never cost the printed tables: without ``out`` a
+    read-only folder is one line of note (exit 0); an unwritable ``out`` is an error (exit 2)
+    after the tables are printed."""
     from bench.evaluation_run import EvalFileError
     from bench.results import ResultFileError
-    from bench.table import make_tables
+    from bench.table import check_results_folder, make_tables, output_problem, table_inputs
 
+    target = out if out is not None else folder
     try:
-        print(make_tables(folder))
-    except (ResultFileError, EvalFileError, FileNotFoundError) as error:
+        check_results_folder(folder)
+        if not table_inputs(folder):
+            print(f"no results in {folder} (no run or eval result files under it); nothing "
+                  "written", file=sys.stderr)
+            return EXIT_USAGE
+        why = output_problem(target)
+        try:
+            text = make_tables(folder, target, strict=strict, write=why is None)
+        except OSError as error:  # a write failed part-way (disk full, ...)
+            why = (f"{error.filename}: " if error.filename else "") \
+                + (error.strerror or str(error))
+            text = make_tables(folder, target, strict=strict, write=False)
+    except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
+    print(text)
+    if why is not None:
+        message = (f"the table files could not be written to {target} ({why})"
+                   + ("" if out is not None else "; pass --out DIR to write them elsewhere"))
+        print(f"{'error' if out is not None else 'note'}: {message}", file=sys.stderr)
+        return EXIT_USAGE if out is not None else 0
+    print(f"(written to {target}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
           "l2_penalty.csv, .md and .png too when it holds `bench eval` results)")
     return 0
 
@@ -462,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "table":
-            return cmd_table(args.folder)
+            return cmd_table(args.folder, args.out, args.strict)
         if args.command == "speed":
             from bench import speed as speed_cli
 
