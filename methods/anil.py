@@ -52,6 +52,7 @@ class ANIL(InnerLoopMethod):
     starts every inner loop from zero and is not meta-learned)."""
 
     display_name = "ANIL"
+    gradient_based_meta_learning = True  # Wang et al. 2021, Table 1
     citation = ("Raghu, Raghu, Bengio & Vinyals 2020, Rapid Learning or Feature Reuse? (ICLR); "
                 "Wang, Zhao & Li 2021, Eq. 3-5")
     hparam_spec = {

@@ -43,6 +43,13 @@ class FewShotMethod(nn.Module):
       declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
     - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
       declares it: MetaOptNet, Table 4 and Figure 2);
+    - ``comparison_baseline``: ``bench table``'s paired comparisons set every method against
+      this one by default (one method declares it: MTL, the paper's question being whether
+      MTL is as accurate as meta-learning);
+    - ``gradient_based_meta_learning``: the method is one of the paper's GBML algorithms
+      (Wang et al. 2021, Table 1: MAML, ANIL, MetaOptNet, R2D2); the time-to-accuracy table
+      measures every method against each such method's best accuracy (Figure 2's "3.6x at
+      MTL's best, 11x at MetaOptNet's");
     - ``reported_as``: the rows of the paper's tables (``results/reference/paper.csv``: a
       method name, with its head where the source names one, e.g. ``"MetaOptNet-SVM"``) that
       report this method under its paper budget, each with why, where the row is not simply
@@ -51,8 +58,9 @@ class FewShotMethod(nn.Module):
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
     ``name`` is set by :func:`methods.register_method`; ``display_name``,
-    ``efficiency_reference`` and ``reported_as`` are not inherited by a registered subclass
-    unless it declares them.
+    ``efficiency_reference``, ``comparison_baseline`` and ``reported_as`` are not inherited by a
+    registered subclass unless it declares them (``gradient_based_meta_learning`` is: a
+    variant of a GBML method is one too).
     ``hparams`` may only contain keys of ``hparam_spec``, with values it accepts
     (:func:`core.hparams.validate_hparams`: typos and bad values are errors).
     """
@@ -66,6 +74,8 @@ class FewShotMethod(nn.Module):
     quick_hparams: ClassVar[Mapping[str, Any]] = {}
     augmentation: ClassVar[str] = "dataset"
     efficiency_reference: ClassVar[bool] = False
+    comparison_baseline: ClassVar[bool] = False
+    gradient_based_meta_learning: ClassVar[bool] = False
     reported_as: ClassVar[Mapping[str, str]] = {}
 
     @classmethod

@@ -38,6 +38,7 @@ class MTL(FewShotMethod):
     """MTL (Wang et al. 2021); hyperparameters in :attr:`hparam_spec`."""
 
     display_name = "MTL"
+    comparison_baseline = True  # bench table's paired comparisons: every method vs MTL
     citation = "Wang, Zhao & Li 2021, Bridging Multi-Task Learning and Meta-Learning (ICML)"
     hparam_spec = {
         "normalize_features": HParam(

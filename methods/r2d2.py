@@ -33,6 +33,7 @@ class R2D2(EpisodeHeadMethod):
     """Closed-form ridge-regression head with a learnable output scale and bias."""
 
     display_name = "R2D2"
+    gradient_based_meta_learning = True  # Wang et al. 2021, Table 1
     citation = ("Bertinetto et al., Meta-learning with differentiable closed-form solvers, "
                 "ICLR 2019")
     # Its own paper's rows (Bertinetto et al., their 4-layer CNN), and MetaOptNet-RR's ([MON]
