@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("table", help="turn result files into accuracy and efficiency tables")
     table.add_argument("folder", type=Path, nargs="?", default=Path("results"))
+    table.add_argument("--baseline", default=None,
+                       help="method every other is compared with in comparison.{csv,md} "
+                            "(default: the method that declares itself the baseline, MTL)")
+    table.add_argument("--margin", type=_positive_float, default=1.0,
+                       help="equivalence margin in accuracy points for the paired comparisons' "
+                            "verdicts (two one-sided tests; default 1.0)")
 
     listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
                                           "and budgets")
@@ -435,18 +441,22 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict,
     return 0
 
 
-def cmd_table(folder: Path) -> int:
+def cmd_table(folder: Path, args: argparse.Namespace | None = None) -> int:
     from bench.evaluation_run import EvalFileError
+    from bench.paired_tables import PairedOptions
     from bench.results import ResultFileError
     from bench.table import make_tables
 
+    paired = PairedOptions(args.baseline, args.margin) if args is not None else None
     try:
-        print(make_tables(folder))
+        print(make_tables(folder, paired=paired))
     except (ResultFileError, EvalFileError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
-          "l2_penalty.csv, .md and .png too when it holds `bench eval` results)")
+    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md, "
+          "comparison.csv, comparison.md, time_to_accuracy.csv, time_to_accuracy.md and "
+          "learning_curves_*.png; l2_penalty.csv, .md and .png too when it holds `bench eval` "
+          "results)")
     return 0
 
 
@@ -458,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "table":
-            return cmd_table(args.folder)
+            return cmd_table(args.folder, args)
         if args.command == "speed":
             from bench import speed as speed_cli
 
