@@ -119,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the budget's DropBlock ramp (ResNet-12): optimiser steps "
                           "over which the drop rate reaches its full value (0: at once), or "
                           "'never' (DropBlock stays inactive)")
+    run.add_argument("--test-every", type=int, default=0, metavar="N",
+                     help="also evaluate the test split every N epochs (unified protocol, "
+                          "--test-every-episodes episodes) for the learning curve only: never "
+                          "used to select, excluded from device-hours, not part of the run's "
+                          "identity (default 0: off)")
+    run.add_argument("--test-every-episodes", type=int, default=None, metavar="K",
+                     help="test episodes of each --test-every evaluation: the first K of the "
+                          "run's test episodes (default: 100, at most --episodes)")
     run.add_argument("--force", action="store_true",
                      help="rerun finished results too (every run from scratch)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -261,8 +269,19 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
                         budget=budget, queries=args.queries, episodes=args.episodes,
                         precision=args.precision, solver=args.solver,
                         compile=args.compile, logreg_c=args.logreg_c,
-                        select_on=args.select_on, method_source=source))
+                        select_on=args.select_on, method_source=source,
+                        **_test_every(args)))
     return configs
+
+
+def _test_every(args: argparse.Namespace) -> dict:
+    """``--test-every`` and its episodes (default: 100, at most ``--episodes``)."""
+    from bench.config import DEFAULT_TEST_EVERY_EPISODES
+
+    episodes = args.test_every_episodes
+    if episodes is None:
+        episodes = min(DEFAULT_TEST_EVERY_EPISODES, args.episodes)
+    return {"test_every": args.test_every, "test_every_episodes": episodes}
 
 
 def selection_notes(configs: list, asked: str) -> list[str]:
