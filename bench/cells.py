@@ -4,8 +4,9 @@ A *cell* holds the runs that one question compares across methods: the same data
 shots and budget name, and the same sweep-wide settings (every entry of the run config that
 is not in :data:`ARM_FIELDS` or :data:`REPLICATE_FIELDS`: queries, test episodes, precision,
 solver, the unified head's C, ...) and the data's fingerprint where the result records one
-(two contents of one dataset are two questions, as in :func:`bench.table.experiments`). An *arm* is one trained configuration inside a cell: the
-method and its whole resolved budget (backbone, optimiser, schedule, hyperparameters, ...).
+(two contents of one dataset are two questions, as in :func:`bench.table.experiments`). An
+*arm* is one trained configuration inside a cell: the method and its whole resolved budget
+(backbone, optimiser, schedule, hyperparameters, ...).
 The seeds of one arm are its replicates. Two arms of the same method differ in some setting:
 they are told apart by a ``variant`` label ("backbone=conv4-32") and never averaged.
 

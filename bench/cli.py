@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,eval,table,list,speed,data,theory}``."""
+"""Command line: ``python -m bench {run,plan,eval,table,list,speed,data,theory}``."""
 from __future__ import annotations
 
 import argparse
@@ -127,12 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--test-every-episodes", type=int, default=None, metavar="K",
                      help="test episodes of each --test-every evaluation: the first K of the "
                           "run's test episodes (default: 100, at most --episodes)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the sweep's projected device-hours and model-file disk (from "
+                          "`bench speed` reports, see --speed-reports) and start nothing")
+    run.add_argument("--speed-reports", type=Path, default=Path("results/speed"),
+                     help="folder of `bench speed` JSON reports that --dry-run and `bench plan`"
+                          " project from (default results/speed)")
+    run.add_argument("--assume-epochs", type=int, default=60,
+                     help="--dry-run / plan: epochs assumed for budgets that stop early "
+                          "(default 60, at most the budget's maximum)")
     run.add_argument("--force", action="store_true",
                      help="rerun finished results too (every run from scratch)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--table", action="store_true",
                      help="print the accuracy and efficiency tables of --out afterwards")
     _add_survival_arguments(run)
+
+    plan = sub.add_parser("plan", add_help=False,
+                          help="the cost of a `bench run` sweep before it runs: the same "
+                               "arguments as run (= run --dry-run), and the plan is saved in "
+                               "--out for bench table to check")
 
     table = sub.add_parser("table", help="turn result files into accuracy and efficiency tables")
     table.add_argument("folder", type=Path, nargs="?", default=Path("results"))
@@ -336,6 +350,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     hparams = dict(args.hparam)
     for method, _ in methods:  # fail before any training on a misspelt hyperparameter
         METHODS.get(method).resolve_hparams(hparams)
+    if args.dry_run:  # bench plan: the sweep's cost from bench speed reports; nothing starts
+        from bench.plan import cmd_plan
+
+        return cmd_plan(args, _build_configs(args, methods, dataset_names, hparams))
     world_size = environment_world_size()
     problem = _check_launch_flags(args, world_size)
     if problem:
@@ -480,7 +498,10 @@ def cmd_table(folder: Path, args: argparse.Namespace | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plan = bool(argv) and argv[0] == "plan"  # `bench run --dry-run` that also saves the plan
+    args = build_parser().parse_args(["run", "--dry-run", *argv[1:]] if plan else argv)
+    args.save_plan = plan
     try:
         if args.command == "list":
             return cmd_list(args.methods)

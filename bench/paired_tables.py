@@ -102,9 +102,10 @@ def curve_note(missing: list[str], finished: int) -> str:
 
 
 def write_paired_tables(results: Sequence[Mapping[str, Any]], out_dir: Path,
-                        options: PairedOptions | None = None) -> str:
-    """Write :data:`OUTPUTS` and the learning-curve figures into ``out_dir``; return the
-    Markdown ``bench table`` prints (both tables, their footers and notes)."""
+                        options: PairedOptions | None = None, folder: Path | None = None) -> str:
+    """Write :data:`OUTPUTS` and the learning-curve figures into ``out_dir`` (and, where the
+    results ``folder`` holds a ``bench plan``, ``plan_vs_measured.{csv,md}``); return the
+    Markdown ``bench table`` prints (the tables, their footers and notes)."""
     from bench.curve_plots import plot_learning_curves
 
     options = options or PairedOptions()
@@ -144,7 +145,25 @@ def write_paired_tables(results: Sequence[Mapping[str, Any]], out_dir: Path,
               + "\n".join(sections)
               + "".join(f"\n{note}\n" for note in notes))
     write_text_atomic(out_dir / "time_to_accuracy.md", tta_md)
-    return comparison_md + "\n" + tta_md
+    return comparison_md + "\n" + tta_md + _plan_vs_measured(results, folder, out_dir)
+
+
+def _plan_vs_measured(results: Sequence[Mapping[str, Any]], folder: Path | None,
+                      out_dir: Path) -> str:
+    """``plan_vs_measured.{csv,md}`` where ``folder`` holds a saved plan (:mod:`bench.plan`)
+    with finished runs; its Markdown, or "" without."""
+    from bench.plan import plan_vs_measured, plan_vs_measured_markdown, read_plan
+
+    plan = read_plan(folder) if folder is not None else {}
+    frame = plan_vs_measured(results, plan) if plan else None
+    if frame is None or frame.empty:
+        return ""
+    markdown = "## Projected (bench plan) vs measured device-hours\n\n" \
+        + plan_vs_measured_markdown(frame)
+    write_text_atomic(out_dir / "plan_vs_measured.csv", frame.to_csv(index=False,
+                                                                   float_format="%.6g"))
+    write_text_atomic(out_dir / "plan_vs_measured.md", markdown)
+    return "\n" + markdown
 
 
 def metric_axis() -> str:

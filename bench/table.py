@@ -51,9 +51,9 @@ from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
-SKIP_DIRS = {"reference", "speed", "theory", "evals", "models"}
+SKIP_DIRS = {"reference", "speed", "theory", "evals", "models", "plans"}
 """Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
-files)."""
+files, plans: ``bench plan``'s)."""
 
 
 def display_name(config: dict[str, Any]) -> str:
@@ -446,7 +446,7 @@ def make_tables(folder: Path, out_dir: Path | None = None,
     measured = accuracy_rows(results)  # first: two results of one run are refused by name
     from bench.paired_tables import write_paired_tables  # comparison, time to accuracy, curves
 
-    paired_md = write_paired_tables(results, out_dir, paired)  # a bad --baseline: before the rest
+    paired_md = write_paired_tables(results, out_dir, paired, folder)  # bad --baseline: first
     reference = reference_rows(measured, reference_csv)
     accuracy = pd.concat([measured, reference], ignore_index=True) if not reference.empty \
         else measured
