@@ -311,7 +311,7 @@ def plan_vs_measured_markdown(frame: pd.DataFrame) -> str:
             r.key, f"{r.epochs_planned}{'*' if r.epochs_assumed else ''} / {r.epochs_run}",
             f"{_hours(r.train_projected)} {r.unit}", f"{_hours(r.train_measured)} {r.unit}",
             "–" if math.isnan(r.train_ratio) else f"{r.train_ratio:.2f}",
-            f"{_hours(r.run_projected)}", f"{_hours(r.run_measured)}",
+            f"{_hours(r.run_projected)} {r.unit}", f"{_hours(r.run_measured)} {r.unit}",
             "–" if math.isnan(r.run_ratio) else f"{r.run_ratio:.2f}", str(r.device)]) + " |")
     return ("\n".join(lines) + "\n\nProjected by `bench plan` from a `bench speed` report "
             "(median step time x steps; * early stopping: epochs assumed); measured: the "

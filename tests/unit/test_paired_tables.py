@@ -117,3 +117,19 @@ def test_older_results_folder_without_any_curve(tmp_path):
 
 def test_paired_options_default():
     assert PairedOptions() == PairedOptions(None, 1.0)
+
+
+def test_test_every_curves_give_test_accuracy_rows_and_a_test_figure(folder, tmp_path):
+    for path in sorted((folder / "runs").glob("*_5w1s_*.json")):
+        data = json.loads(path.read_text())
+        for point in data.get("learning_curve", []):
+            if point["epoch"] % 2 == 0:  # --test-every 2
+                point.update(test_accuracy=point["val_accuracy"] - 1.0, test_episodes=10)
+        path.write_text(json.dumps(data))
+    out = tmp_path / "tables"
+    make_tables(folder, out)
+    tta = pd.read_csv(out / "time_to_accuracy.csv")
+    assert set(tta["metric"]) == {"val_accuracy", "test_accuracy"}
+    assert "Test accuracy on the reduced --test-every episodes" in \
+        (out / "time_to_accuracy.md").read_text()
+    assert (out / "learning_curves_glyphs_5w1s_test.png").exists()
