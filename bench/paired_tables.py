@@ -31,7 +31,7 @@ import pandas as pd
 from bench.compare import DEFAULT_MARGIN, comparison_csv, comparison_markdown, \
     paired_comparisons
 from bench.cost_curves import CLOCKS, CURVE_KEY, time_to_accuracy, time_to_accuracy_csv, \
-    time_to_accuracy_markdown
+    time_to_accuracy_footer, time_to_accuracy_markdown
 from core.atomic import write_text_atomic
 from core.registry import UnknownNameError
 from methods import METHODS, comparison_baseline
@@ -129,9 +129,11 @@ def write_paired_tables(results: Sequence[Mapping[str, Any]], out_dir: Path,
         for clock in CLOCKS:
             frame = time_to_accuracy(with_curves, is_gradient_based, clock, metric, display)
             frames.append(frame)
+            table = time_to_accuracy_markdown(frame, clock, metric).removesuffix(
+                "\n" + time_to_accuracy_footer(clock, metric) + "\n")
             sections.append(f"### {_METRIC_TITLES[metric].capitalize()}, "
-                            f"{_CLOCK_TITLES[clock]}\n\n"
-                            + time_to_accuracy_markdown(frame, clock, metric))
+                            f"{_CLOCK_TITLES[clock]}\n\n" + table)
+        sections.append(time_to_accuracy_footer("both", metric) + "\n")  # one per metric
     notes = [curve_note(missing, finished)] if missing else []
     figures: list[Path] = []
     for metric in metrics:
