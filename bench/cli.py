@@ -232,6 +232,7 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
     from datasets import DATASETS
     from methods import METHODS
     from methods.plugins import resolve_method
+    from methods.taxonomy import format_table1
 
     for spec in extra_methods:
         resolve_method(spec)
@@ -242,6 +243,9 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
         aliases = METHODS.aliases_of(name)
         extra = f" (aliases: {', '.join(aliases)})" if aliases else ""
         print(f"  {name:<{width}} {cls.citation}{extra} [{METHODS.origin(name)}]")
+    print("Table 1 of Wang, Zhao & Li 2021 (the inner loop of each method):")
+    for line in format_table1(METHODS.get(name) for name in METHODS.names()):
+        print(f"  {line}")
     print("datasets:")
     for name in DATASETS.names():
         info = DATASETS.get(name)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping
 
-from core.budget import DATASET_AUGMENTATION, TrainBudget
+from core.budget import DATASET_AUGMENTATION, TrainBudget, as_image_batches
 from datasets import DATASETS, TRAIN_AUGMENTATIONS, DatasetInfo
 from methods import METHODS
 from methods.plugins import MethodImportError, method_class
@@ -42,9 +42,10 @@ BUDGETS = ("smoke", "quick", "paper")
 
 
 # ---------------------------------------------------------------------------------------------
-# smoke and quick: identical for every method, so CPU comparisons are like for like (quick
-# takes a method's declared quick_hparams: its CPU-sized exceptions). The backbone depends on
-# whether the dataset declares small character images.
+# smoke and quick: identical for every method, so CPU comparisons are like for like (both take
+# a method's declared quick_hparams: its CPU-sized exceptions; a method trained on image
+# batches draws as many images per step as the episodes hold, core.budget.as_image_batches).
+# The backbone depends on whether the dataset declares small character images.
 
 SMOKE_BACKBONE = {True: "conv4-32", False: "resnet12"}
 QUICK_BACKBONE = {True: "conv4-64", False: "resnet12"}
@@ -65,11 +66,13 @@ NOT_IDENTITY = ("seed", "method_source", *RECORDING_OPTIONS)
 DEFAULT_TEST_EVERY_EPISODES = 100
 
 
-def smoke_budget(dataset: DatasetInfo) -> TrainBudget:
+def smoke_budget(dataset: DatasetInfo, hparams: Mapping[str, Any] | None = None
+                 ) -> TrainBudget:
     return TrainBudget(
         name="smoke", backbone=SMOKE_BACKBONE[dataset.small_images], feature_mode="avg",
         epochs=2, steps_per_epoch=5, meta_batch=2, train_shots=2, train_queries=3,
         schedule="constant", early_stop_patience=None, val_episodes=20,
+        hparams=dict(hparams or {}),
     )
 
 
@@ -93,11 +96,13 @@ def resolve_budget(name: str, method: str | type[FewShotMethod], dataset: str | 
     cls = method_class(method) if isinstance(method, str) else method
     info = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
     if name == "smoke":
-        budget = smoke_budget(info)
+        budget = smoke_budget(info, cls.quick_hparams)
     elif name == "quick":
         budget = quick_budget(info, cls.quick_hparams)
     else:
         budget = cls.paper_budget(info, shots)
+    if name != "paper" and cls.training_batches == "images":
+        budget = as_image_batches(budget)
     return resolved_budget(budget, cls, info)
 
 
@@ -147,6 +152,10 @@ def describe_budgets() -> list[str]:
     exceptions = "".join(f"; {cls.display_name} with "
                          + ", ".join(f"{k}={v}" for k, v in cls.quick_hparams.items())
                          for cls in classes if cls.quick_hparams)
+    on_images = [cls.display_name for cls in classes if cls.training_batches == "images"]
+    if on_images:
+        exceptions += (f"; {', '.join(on_images)} on batches of the same number of images "
+                       f"({as_image_batches(s).meta_batch} and {as_image_batches(q).meta_batch})")
     reference = reference_dataset()
     papers = []
     for cls in classes:
@@ -159,7 +168,7 @@ def describe_budgets() -> list[str]:
     return [
         f"smoke  {s.epochs} epochs x {s.steps_per_epoch} steps x {s.meta_batch} tasks, "
         f"{s.val_episodes} val episodes; {SMOKE_BACKBONE[True]} on {small}, "
-        f"{SMOKE_BACKBONE[False]} elsewhere (CI: seconds on a CPU)",
+        f"{SMOKE_BACKBONE[False]} elsewhere; the quick exceptions below (CI: seconds on a CPU)",
         f"quick  up to {q.epochs} epochs x {q.steps_per_epoch} steps x {q.meta_batch} tasks, "
         f"early stop {q.early_stop_patience}, RAdam lr {q.lr:g}; {QUICK_BACKBONE[True]} on "
         f"{small}, {QUICK_BACKBONE[False]} elsewhere{exceptions} (minutes on a CPU)",

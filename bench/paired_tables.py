@@ -16,7 +16,8 @@ Files (into the table's output folder):
 
 What the harness needs to know about methods comes from their classes: the default baseline is
 the method that declares ``comparison_baseline`` (the paper's MTL), the time-to-accuracy
-targets are those that declare ``gradient_based_meta_learning`` (Wang et al. 2021, Table 1).
+targets are the gradient-based meta-learning methods: those whose class declares a cell of the
+paper's Table 1 (``table1``, :mod:`methods.taxonomy`).
 Results without a learning curve (files written before curves were recorded) are left out of
 time to accuracy and the figures, with a note; they still enter the paired comparisons.
 """
@@ -35,6 +36,7 @@ from bench.cost_curves import CLOCKS, CURVE_KEY, time_to_accuracy, time_to_accur
 from core.atomic import write_text_atomic
 from core.registry import UnknownNameError
 from methods import METHODS, comparison_baseline
+from methods.taxonomy import Table1Cell
 
 OUTPUTS = ("comparison.csv", "comparison.md", "time_to_accuracy.csv", "time_to_accuracy.md")
 #: The clock the learning-curve figures are drawn on (the paper's GPU-hours: whole loops).
@@ -67,10 +69,10 @@ def resolve_baseline(name: str | None, results: Sequence[Mapping[str, Any]] = ()
 
 
 def is_gradient_based(method: str) -> bool:
-    """The method's class declares ``gradient_based_meta_learning`` (False for a method that
-    is not registered)."""
+    """The method's class declares a cell of the paper's Table 1 (an inner loop: gradient-based
+    meta-learning, :mod:`methods.taxonomy`); False for a method that is not registered."""
     try:
-        return bool(METHODS.get(method).gradient_based_meta_learning)
+        return isinstance(getattr(METHODS.get(method), "table1", None), Table1Cell)
     except UnknownNameError:
         return False
 

@@ -499,21 +499,26 @@ def _check_args(args: argparse.Namespace) -> None:
 def measure_all(args: argparse.Namespace, device: torch.device,
                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every requested method; a method that fails costs its row, not the run."""
+    from bench.training import images_per_task
     from methods import METHODS
-    from methods.plugins import resolve_method
+    from methods.plugins import method_class, resolve_method
 
     _check_args(args)
     sources = dict(resolve_method(m) for m in (args.methods or METHODS.names()))
     methods = list(sources)
     name, size, channels = dataset_shape(args.dataset, args.image_size)
     budgets = {m: speed_budget(m, name, args.shots, args) for m in methods}
-    per_class = max(b.train_shots + b.train_queries for b in budgets.values())
     val_per_class = max((b.val_shots or args.shots) + args.queries for b in budgets.values())
     from datasets import DATASETS
     from datasets.augment import augmentation_applies
 
-    # The standard split's number of training classes, so MTL's head matrix has its real size.
+    # The standard split's number of training classes, so MTL's head matrix has its real size;
+    # enough images per class for every episode, and for every batch of images.
     info = DATASETS.get(name)
+    per_class = max(max(b.train_shots + b.train_queries,
+                        -(-b.meta_batch // info.train_classes)
+                        if method_class(m, sources[m]).training_batches == "images" else 1)
+                    for m, b in budgets.items())
     dataset = synthetic_dataset(name, size, channels, info.train_classes, per_class, args.seed,
                                 val_classes=max(5, args.ways), val_per_class=val_per_class)
     # The budget's augmentation (the dataset's declared one, or none), at the measured image
@@ -536,7 +541,8 @@ def measure_all(args: argparse.Namespace, device: torch.device,
             "method": method, "display_name": METHODS.get(method).display_name,
             "backbone": budget.backbone, "feature_mode": budget.feature_mode,
             "meta_batch": budget.meta_batch,
-            "images_per_task": args.ways * (budget.train_shots + budget.train_queries),
+            "images_per_task": images_per_task(method_class(method, sources[method]),
+                                               args.ways, budget),
             "budget": budget.to_dict(),
         }
         if progress:

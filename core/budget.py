@@ -42,7 +42,7 @@ class TrainBudget:
     feature_mode: str
     epochs: int  # maximum number of epochs; early stopping may end training sooner
     steps_per_epoch: int  # optimiser steps per epoch
-    meta_batch: int  # tasks per optimiser step
+    meta_batch: int  # tasks per optimiser step (images, for a method trained on image batches)
     train_shots: int  # support images per class in training tasks
     train_queries: int  # query images per class in training tasks
     optimizer: str = "radam"  # radam | adam | sgd
@@ -50,7 +50,9 @@ class TrainBudget:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
-    schedule: str = "plateau"  # plateau (on val accuracy) | step (lr_factors at lr_epochs) | constant
+    # plateau (on val accuracy) | step (lr_factors at lr_epochs) | linear (to 0 over the
+    # epochs) | constant; see bench.training.EpochSchedule
+    schedule: str = "plateau"
     plateau_factor: float = 0.1
     plateau_patience: int = 4
     lr_epochs: tuple[int, ...] = ()  # for "step": 1-based epochs from which each factor applies
@@ -86,3 +88,14 @@ class TrainBudget:
         for name in ("lr_epochs", "lr_factors"):
             data[name] = tuple(data[name])
         return cls(**data)
+
+
+def as_image_batches(budget: TrainBudget, ways: int = 5) -> TrainBudget:
+    """``budget`` for a method that trains on plain mini-batches of images
+    (``training_batches = "images"``, :mod:`datasets.batches`): each step draws as many images
+    as one step of ``budget``'s ``ways``-way episodes holds (``meta_batch x ways x
+    (train_shots + train_queries)``), each image a one-image task (``meta_batch`` images,
+    ``train_shots`` 1, ``train_queries`` 0). So the CPU budgets, defined in episodes, give
+    every method the same number of images per step and steps per run."""
+    images = budget.meta_batch * ways * (budget.train_shots + budget.train_queries)
+    return dataclasses.replace(budget, meta_batch=images, train_shots=1, train_queries=0)

@@ -43,6 +43,7 @@ from methods.base import Predictor
 from methods.inner_loop import (InnerLoopMethod, Order, Params, batch_statistics,
                                 gradient_descent, inner_loop_hparams, linear_logits,
                                 maml_recipe, scratch_buffers, task_cross_entropy)
+from methods.taxonomy import Table1Cell
 
 
 @register_method("anil")
@@ -52,7 +53,7 @@ class ANIL(InnerLoopMethod):
     starts every inner loop from zero and is not meta-learned)."""
 
     display_name = "ANIL"
-    gradient_based_meta_learning = True  # Wang et al. 2021, Table 1
+    table1 = Table1Cell("last layer", "early stopping")
     citation = ("Raghu, Raghu, Bengio & Vinyals 2020, Rapid Learning or Feature Reuse? (ICLR); "
                 "Wang, Zhao & Li 2021, Eq. 3-5")
     hparam_spec = {

@@ -16,6 +16,7 @@ from torch import nn
 from core.hparams import HParam, validate_hparams
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
+from methods.taxonomy import Table1
 
 if TYPE_CHECKING:
     from core.budget import TrainBudget
@@ -26,6 +27,7 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 AUGMENTATION_POLICIES = ("dataset", "none")
+TRAINING_BATCHES = ("episodes", "images")
 
 
 class FewShotMethod(nn.Module):
@@ -38,7 +40,15 @@ class FewShotMethod(nn.Module):
     - ``hparam_spec``: its hyperparameters (:class:`core.hparams.HParam`: default, type, range);
     - ``task_local_batch_norm``: True when every training forward normalises with one task's
       own batch statistics (MAML), so data-parallel runs must not synchronise batch norm;
-    - ``quick_hparams``: hyperparameters the ``quick`` budget sets (its CPU-sized exceptions);
+    - ``quick_hparams``: hyperparameters the CPU budgets (``smoke`` and ``quick``) set: the
+      method's CPU-sized exceptions, each explained where it is declared;
+    - ``training_batches``: what one training step draws, ``"episodes"`` (``meta_batch``
+      few-shot tasks) or ``"images"`` (a plain mini-batch of ``meta_batch`` training images,
+      each a one-image task whose ``classes[t, 0]`` is its training class:
+      :mod:`datasets.batches`);
+    - ``table1``: the method's cell of the paper's Table 1 (inner-loop layers x regulariser,
+      :mod:`methods.taxonomy`), or that it stands outside it; a method with a cell is
+      gradient-based meta-learning, a target of ``bench table``'s time to accuracy;
     - ``augmentation``: the training augmentation policy, ``"dataset"`` (the dataset's
       declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
     - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
@@ -46,10 +56,6 @@ class FewShotMethod(nn.Module):
     - ``comparison_baseline``: ``bench table``'s paired comparisons set every method against
       this one by default (one method declares it: MTL, the paper's question being whether
       MTL is as accurate as meta-learning);
-    - ``gradient_based_meta_learning``: the method is one of the paper's GBML algorithms
-      (Wang et al. 2021, Table 1: MAML, ANIL, MetaOptNet, R2D2); the time-to-accuracy table
-      measures every method against each such method's best accuracy (Figure 2's "3.6x at
-      MTL's best, 11x at MetaOptNet's");
     - ``reported_as``: the rows of the paper's tables (``results/reference/paper.csv``: a
       method name, with its head where the source names one, e.g. ``"MetaOptNet-SVM"``) that
       report this method under its paper budget, each with why, where the row is not simply
@@ -59,8 +65,7 @@ class FewShotMethod(nn.Module):
 
     ``name`` is set by :func:`methods.register_method`; ``display_name``,
     ``efficiency_reference``, ``comparison_baseline`` and ``reported_as`` are not inherited by a
-    registered subclass unless it declares them (``gradient_based_meta_learning`` is: a
-    variant of a GBML method is one too).
+    registered subclass unless it declares them.
     ``hparams`` may only contain keys of ``hparam_spec``, with values it accepts
     (:func:`core.hparams.validate_hparams`: typos and bad values are errors).
     """
@@ -72,10 +77,11 @@ class FewShotMethod(nn.Module):
     """The method's hyperparameters: default, type, valid range and meaning of each."""
     task_local_batch_norm: ClassVar[bool] = False
     quick_hparams: ClassVar[Mapping[str, Any]] = {}
+    training_batches: ClassVar[str] = "episodes"
+    table1: ClassVar[Table1] = None
     augmentation: ClassVar[str] = "dataset"
     efficiency_reference: ClassVar[bool] = False
     comparison_baseline: ClassVar[bool] = False
-    gradient_based_meta_learning: ClassVar[bool] = False
     reported_as: ClassVar[Mapping[str, str]] = {}
 
     @classmethod

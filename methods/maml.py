@@ -34,6 +34,7 @@ from methods.base import Predictor
 from methods.inner_loop import (InnerLoopMethod, Order, Params, batch_statistics,
                                 gradient_descent, inner_loop_hparams, maml_recipe,
                                 scratch_buffers)
+from methods.taxonomy import Table1Cell
 
 
 @register_method("maml")
@@ -43,7 +44,7 @@ class MAML(InnerLoopMethod):
     defaults (inner lr 0.01, 5 training steps, 10 test steps, second order)."""
 
     display_name = "MAML"
-    gradient_based_meta_learning = True  # Wang et al. 2021, Table 1
+    table1 = Table1Cell("all layers", "early stopping")
     citation = ("Finn, Abbeel & Levine 2017, Model-Agnostic Meta-Learning for Fast Adaptation of "
                 "Deep Networks (ICML)")
     hparam_spec = inner_loop_hparams(inner_lr=0.01, train_steps=5, test_steps=10)

@@ -27,6 +27,7 @@ from methods import register_method
 from methods.backbones import Backbone
 from methods.heads import (EpisodeHeadMethod, linear_logits, metaoptnet_recipe,
                            svm_dual_coefficients, svm_weights)
+from methods.taxonomy import Table1Cell
 
 
 @register_method("metaoptnet", "metaoptnet-svm", "svm")
@@ -34,7 +35,7 @@ class MetaOptNet(EpisodeHeadMethod):
     """Crammer-Singer SVM head solved by a differentiable batched QP."""
 
     display_name = "MetaOptNet"
-    gradient_based_meta_learning = True  # Wang et al. 2021, Table 1
+    table1 = Table1Cell("last layer", "L2 regulariser")
     citation = "Lee et al., Meta-Learning with Differentiable Convex Optimization, CVPR 2019"
     efficiency_reference = True  # the paper's speed-ups (Table 4, Figure 2) are relative to it
     # Lee et al. 2019 report an SVM row and a ridge-regression row (MetaOptNet-RR, Table 2);

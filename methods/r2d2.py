@@ -26,6 +26,7 @@ from datasets import DatasetInfo
 from methods import register_method
 from methods.backbones import Backbone
 from methods.heads import EpisodeHeadMethod, linear_logits, metaoptnet_recipe, ridge_weights
+from methods.taxonomy import Table1Cell
 
 
 @register_method("r2d2")
@@ -33,7 +34,7 @@ class R2D2(EpisodeHeadMethod):
     """Closed-form ridge-regression head with a learnable output scale and bias."""
 
     display_name = "R2D2"
-    gradient_based_meta_learning = True  # Wang et al. 2021, Table 1
+    table1 = Table1Cell("last layer", "L2 regulariser")
     citation = ("Bertinetto et al., Meta-learning with differentiable closed-form solvers, "
                 "ICLR 2019")
     # Its own paper's rows (Bertinetto et al., their 4-layer CNN), and MetaOptNet-RR's ([MON]

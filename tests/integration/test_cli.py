@@ -27,6 +27,8 @@ def test_list_prints_methods_datasets_and_budgets():
     assert "methods:" in out and "mtl" in out
     assert "datasets:" in out and "glyphs" in out and "omniglot" in out
     assert "budgets:" in out and "smoke" in out and "quick" in out and "paper" in out
+    assert "  all layers            MAML            iMAML, Meta-MinibatchProx\n" in out
+    assert "    RFS: supervised pre-training on all training classes\n" in out
 
 
 @pytest.mark.parametrize("flag, value, expect", [

@@ -57,7 +57,7 @@ def test_the_expected_verdicts_against_the_declared_baseline(folder):
     md = (folder / "comparison.md").read_text()
     assert "two one-sided tests (TOST)" in md and "margin 1 point(s)" in md  # footer: method
     tta = pd.read_csv(folder / "time_to_accuracy.csv")
-    # the targets are the classes that declare gradient_based_meta_learning (not ProtoNet)
+    # the targets are the classes with a cell of the paper's Table 1 (not ProtoNet, MTL)
     assert set(tta["target"]) == {"MAML", "R2D2"} and set(tta["clock"]) == {"train", "run"}
     mtl_vs_maml = tta[(tta["method"] == "MTL") & (tta["target"] == "MAML")
                       & (tta["clock"] == "train")].iloc[0]

@@ -127,8 +127,10 @@ def test_lee2019_augmentation_for_the_resnet_recipes_where_the_dataset_declares_
         assert resolve_budget("paper", method, dataset, 5).augmentation is None
 
 
-@pytest.mark.parametrize("method", ["maml", "anil"])
-def test_no_augmentation_for_finn_and_raghu(method):
+@pytest.mark.parametrize("method", ["maml", "anil", "imaml", "minibatchprox"])
+def test_no_augmentation_for_finn_raghu_and_the_proximal_references(method):
+    """MAML and ANIL: Finn's and Raghu's code; iMAML: imaml_dev and hypertorch; Meta-
+    MinibatchProx: its Reptile-based scripts. None of them augments."""
     for dataset in ("mini", "tiered", "cifar-fs", "fc100", "omniglot"):
         assert resolve_budget("paper", method, dataset, 5).augmentation is None
     # smoke and quick: as before issue 10, the dataset's declared augmentation
