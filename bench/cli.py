@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,eval,table,list,speed,data,theory}``."""
+"""Command line: ``python -m bench {run,plan,eval,table,list,speed,data,theory}``."""
 from __future__ import annotations
 
 import argparse
@@ -119,12 +119,34 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the budget's DropBlock ramp (ResNet-12): optimiser steps "
                           "over which the drop rate reaches its full value (0: at once), or "
                           "'never' (DropBlock stays inactive)")
+    run.add_argument("--test-every", type=int, default=0, metavar="N",
+                     help="also evaluate the test split every N epochs (unified protocol, "
+                          "--test-every-episodes episodes) for the learning curve only: never "
+                          "used to select, excluded from device-hours, not part of the run's "
+                          "identity (default 0: off)")
+    run.add_argument("--test-every-episodes", type=int, default=None, metavar="K",
+                     help="test episodes of each --test-every evaluation: the first K of the "
+                          "run's test episodes (default: 100, at most --episodes)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the sweep's projected device-hours and model-file disk (from "
+                          "`bench speed` reports, see --speed-reports) and start nothing")
+    run.add_argument("--speed-reports", type=Path, default=Path("results/speed"),
+                     help="folder of `bench speed` JSON reports that --dry-run and `bench plan`"
+                          " project from (default results/speed)")
+    run.add_argument("--assume-epochs", type=int, default=60,
+                     help="--dry-run / plan: epochs assumed for budgets that stop early "
+                          "(default 60, at most the budget's maximum)")
     run.add_argument("--force", action="store_true",
                      help="rerun finished results too (every run from scratch)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--table", action="store_true",
                      help="print the accuracy and efficiency tables of --out afterwards")
     _add_survival_arguments(run)
+
+    plan = sub.add_parser("plan", add_help=False,
+                          help="the cost of a `bench run` sweep before it runs: the same "
+                               "arguments as run (= run --dry-run), and the plan is saved in "
+                               "--out for bench table to check")
 
     table = sub.add_parser("table", help="turn result files into accuracy and efficiency tables")
     table.add_argument("folder", type=Path, nargs="?", default=Path("results"))
@@ -134,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--strict", action="store_true",
                        help="stop at the first invalid result file (default: leave it out, "
                             "tabulate the rest and list it under the tables)")
+    table.add_argument("--baseline", default=None,
+                       help="method every other is compared with in comparison.{csv,md} "
+                            "(default: the method that declares itself the baseline, MTL)")
+    table.add_argument("--margin", type=_positive_float, default=1.0,
+                       help="equivalence margin in accuracy points for the paired comparisons' "
+                            "verdicts (two one-sided tests; default 1.0)")
 
     listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
                                           "and budgets")
@@ -271,8 +299,19 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
                         budget=budget, queries=args.queries, episodes=args.episodes,
                         precision=args.precision, solver=args.solver,
                         compile=args.compile, logreg_c=args.logreg_c,
-                        select_on=args.select_on, method_source=source))
+                        select_on=args.select_on, method_source=source,
+                        **_test_every(args)))
     return configs, list(dict.fromkeys(problems))
+
+
+def _test_every(args: argparse.Namespace) -> dict:
+    """``--test-every`` and its episodes (default: 100, at most ``--episodes``)."""
+    from bench.config import DEFAULT_TEST_EVERY_EPISODES
+
+    episodes = args.test_every_episodes
+    if episodes is None:
+        episodes = min(DEFAULT_TEST_EVERY_EPISODES, args.episodes)
+    return {"test_every": args.test_every, "test_every_episodes": episodes}
 
 
 def selection_notes(configs: list, asked: str) -> list[str]:
@@ -332,6 +371,15 @@ def _collapse_lists(args: argparse.Namespace) -> tuple[list[tuple[str, str | Non
     return [m for _, m in methods], [d for _, d in datasets]
 
 
+def _refuse_sweep(problems: list[str]) -> int:
+    """One line per problem, a count, exit 2: nothing was run or written."""
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    print(f"{len(problems)} problem(s) with this sweep. Nothing was run or written.",
+          file=sys.stderr)
+    return EXIT_USAGE
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.checkpoint import StorageError, ensure_writable
     from bench.distributed import DistributedSetupError, environment_world_size
@@ -345,6 +393,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     methods, dataset_names = _collapse_lists(args)
     hparams = dict(args.hparam)
+    if args.dry_run:  # bench plan: the sweep's cost from bench speed reports; nothing starts,
+        from bench.plan import cmd_plan  # and the data need not be on this machine
+
+        configs, problems = _build_configs(args, methods, dataset_names, hparams)
+        problems = argument_problems(args.ways, args.shots, args.queries, args.episodes,
+                                     args.seeds) + problems
+        if problems:
+            return _refuse_sweep(problems)
+        return cmd_plan(args, configs)
     world_size = environment_world_size()
     problem = _check_launch_flags(args, world_size)
     if problem:
@@ -368,11 +425,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     problems += unbuilt
     problems += sweep_problems([c for c in configs if c.dataset in datasets], datasets)
     if problems:
-        for line in problems:
-            print(f"error: {line}", file=sys.stderr)
-        print(f"{len(problems)} problem(s) with this sweep. Nothing was run or written.",
-              file=sys.stderr)
-        return EXIT_USAGE
+        return _refuse_sweep(problems)
     configs, note = unique_runs(configs)
     if note:
         print(note)
@@ -483,15 +536,19 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict,
     return 0
 
 
-def cmd_table(folder: Path, out: Path | None = None, strict: bool = False) -> int:
+def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
+              args: argparse.Namespace | None = None) -> int:
     """Print the tables of ``folder`` and write their files into ``out`` (default: the
     folder). Files that cannot be written never cost the printed tables: without ``out`` a
     read-only folder is one line of note (exit 0); an unwritable ``out`` is an error (exit 2)
-    after the tables are printed."""
+    after the tables are printed. ``args``: the paired tables' ``--baseline`` and
+    ``--margin``."""
     from bench.evaluation_run import EvalFileError
+    from bench.paired_tables import PairedOptions
     from bench.results import ResultFileError
     from bench.table import check_results_folder, make_tables, output_problem, table_inputs
 
+    paired = PairedOptions(args.baseline, args.margin) if args is not None else None
     target = out if out is not None else folder
     try:
         check_results_folder(folder)
@@ -501,11 +558,13 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False) -> in
             return EXIT_USAGE
         why = output_problem(target)
         try:
-            text = make_tables(folder, target, strict=strict, write=why is None)
+            text = make_tables(folder, target, strict=strict, write=why is None,
+                               paired=paired)
         except OSError as error:  # a write failed part-way (disk full, ...)
             why = (f"{error.filename}: " if error.filename else "") \
                 + (error.strerror or str(error))
-            text = make_tables(folder, target, strict=strict, write=False)
+            text = make_tables(folder, target, strict=strict, write=False,
+                               paired=paired)
     except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -515,20 +574,25 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False) -> in
                    + ("" if out is not None else "; pass --out DIR to write them elsewhere"))
         print(f"{'error' if out is not None else 'note'}: {message}", file=sys.stderr)
         return EXIT_USAGE if out is not None else 0
-    print(f"(written to {target}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
-          "l2_penalty.csv, .md and .png too when it holds `bench eval` results)")
+    print(f"(written to {target}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md, "
+          "comparison.csv, comparison.md, time_to_accuracy.csv, time_to_accuracy.md and "
+          "learning_curves_*.png; l2_penalty.csv, .md and .png too when it holds `bench eval` "
+          "results)")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plan = bool(argv) and argv[0] == "plan"  # `bench run --dry-run` that also saves the plan
+    args = build_parser().parse_args(["run", "--dry-run", *argv[1:]] if plan else argv)
+    args.save_plan = plan
     try:
         if args.command == "list":
             return cmd_list(args.methods)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "table":
-            return cmd_table(args.folder, args.out, args.strict)
+            return cmd_table(args.folder, args.out, args.strict, args)
         if args.command == "speed":
             from bench import speed as speed_cli
 

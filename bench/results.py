@@ -61,6 +61,8 @@ class Timings(TypedDict):
     steps: int  # optimiser steps taken
     images_seen: int  # training images processed (support + query of every task)
     epochs: int  # epochs run (early stopping may end training before the budget's maximum)
+    test_every_seconds: NotRequired[float]  # --test-every only: its test evaluations during
+    # training, excluded from device-hours
 
 
 class Selection(TypedDict):
@@ -112,7 +114,8 @@ class RunResult(TypedDict, total=False):
     timings: Timings
     selection: Selection
     learning_curve: list[dict[str, Any]]  # one point per epoch (bench.cost_curves.CurvePoint),
-    # cumulative across resumes; absent when a resume began from a checkpoint without one
+    # cumulative across resumes; absent when a resume began from a checkpoint without one;
+    # with --test-every N, points N, 2N, ... also hold test_accuracy and test_episodes
     test: dict[str, ProtocolResult]  # "unified" always; "native" too (for MTL, = unified)
     native_is_unified: bool  # True when the method has no native adaptation of its own
     episode_hash: str  # sha256 of the test episodes' indices (equal hash = same episodes)

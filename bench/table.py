@@ -24,7 +24,9 @@ the same way (``data 1a2b3c4d``). Two finished results of one identity and seed 
 Outputs: ``accuracy.csv``, ``accuracy.md``, ``efficiency.csv``, ``efficiency.md``, and the plots
 ``figure2.png`` (accuracy vs speed-up relative to MetaOptNet, the paper's Figure 2) and
 ``device_hours.png`` (accuracy vs device-hours); with eval results (``bench eval``), also the
-L2-penalty table ``l2_penalty.{csv,md,png}`` (Table 5, :mod:`bench.l2_table`).
+L2-penalty table ``l2_penalty.{csv,md,png}`` (Table 5, :mod:`bench.l2_table`); and the paired
+tables of :mod:`bench.paired_tables`: ``comparison.{csv,md}`` (every method against a baseline
+on identical episodes), ``time_to_accuracy.{csv,md}`` and the learning-curve figures.
 """
 from __future__ import annotations
 
@@ -49,9 +51,9 @@ from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
-SKIP_DIRS = {"reference", "speed", "theory", "evals", "models"}
+SKIP_DIRS = {"reference", "speed", "theory", "evals", "models", "plans"}
 """Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
-files)."""
+files, plans: ``bench plan``'s)."""
 
 
 def display_name(config: dict[str, Any]) -> str:
@@ -487,16 +489,20 @@ def failures(results: list[RunResult]) -> list[str]:
 
 def make_tables(folder: Path, out_dir: Path | None = None,
                 reference_csv: Path = REFERENCE_CSV, strict: bool = True,
-                write: bool = True) -> str:
-    """Read every result under ``folder``, write the four table files into ``out_dir``
-    (default: ``folder``; ``write`` False: nothing is written) and return the Markdown that
-    ``bench table`` prints. ``strict`` False: invalid result and eval files are left out and
-    listed under the tables (:func:`skipped_section`) instead of stopping everything."""
+                write: bool = True, paired: Any = None) -> str:
+    """Read every result under ``folder``, write the table files into ``out_dir`` (default:
+    ``folder``; ``write`` False: nothing is written) and return the Markdown that ``bench
+    table`` prints. ``strict`` False: invalid result and eval files are left out and listed
+    under the tables (:func:`skipped_section`) instead of stopping everything. ``paired``:
+    :class:`bench.paired_tables.PairedOptions` (baseline, margin) of the paired tables."""
     folder = Path(folder)
     out_dir = Path(out_dir) if out_dir is not None else folder
     skipped: list[str] | None = None if strict else []
     results = load_results(folder, skipped)
-    measured = accuracy_rows(results)
+    measured = accuracy_rows(results)  # first: two results of one run are refused by name
+    from bench.paired_tables import write_paired_tables  # comparison, time to accuracy, curves
+
+    paired_md = write_paired_tables(results, out_dir, paired, folder, write=write)
     reference = reference_rows(measured, reference_csv)
     accuracy = pd.concat([measured, reference], ignore_index=True) if not reference.empty \
         else measured
@@ -529,7 +535,7 @@ def make_tables(folder: Path, out_dir: Path | None = None,
     from bench.l2_table import make_l2_table  # Table 5, from the eval results (if any)
 
     l2_md = make_l2_table(folder, out_dir, reference_csv, skipped, write=write)
-    return acc_md + "\n" + eff_md + (f"\n{l2_md}" if l2_md else "") \
+    return acc_md + "\n" + eff_md + "\n" + paired_md + (f"\n{l2_md}" if l2_md else "") \
         + skipped_section(skipped or [])
 
 

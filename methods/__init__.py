@@ -30,6 +30,8 @@ def register_method(name: str, *aliases: str):
             cls.display_name = name
         if "efficiency_reference" not in own:
             cls.efficiency_reference = False
+        if "comparison_baseline" not in own:
+            cls.comparison_baseline = False
         if "reported_as" not in own:
             cls.reported_as = {}
         if cls.augmentation not in AUGMENTATION_POLICIES:
@@ -53,6 +55,16 @@ def efficiency_reference() -> type:
     found = [METHODS.get(n) for n in METHODS.names() if METHODS.get(n).efficiency_reference]
     if len(found) != 1:
         raise LookupError(f"exactly one method must declare efficiency_reference = True; "
+                          f"found {[cls.name for cls in found] or 'none'}")
+    return found[0]
+
+
+def comparison_baseline() -> type:
+    """The registered method that ``bench table``'s paired comparisons are against by default
+    (the one class that declares ``comparison_baseline = True``)."""
+    found = [METHODS.get(n) for n in METHODS.names() if METHODS.get(n).comparison_baseline]
+    if len(found) != 1:
+        raise LookupError(f"exactly one method must declare comparison_baseline = True; "
                           f"found {[cls.name for cls in found] or 'none'}")
     return found[0]
 

@@ -47,11 +47,15 @@ class FewShotMethod(nn.Module):
       each a one-image task whose ``classes[t, 0]`` is its training class:
       :mod:`datasets.batches`);
     - ``table1``: the method's cell of the paper's Table 1 (inner-loop layers x regulariser,
-      :mod:`methods.taxonomy`), or that it stands outside it;
+      :mod:`methods.taxonomy`), or that it stands outside it; a method with a cell is
+      gradient-based meta-learning, a target of ``bench table``'s time to accuracy;
     - ``augmentation``: the training augmentation policy, ``"dataset"`` (the dataset's
       declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
     - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
       declares it: MetaOptNet, Table 4 and Figure 2);
+    - ``comparison_baseline``: ``bench table``'s paired comparisons set every method against
+      this one by default (one method declares it: MTL, the paper's question being whether
+      MTL is as accurate as meta-learning);
     - ``reported_as``: the rows of the paper's tables (``results/reference/paper.csv``: a
       method name, with its head where the source names one, e.g. ``"MetaOptNet-SVM"``) that
       report this method under its paper budget, each with why, where the row is not simply
@@ -60,8 +64,8 @@ class FewShotMethod(nn.Module):
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
     ``name`` is set by :func:`methods.register_method`; ``display_name``,
-    ``efficiency_reference`` and ``reported_as`` are not inherited by a registered subclass
-    unless it declares them.
+    ``efficiency_reference``, ``comparison_baseline`` and ``reported_as`` are not inherited by a
+    registered subclass unless it declares them.
     ``hparams`` may only contain keys of ``hparam_spec``, with values it accepts
     (:func:`core.hparams.validate_hparams`: typos and bad values are errors).
     """
@@ -77,6 +81,7 @@ class FewShotMethod(nn.Module):
     table1: ClassVar[Table1] = None
     augmentation: ClassVar[str] = "dataset"
     efficiency_reference: ClassVar[bool] = False
+    comparison_baseline: ClassVar[bool] = False
     reported_as: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
