@@ -34,7 +34,7 @@ from core.hparams import HParam
 from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
-from methods.base import FewShotMethod
+from methods.base import FewShotMethod, Predictor
 
 Params = dict[str, torch.Tensor]
 SupportLoss = Callable[[Params, int], torch.Tensor]
@@ -121,6 +121,25 @@ def scratch_buffers(module: nn.Module) -> Params:
     """Copies of every buffer of ``module`` (running means/variances, batch counters), to pass
     to :func:`torch.func.functional_call` so in-place updates do not reach the module."""
     return {name: b.clone() for name, b in module.named_buffers()}
+
+
+def per_task_predictor(logits_fn: Callable[[Params, Params, torch.Tensor], torch.Tensor],
+                       module: nn.Module, adapted: list[Params]) -> Predictor:
+    """The predictor of tasks adapted one by one (native adaptation of MAML, ANIL and the
+    proximal methods): task ``t``'s queries ``[T, Q, C, H, W]`` go through
+    ``logits_fn(adapted[t], buffers, query[t])`` without gradients, each normalised with its
+    own batch statistics (fresh scratch buffers of ``module``)."""
+
+    def predict(query: torch.Tensor) -> torch.Tensor:
+        if query.shape[0] != len(adapted):
+            raise ValueError(f"the predictor was adapted to {len(adapted)} tasks but got "
+                             f"queries for {query.shape[0]}; pass [T, Q, C, H, W] with the "
+                             "same T as the support set")
+        with torch.no_grad():
+            return torch.stack([logits_fn(params, scratch_buffers(module), query[t])
+                                for t, params in enumerate(adapted)])
+
+    return predict
 
 
 def linear_logits(features: torch.Tensor, head: Params) -> torch.Tensor:

@@ -33,7 +33,7 @@ from methods import register_method
 from methods.base import Predictor
 from methods.inner_loop import (InnerLoopMethod, Order, Params, batch_statistics,
                                 gradient_descent, inner_loop_hparams, maml_recipe,
-                                scratch_buffers)
+                                per_task_predictor, scratch_buffers)
 from methods.taxonomy import Table1Cell
 
 
@@ -110,15 +110,4 @@ class MAML(InnerLoopMethod):
                                        self.test_lr, self.hparams["test_steps"], Order.NONE)
                    for t in range(support.shape[0])]
 
-        def predict(query: torch.Tensor) -> torch.Tensor:
-            if query.shape[0] != len(adapted):
-                raise ValueError(f"the predictor was adapted to {len(adapted)} tasks but got "
-                                 f"queries for {query.shape[0]}; pass [T, Q, C, H, W] with the "
-                                 "same T as the support set")
-            with torch.no_grad():
-                return torch.stack([
-                    self.functional_logits(params, scratch_buffers(self), query[t])
-                    for t, params in enumerate(adapted)
-                ])
-
-        return predict
+        return per_task_predictor(self.functional_logits, self, adapted)

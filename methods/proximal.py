@@ -41,7 +41,7 @@ from core.hparams import HParam
 from methods.backbones import Backbone
 from methods.base import FewShotMethod, Predictor
 from methods.inner_loop import (Order, Params, SupportLoss, batch_statistics, gradient_descent,
-                                scratch_buffers)
+                                per_task_predictor, scratch_buffers)
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -216,15 +216,4 @@ class ProximalMethod(FewShotMethod):
                                     lr, h["test_steps"], update_running_stats=False)
                    for t in range(support.shape[0])]
 
-        def predict(query: torch.Tensor) -> torch.Tensor:
-            if query.shape[0] != len(adapted):
-                raise ValueError(f"the predictor was adapted to {len(adapted)} tasks but got "
-                                 f"queries for {query.shape[0]}; pass [T, Q, C, H, W] with the "
-                                 "same T as the support set")
-            with torch.no_grad():
-                return torch.stack([
-                    self.functional_logits(params, scratch_buffers(self), query[t])
-                    for t, params in enumerate(adapted)
-                ])
-
-        return predict
+        return per_task_predictor(self.functional_logits, self, adapted)
