@@ -80,7 +80,7 @@ def quick_budget(dataset: DatasetInfo, hparams: Mapping[str, Any] | None = None
                  ) -> TrainBudget:
     return TrainBudget(
         name="quick", backbone=QUICK_BACKBONE[dataset.small_images], feature_mode="avg",
-        epochs=8, steps_per_epoch=50, meta_batch=4, train_shots=5, train_queries=5, lr=3e-3,
+        epochs=8, steps_per_epoch=50, meta_batch=2, train_shots=5, train_queries=5, lr=3e-3,
         schedule="plateau", plateau_patience=2, early_stop_patience=4, val_episodes=100,
         hparams=dict(hparams or {}),
     )

@@ -35,7 +35,9 @@ def _configs(capsys, tmp_path, *extra):
 
     args = build_parser().parse_args(["run", *SWEEP, "--out", str(tmp_path), *extra])
     methods = [resolve_method(m) for m in args.methods]
-    return args, _build_configs(args, methods, ["glyphs"], {})
+    configs, problems = _build_configs(args, methods, ["glyphs"], {})
+    assert not problems
+    return args, configs
 
 
 def test_projection_by_hand(tmp_path, capsys):
