@@ -43,6 +43,12 @@ class FewShotMethod(nn.Module):
       declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
     - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
       declares it: MetaOptNet, Table 4 and Figure 2);
+    - ``native_reuses_features``: its native adaptation sees every image only through
+      :meth:`task_features` in eval mode, so an image's features do not depend on the episode
+      it is in; the evaluator then embeds each distinct test image once, as the unified
+      protocol does, and calls :meth:`adapt_features` per episode (the method implements it).
+      Not for adaptations that normalise with a batch's statistics (MAML) or touch the
+      backbone;
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
     ``name`` is set by :func:`methods.register_method`; ``display_name`` and
@@ -60,6 +66,7 @@ class FewShotMethod(nn.Module):
     quick_hparams: ClassVar[Mapping[str, Any]] = {}
     augmentation: ClassVar[str] = "dataset"
     efficiency_reference: ClassVar[bool] = False
+    native_reuses_features: ClassVar[bool] = False
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
@@ -123,6 +130,15 @@ class FewShotMethod(nn.Module):
         Methods without one (MTL) do not override this; their native protocol is the unified one.
         """
         raise NotImplementedError(f"{self.name} has no native adaptation")
+
+    def adapt_features(self, support: torch.Tensor, support_labels: torch.Tensor
+                       ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`adapt` from eval-mode support features ``[T, S, D]`` (those of
+        :meth:`task_features`); the predictor maps query features ``[T, Q, D]`` to logits.
+        Only for methods that declare ``native_reuses_features``, where ``adapt(images)`` equals
+        ``adapt_features(task_features(images))`` applied to ``task_features(query)``."""
+        raise NotImplementedError(f"{self.name} does not adapt from features "
+                                  "(native_reuses_features is False)")
 
     def on_optimizer_step(self) -> None:
         """Called by the training step after every optimiser step (advances DropBlock's ramp)."""
