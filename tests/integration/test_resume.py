@@ -100,13 +100,16 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_to_the_same_result(tmp_
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_mid_epoch_and_resume_continues_from_that_step(tmp_path,
-                                                                          uninterrupted):
+@pytest.mark.parametrize("sig, code, name", [("SIGTERM", 143, "SIGTERM"),
+                                             ("SIGINT", 130, "Ctrl-C (SIGINT)")])
+def test_a_stop_signal_checkpoints_mid_epoch_and_resume_continues_from_that_step(
+        tmp_path, uninterrupted, sig, code, name):
     out = tmp_path / "out"
-    stopped = interrupted_bench(tmp_path, 8, "SIGTERM", *RUN, "--out", out)
-    assert stopped.returncode == 143, stopped.stderr
-    assert "stopped by SIGTERM after step 8" in stopped.stderr
-    assert "Rerun the same command to resume" in stopped.stderr
+    stopped = interrupted_bench(tmp_path, 8, sig, *RUN, "--out", out)
+    assert stopped.returncode == code, stopped.stderr
+    lines = [line for line in stopped.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"stopped by {name} after step 8" in lines[0], stopped.stderr
+    assert "Rerun the same command to resume" in lines[0]
     saved = load_checkpoint(checkpoint_path(out, KEY))
     assert saved["progress"]["epochs"] == 1 and saved["progress"]["step_in_epoch"] == 3
     resumed = bench(*RUN, "--out", out)
@@ -115,6 +118,28 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_continues_from_that_step(tmp_p
     result = read_result(result_path(out, KEY))
     assert_same_run(result, load_checkpoint(checkpoint_path(out, KEY)), uninterrupted)
     assert result["timings"]["steps"] == 10
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_and_the_last_checkpoint_resumes(tmp_path,
+                                                                      uninterrupted):
+    out = tmp_path / "out"
+    script = tmp_path / "twice.py"  # two Ctrl-C in a row when step 8 starts
+    script.write_text(INTERRUPTED.replace("os.kill(os.getpid(), sig)",
+                                          "os.kill(os.getpid(), sig); os.kill(os.getpid(), sig)"))
+    stopped = subprocess.run([sys.executable, str(script), "8", "SIGINT", *RUN, "--out",
+                              str(out)], cwd=REPO, env=_env(), capture_output=True, text=True,
+                             timeout=300)
+    assert stopped.returncode == 130, stopped.stderr
+    lines = [line for line in stopped.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "stopped at once" in lines[0], stopped.stderr
+    assert "rerun the same command to resume" in lines[0]
+    saved = load_checkpoint(checkpoint_path(out, KEY))  # the end of epoch 1
+    assert saved["progress"]["epochs"] == 1 and saved["progress"]["step_in_epoch"] == 0
+    resumed = bench(*RUN, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(read_result(result_path(out, KEY)),
+                    load_checkpoint(checkpoint_path(out, KEY)), uninterrupted)
 
 
 @pytest.mark.slow
