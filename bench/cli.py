@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("table", help="turn result files into accuracy and efficiency tables")
     table.add_argument("folder", type=Path, nargs="?", default=Path("results"))
+    table.add_argument("--brief", action="store_true",
+                       help="print accuracy, the paired difference from the comparison baseline "
+                            "and the training cost in a few lines each (the full tables are "
+                            "written all the same), then the files written")
 
     listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
                                           "and budgets")
@@ -453,11 +457,16 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict) -> int:
     return 0
 
 
-def cmd_table(folder: Path) -> int:
+def cmd_table(folder: Path, brief: bool = False) -> int:
     from bench.results import ResultFileError
     from bench.table import make_tables
 
     try:
+        if brief:
+            from bench.summary import brief_summary
+
+            print(brief_summary(folder))
+            return 0
         print(make_tables(folder))
     except (ResultFileError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -474,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "table":
-            return cmd_table(args.folder)
+            return cmd_table(args.folder, args.brief)
         if args.command == "speed":
             from bench import speed as speed_cli
 

@@ -26,8 +26,9 @@ def register_method(name: str, *aliases: str):
         own = vars(cls)
         if "display_name" not in own:
             cls.display_name = name
-        if "efficiency_reference" not in own:
-            cls.efficiency_reference = False
+        for fact in ("efficiency_reference", "comparison_baseline"):
+            if fact not in own:
+                setattr(cls, fact, False)
         if cls.augmentation not in AUGMENTATION_POLICIES:
             raise ValueError(f"method {name!r}: augmentation must be one of "
                              f"{', '.join(AUGMENTATION_POLICIES)}, not {cls.augmentation!r}")
@@ -39,14 +40,24 @@ def register_method(name: str, *aliases: str):
     return decorator
 
 
+def _the_one_declaring(fact: str) -> type:
+    found = [METHODS.get(n) for n in METHODS.names() if getattr(METHODS.get(n), fact)]
+    if len(found) != 1:
+        raise LookupError(f"exactly one method must declare {fact} = True; "
+                          f"found {[cls.name for cls in found] or 'none'}")
+    return found[0]
+
+
 def efficiency_reference() -> type:
     """The registered method the paper's speed-ups are relative to (the one class that
     declares ``efficiency_reference = True``)."""
-    found = [METHODS.get(n) for n in METHODS.names() if METHODS.get(n).efficiency_reference]
-    if len(found) != 1:
-        raise LookupError(f"exactly one method must declare efficiency_reference = True; "
-                          f"found {[cls.name for cls in found] or 'none'}")
-    return found[0]
+    return _the_one_declaring("efficiency_reference")
+
+
+def comparison_baseline() -> type:
+    """The registered method the others are compared with episode by episode (the one class
+    that declares ``comparison_baseline = True``)."""
+    return _the_one_declaring("comparison_baseline")
 
 
 # Importing the modules registers them.

@@ -43,6 +43,8 @@ class FewShotMethod(nn.Module):
       declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
     - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
       declares it: MetaOptNet, Table 4 and Figure 2);
+    - ``comparison_baseline``: the method every other is compared with, episode by episode
+      (one method declares it: MTL, whose match with meta-learning is the paper's question);
     - ``native_reuses_features``: its native adaptation sees every image only through
       :meth:`task_features` in eval mode, so an image's features do not depend on the episode
       it is in; the evaluator then embeds each distinct test image once, as the unified
@@ -51,8 +53,9 @@ class FewShotMethod(nn.Module):
       backbone;
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
-    ``name`` is set by :func:`methods.register_method`; ``display_name`` and
-    ``efficiency_reference`` are not inherited by a registered subclass unless it declares them.
+    ``name`` is set by :func:`methods.register_method`; ``display_name``,
+    ``efficiency_reference`` and ``comparison_baseline`` are not inherited by a registered
+    subclass unless it declares them.
     ``hparams`` may only contain keys of ``hparam_spec``, with values it accepts
     (:func:`core.hparams.validate_hparams`: typos and bad values are errors).
     """
@@ -66,6 +69,7 @@ class FewShotMethod(nn.Module):
     quick_hparams: ClassVar[Mapping[str, Any]] = {}
     augmentation: ClassVar[str] = "dataset"
     efficiency_reference: ClassVar[bool] = False
+    comparison_baseline: ClassVar[bool] = False
     native_reuses_features: ClassVar[bool] = False
 
     @classmethod
