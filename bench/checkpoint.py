@@ -7,7 +7,8 @@ CUDA, NumPy's and Python's global generators, the episode sampler's NumPy genera
 augmentation's torch generator), the loop's position (epoch, step within it), the best state and
 validation curve so far, and the accumulated timings. It also records what it belongs to (run
 key, configuration, world size, and the dataset's identity), so a checkpoint is never resumed
-into a different run.
+into a different run (a configuration written before issue 10 is read with the values that run
+used, :func:`bench.results.migrate_config_v1`). It also carries the run's learning curve so far.
 
 Writes go through :mod:`core.atomic` (a temporary file in the same folder, flushed to disk,
 then ``os.replace``): a crash or a full disk leaves the previous checkpoint intact.
@@ -230,6 +231,18 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return []
 
 
+def checkpoint_differences(saved: Any, config: dict[str, Any]) -> list[str]:
+    """``"key: then in the checkpoint, now now"`` for every training-relevant setting in which
+    a checkpoint's configuration ``saved`` differs from run configuration ``config``. A
+    configuration written before issue 10 is first read with the values that run used
+    (:func:`bench.results.migrate_config_v1`)."""
+    if isinstance(saved, dict) and "select_on" not in saved:
+        from bench.results import migrate_config_v1
+
+        saved = normalized_config(migrate_config_v1(saved))
+    return _differences(saved, normalized_config(config))
+
+
 def check_compatible(path: Path, payload: dict[str, Any], *, key: str,
                      config: dict[str, Any], identity: dict[str, str],
                      world_size: int) -> None:
@@ -247,7 +260,7 @@ def check_compatible(path: Path, payload: dict[str, Any], *, key: str,
             f"{identity['fingerprint'][:12]}... now; source then: "
             f"{saved_identity.get('source')!r}; now: {identity['source']!r}). Resuming would "
             f"mix two datasets in one run. {restart}")
-    changed = _differences(payload.get("config"), normalized_config(config))
+    changed = checkpoint_differences(payload.get("config"), config)
     if changed:
         raise CheckpointMismatchError(
             f"{path}: the checkpoint was written with another configuration ("

@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,table,list,theory}``."""
+"""Command line: ``python -m bench {run,eval,table,list,speed,data,theory}``."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,29 @@ def _hparam(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def _ramp(text: str) -> int | None:
+    if text.strip().lower() in ("never", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of optimiser steps (>= 0) or "
+                                         f"'never', got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -79,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--solver", choices=("sklearn", "batched"), default="sklearn",
                      help="unified-protocol solver: scikit-learn per episode, or the batched "
                           "exact solver on the device")
+    run.add_argument("--logreg-c", type=_positive_float, default=3.0,
+                     help="inverse L2 strength C of the unified protocol's logistic regression "
+                          "(default 3.0: the paper's penalty 0.33, App. C.2)")
+    run.add_argument("--select-on", choices=("unified", "native"), default="unified",
+                     help="protocol whose validation accuracy selects the model: unified "
+                          "(default, every method alike) or the method's native adaptation "
+                          "(MetaOptNet's own rule; methods without one select on unified)")
     run.add_argument("--compile", action="store_true",
                      help="torch.compile the backbone (compile time counts as training time and "
                           "is also reported apart as first_step_seconds)")
@@ -87,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the budget's feature mode")
     run.add_argument("--hparam", type=_hparam, action="append", default=[], metavar="KEY=VALUE",
                      help="override a method hyperparameter (repeatable)")
+    run.add_argument("--dropblock-ramp", type=_ramp, default=False, metavar="STEPS|never",
+                     help="override the budget's DropBlock ramp (ResNet-12): optimiser steps "
+                          "over which the drop rate reaches its full value (0: at once), or "
+                          "'never' (DropBlock stays inactive)")
     run.add_argument("--force", action="store_true",
                      help="rerun finished results too (every run from scratch)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -113,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     speed_cli.add_arguments(speed)
 
+    evaluation = sub.add_parser(
+        "eval", help="re-evaluate trained models (<out>/models/*.pt): other data, shots, "
+                     "protocols, L2 penalties; one eval result each under <out>/evals")
+    from bench import eval_cli
+
+    eval_cli.add_arguments(evaluation)
+
     data = sub.add_parser("data", help="prepare or verify a dataset's files (prepare/verify)")
     from bench import data_cli
 
@@ -138,6 +179,10 @@ def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
                             "scratch")
     group.add_argument("--keep-checkpoints", action="store_true",
                        help="keep each run's checkpoint after its result is written")
+    group.add_argument("--no-save-model", dest="save_model", action="store_false",
+                       help="do not write each finished run's selected model to "
+                            "<out>/models/<key>.pt (written by default; `bench eval` and "
+                            "bench.api.load_model read it)")
     group.add_argument("--isolate", action="store_true",
                        help="run each (method, dataset, ways, shots, seed) in its own process: "
                             "a crash or out-of-memory kill writes one failure record and the "
@@ -223,6 +268,7 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
     from datasets import DATASETS
     from methods import METHODS
     from methods.plugins import resolve_method
+    from methods.taxonomy import format_table1
 
     for spec in extra_methods:
         resolve_method(spec)
@@ -233,6 +279,9 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
         aliases = METHODS.aliases_of(name)
         extra = f" (aliases: {', '.join(aliases)})" if aliases else ""
         print(f"  {name:<{width}} {cls.citation}{extra} [{METHODS.origin(name)}]")
+    print("Table 1 of Wang, Zhao & Li 2021 (the inner loop of each method):")
+    for line in format_table1(METHODS.get(name) for name in METHODS.names()):
+        print(f"  {line}")
     print("datasets:")
     for name in DATASETS.names():
         info = DATASETS.get(name)
@@ -263,6 +312,8 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
                     overrides = {k: v for k, v in (("backbone", args.backbone),
                                                    ("feature_mode", args.feature_mode))
                                  if v is not None}
+                    if args.dropblock_ramp is not False:
+                        overrides["dropblock_ramp_steps"] = args.dropblock_ramp
                     if hparams:
                         overrides["hparams"] = {**budget.hparams, **hparams}
                     if overrides:
@@ -271,8 +322,20 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
                         method=method, dataset=name, ways=args.ways, shots=shots, seed=seed,
                         budget=budget, queries=args.queries, episodes=args.episodes,
                         precision=args.precision, solver=args.solver,
-                        compile=args.compile, method_source=source))
+                        compile=args.compile, logreg_c=args.logreg_c,
+                        select_on=args.select_on, method_source=source))
     return configs
+
+
+def selection_notes(configs: list, asked: str) -> list[str]:
+    """One line per method that cannot select on the protocol ``asked`` (it has no native
+    adaptation, so its configuration selects on unified)."""
+    from methods.plugins import method_class
+
+    names = sorted({c.method for c in configs if c.select_on != asked})
+    return [f"note: {method_class(name).display_name} has no native adaptation; it selects on "
+            "unified validation accuracy (--select-on native applies to the others)"
+            for name in names]
 
 
 def _check_launch_flags(args: argparse.Namespace, world_size: int) -> str | None:
@@ -309,7 +372,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.distributed import DistributedSetupError, environment_world_size
     from bench.launch import SweepStopped
     from bench.session import Preempted
-    from bench.sweep import preflight_checkpoints
+    from bench.sweep import (ResultConflict, data_identities, preflight_checkpoints,
+                             preflight_results)
     from bench.training import resolve_device
     from datasets import DATASETS, DatasetError, load_dataset
     from methods import METHODS
@@ -337,6 +401,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
     configs = _build_configs(args, methods, dataset_names, hparams)
+    for line in selection_notes(configs, args.select_on):
+        print(line)
     slots = _parallel_slots(args, len(configs)) if args.jobs is not None else None
     if isinstance(slots, str):
         print(f"error: {slots}", file=sys.stderr)
@@ -351,8 +417,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StorageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if not (args.restart or args.force):
-        problems = preflight_checkpoints(configs, datasets, args.out, world_size)
+    identities = data_identities(configs, datasets)
+    if not args.force:
+        problems = preflight_results(configs, identities, args.out)
+        if not args.restart:
+            problems += preflight_checkpoints(configs, datasets, args.out, world_size)
         if problems:
             for line in problems:
                 print(f"error: {line}", file=sys.stderr)
@@ -360,8 +429,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         if args.launcher == "slurm":
-            return _submit_slurm(args, configs, roots)
-        summary, is_main = _run_here(args, configs, datasets, roots, slots)
+            return _submit_slurm(args, configs, roots, identities)
+        summary, is_main = _run_here(args, configs, datasets, roots, identities, slots)
     except Preempted as stop:
         print(stop if stop.signum == signal.SIGINT else f"pre-empted: {stop}", file=sys.stderr)
         return 128 + stop.signum
@@ -369,7 +438,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{stop or 'interrupted (Ctrl-C)'}: finished results and the last checkpoints in "
               f"{args.out} are kept; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (StorageError, SweepStopped, DistributedSetupError) as error:
+    except (StorageError, SweepStopped, DistributedSetupError, ResultConflict) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     if is_main:
@@ -382,18 +451,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _jobs(args: argparse.Namespace, configs: list, roots: dict) -> list:
+def _jobs(args: argparse.Namespace, configs: list, roots: dict, identities: dict) -> list:
     from bench.launch import RunJob
 
     return [RunJob(config=c.to_dict(), out=str(args.out),
                    data_root=str(roots[c.dataset]) if roots[c.dataset] is not None else None,
                    device=args.device, force=args.force, restart=args.restart,
-                   keep_checkpoints=args.keep_checkpoints, progress=not args.no_progress)
+                   keep_checkpoints=args.keep_checkpoints, save_model=args.save_model,
+                   progress=not args.no_progress,
+                   data_fingerprint=identities[c.dataset]["fingerprint"])
             for c in configs]
 
 
 def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: dict,
-              slots: list | None = None):
+              identities: dict, slots: list | None = None):
     """The sweep on this machine: in this process (data-parallel under torchrun) or, with
     --isolate or --jobs (``slots``), each run in a child process. Returns (summary, whether
     this is rank 0)."""
@@ -403,33 +474,36 @@ def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: di
     from bench.training import resolve_device
 
     if slots is not None:
-        return _run_jobs(args, configs, roots, slots), True
+        return _run_jobs(args, configs, roots, identities, slots), True
     if args.isolate:
-        return run_isolated(_jobs(args, configs, roots), args.out), True
+        return run_isolated(_jobs(args, configs, roots, identities), args.out), True
     parallel, device_name = init_from_environment(args.device)
     try:
         summary = run_sweep(configs, datasets, resolve_device(device_name), args.out,
                             force=args.force, progress=not args.no_progress,
                             checkpoints=CheckpointPolicy(True, args.restart,
                                                          args.keep_checkpoints),
-                            parallel=parallel)
+                            parallel=parallel, identities=identities,
+                            save_models=args.save_model)
     finally:
         shutdown(parallel)
     return summary, parallel.is_main
 
 
-def _run_jobs(args: argparse.Namespace, configs: list, roots: dict, slots: list):
+def _run_jobs(args: argparse.Namespace, configs: list, roots: dict, identities: dict,
+              slots: list):
     """``--jobs``: the runs in child processes, several at once (:mod:`bench.pool`)."""
     from bench.pool import run_processes
 
     where = sorted({s.device for s in slots})
     print(f"{len(configs)} run(s), up to {len(slots)} at once on {', '.join(where)} "
           f"({slots[0].threads} thread(s) each); each run's output in {args.out}/logs/")
-    return run_processes(_jobs(args, configs, roots), args.out, slots,
+    return run_processes(_jobs(args, configs, roots, identities), args.out, slots,
                          progress=not args.no_progress)
 
 
-def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict) -> int:
+def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict,
+                  identities: dict) -> int:
     from bench.launch import SlurmOptions, parse_slurm_time, pending_jobs, submit
 
     options = SlurmOptions(partition=args.slurm_partition,
@@ -437,7 +511,7 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict) -> int:
                            gpus_per_job=args.slurm_gpus_per_job,
                            cpus_per_task=args.slurm_cpus_per_task,
                            extra=dict(args.slurm_option))
-    todo, notes = pending_jobs(_jobs(args, configs, roots), args.out)
+    todo, notes = pending_jobs(_jobs(args, configs, roots, identities), args.out)
     for line in notes:
         print(line)
     if not todo:
@@ -458,6 +532,7 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict) -> int:
 
 
 def cmd_table(folder: Path, brief: bool = False) -> int:
+    from bench.evaluation_run import EvalFileError
     from bench.results import ResultFileError
     from bench.table import make_tables
 
@@ -468,10 +543,11 @@ def cmd_table(folder: Path, brief: bool = False) -> int:
             print(brief_summary(folder))
             return 0
         print(make_tables(folder))
-    except (ResultFileError, FileNotFoundError) as error:
+    except (ResultFileError, EvalFileError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md)")
+    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
+          "l2_penalty.csv, .md and .png too when it holds `bench eval` results)")
     return 0
 
 
@@ -488,6 +564,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench import speed as speed_cli
 
             return speed_cli.run(args)
+        if args.command == "eval":
+            from bench import eval_cli
+
+            return eval_cli.run(args)
         if args.command == "data":
             from bench import data_cli
 

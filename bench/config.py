@@ -4,18 +4,36 @@ A *budget* is a named preset per (method, dataset, shots): ``smoke`` (CI: second
 ``quick`` (minutes on a CPU; meaningful on glyphs and Omniglot) and ``paper`` (the original
 papers' hyperparameters, which each method declares in its own
 :meth:`~methods.base.FewShotMethod.paper_budget`). Every result records the resolved budget.
-:class:`RunConfig` is one run, its key and its serialisation.
+
+:class:`RunConfig` is one run and the one place that says what a run *is*:
+
+- its **identity** (:meth:`RunConfig.identity`): the whole resolved configuration, everything
+  that can change a number (the budget with every field and every method hyperparameter, the
+  backbone, feature mode, augmentation, DropBlock ramp, precision, solver, the unified head's C,
+  compile, channels_last, ways, shots, queries, test episodes, the selection protocol, the
+  dataset's name), minus the seed, plus the fingerprint of the dataset's splits
+  (:func:`bench.checkpoint.dataset_identity`). The device is provenance, not identity;
+- its **key** (:attr:`RunConfig.key`), the file name of its result, claim and checkpoint: the
+  readable ``mtl_glyphs_5w1s_quick_seed0`` when every setting is the budget's default with the
+  command line's defaults, else that plus ``_`` and 8 hex digits of :meth:`settings_hash`
+  (the data fingerprint is not hashed: a result made from other data at the same key is refused,
+  :func:`bench.results.existing_result`);
+- its **variant** (:meth:`RunConfig.variant`): the settings that differ from those defaults,
+  ``"normalize_features=false"``, which tables show next to the method.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping
 
-from core.budget import TrainBudget
-from datasets import DATASETS, DatasetInfo
+from core.budget import DATASET_AUGMENTATION, TrainBudget, as_image_batches
+from datasets import DATASETS, TRAIN_AUGMENTATIONS, DatasetInfo
 from methods import METHODS
-from methods.plugins import method_class
+from methods.plugins import MethodImportError, method_class
 
 if TYPE_CHECKING:
     from methods.base import FewShotMethod
@@ -24,19 +42,30 @@ BUDGETS = ("smoke", "quick", "paper")
 
 
 # ---------------------------------------------------------------------------------------------
-# smoke and quick: identical for every method, so CPU comparisons are like for like (quick
-# takes a method's declared quick_hparams: its CPU-sized exceptions). The backbone depends on
-# whether the dataset declares small character images.
+# smoke and quick: identical for every method, so CPU comparisons are like for like (both take
+# a method's declared quick_hparams: its CPU-sized exceptions; a method trained on image
+# batches draws as many images per step as the episodes hold, core.budget.as_image_batches).
+# The backbone depends on whether the dataset declares small character images.
 
 SMOKE_BACKBONE = {True: "conv4-32", False: "resnet12"}
 QUICK_BACKBONE = {True: "conv4-64", False: "resnet12"}
 
 
-def smoke_budget(dataset: DatasetInfo) -> TrainBudget:
+SELECTION_PROTOCOLS = ("unified", "native")
+"""What model selection reads on the validation split (``--select-on``)."""
+SETTINGS_HASH_LENGTH = 8
+#: Config entries that are not part of a run's identity: the seed (replicates of one
+#: experiment) and where a method's code was imported from (the registered name is the method).
+NOT_IDENTITY = ("seed", "method_source")
+
+
+def smoke_budget(dataset: DatasetInfo, hparams: Mapping[str, Any] | None = None
+                 ) -> TrainBudget:
     return TrainBudget(
         name="smoke", backbone=SMOKE_BACKBONE[dataset.small_images], feature_mode="avg",
         epochs=2, steps_per_epoch=5, meta_batch=2, train_shots=2, train_queries=3,
         schedule="constant", early_stop_patience=None, val_episodes=20,
+        hparams=dict(hparams or {}),
     )
 
 
@@ -60,10 +89,50 @@ def resolve_budget(name: str, method: str | type[FewShotMethod], dataset: str | 
     cls = method_class(method) if isinstance(method, str) else method
     info = DATASETS.get(dataset) if isinstance(dataset, str) else dataset
     if name == "smoke":
-        return smoke_budget(info)
-    if name == "quick":
-        return quick_budget(info, cls.quick_hparams)
-    return cls.paper_budget(info, shots)
+        budget = smoke_budget(info, cls.quick_hparams)
+    elif name == "quick":
+        budget = quick_budget(info, cls.quick_hparams)
+    else:
+        budget = cls.paper_budget(info, shots)
+    if name != "paper" and cls.training_batches == "images":
+        budget = as_image_batches(budget)
+    return resolved_budget(budget, cls, info)
+
+
+def resolved_budget(budget: TrainBudget, cls: type[FewShotMethod],
+                    info: DatasetInfo | None) -> TrainBudget:
+    """``budget`` with every method hyperparameter (the class's defaults updated with the
+    budget's own, :meth:`~methods.base.FewShotMethod.resolve_hparams`) and its augmentation
+    resolved (:data:`~core.budget.DATASET_AUGMENTATION`: the dataset's declared one under the
+    method's policy; ``info`` None: a dataset outside the registry, which declares none), so
+    the budget says exactly what a run uses."""
+    hparams = {name: _as_declared(cls.hparam_spec.get(name), value)
+               for name, value in cls.resolve_hparams(budget.hparams).items()}
+    augmentation = budget.augmentation
+    if augmentation == DATASET_AUGMENTATION:
+        augmentation = cls.training_augmentation(info, budget)
+    if augmentation is not None and augmentation not in TRAIN_AUGMENTATIONS:
+        raise ValueError(f"unknown training augmentation {augmentation!r}; valid: none, "
+                         f"{', '.join(TRAIN_AUGMENTATIONS)}")
+    if hparams == budget.hparams and augmentation == budget.augmentation:
+        return budget
+    return replace(budget, hparams=hparams, augmentation=augmentation)
+
+
+def _as_declared(spec: Any, value: Any) -> Any:
+    """A whole number given for a float hyperparameter (``--hparam scale_init=1``) as a float,
+    so one setting has one spelling in a run's identity."""
+    if spec is not None and spec.type is float and isinstance(value, int) \
+            and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def has_native_adaptation(cls: type[FewShotMethod]) -> bool:
+    """Whether method class ``cls`` has a test-time adaptation of its own."""
+    from methods.base import FewShotMethod
+
+    return cls.adapt is not FewShotMethod.adapt
 
 
 def describe_budgets() -> list[str]:
@@ -76,6 +145,10 @@ def describe_budgets() -> list[str]:
     exceptions = "".join(f"; {cls.display_name} with "
                          + ", ".join(f"{k}={v}" for k, v in cls.quick_hparams.items())
                          for cls in classes if cls.quick_hparams)
+    on_images = [cls.display_name for cls in classes if cls.training_batches == "images"]
+    if on_images:
+        exceptions += (f"; {', '.join(on_images)} on batches of the same number of images "
+                       f"({as_image_batches(s).meta_batch} and {as_image_batches(q).meta_batch})")
     reference = reference_dataset()
     papers = []
     for cls in classes:
@@ -88,7 +161,7 @@ def describe_budgets() -> list[str]:
     return [
         f"smoke  {s.epochs} epochs x {s.steps_per_epoch} steps x {s.meta_batch} tasks, "
         f"{s.val_episodes} val episodes; {SMOKE_BACKBONE[True]} on {small}, "
-        f"{SMOKE_BACKBONE[False]} elsewhere (CI: seconds on a CPU)",
+        f"{SMOKE_BACKBONE[False]} elsewhere; the quick exceptions below (CI: seconds on a CPU)",
         f"quick  up to {q.epochs} epochs x {q.steps_per_epoch} steps x {q.meta_batch} tasks, "
         f"early stop {q.early_stop_patience}, RAdam lr {q.lr:g}; {QUICK_BACKBONE[True]} on "
         f"{small}, {QUICK_BACKBONE[False]} elsewhere{exceptions} (minutes on a CPU)",
@@ -98,9 +171,58 @@ def describe_budgets() -> list[str]:
     ]
 
 
+def _json_normalised(data: Any) -> Any:
+    """``data`` as JSON would give it back (tuples become lists)."""
+    return json.loads(json.dumps(data, allow_nan=True))
+
+
+def canonical_json(data: Any) -> str:
+    """One spelling of ``data`` whatever its dict order: sorted keys, no spaces."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def flat_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one dict with dotted keys (``budget.hparams.inner_lr``)."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown_key(key: str) -> str:
+    for prefix in ("budget.hparams.", "budget."):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def describe_differences(settings: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+    """``"key=value, ..."`` for every setting of ``settings`` that differs from ``reference``
+    (budget fields and hyperparameters by their own names; JSON values; sorted)."""
+    mine, theirs = flat_settings(settings), flat_settings(reference)
+    parts = []
+    for key in sorted(set(mine) | set(theirs)):
+        if key in mine and key in theirs and mine[key] == theirs[key]:
+            continue
+        value = json.dumps(mine[key]) if key in mine else "<unset>"
+        parts.append(f"{_shown_key(key)}={value}")
+    return ", ".join(parts)
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """One run: a (method, dataset, ways, shots, seed, budget) cell of a sweep."""
+    """One run: a (method, dataset, ways, shots, seed, budget) cell of a sweep, and every
+    other setting that can change its numbers (see the module docstring for its identity,
+    key and variant).
+
+    On construction the budget is resolved (:func:`resolved_budget`: every hyperparameter,
+    the augmentation) when the method can be found, and ``select_on`` falls back to
+    ``"unified"`` for a method without a native adaptation, so two configurations that run the
+    same experiment are equal.
+    """
 
     method: str
     dataset: str
@@ -115,18 +237,105 @@ class RunConfig:
     compile: bool = False  # torch.compile the backbone (compile time counts as training time)
     channels_last: bool | None = None  # None: channels_last on CUDA, NCHW on the CPU
     logreg_c: float = 3.0  # inverse L2 strength of the unified head (paper App. C.2: 1/0.33)
+    select_on: str = "unified"  # model selection on validation accuracy of this protocol
     method_source: str | None = None
     """Import path (``package.module:Class``) of a method given by it on the command line
     (:mod:`methods.plugins`), so every process that rebuilds the run imports it; None for a
     registered method (built in or an installed entry point)."""
 
+    def __post_init__(self) -> None:
+        if self.select_on not in SELECTION_PROTOCOLS:
+            raise ValueError(f"select_on must be one of {', '.join(SELECTION_PROTOCOLS)}, "
+                             f"not {self.select_on!r}")
+        cls = self._method_class()
+        if cls is None:
+            return
+        info = DATASETS.get(self.dataset) if self.dataset in DATASETS else None
+        try:
+            object.__setattr__(self, "budget", resolved_budget(self.budget, cls, info))
+        except ValueError:
+            pass  # hyperparameters the method does not accept: its constructor says which
+        if self.select_on == "native" and not has_native_adaptation(cls):
+            object.__setattr__(self, "select_on", "unified")
+
+    def _method_class(self) -> type[FewShotMethod] | None:
+        """The method's class, or None when it cannot be found here (a result of a method
+        that is no longer installed)."""
+        if self.method not in METHODS and not self.method_source:
+            return None
+        try:
+            return method_class(self.method, self.method_source)
+        except (MethodImportError, KeyError):
+            return None
+
+    # ------------------------------------------------------------------ identity
+    def settings(self) -> dict[str, Any]:
+        """The identity's settings: :meth:`to_dict` without the seed and the method's import
+        path, JSON-normalised (what :meth:`settings_hash` hashes)."""
+        data = _json_normalised(self.to_dict())
+        for key in NOT_IDENTITY:
+            data.pop(key, None)
+        return data
+
+    def settings_hash(self) -> str:
+        """8 hex digits of the SHA-256 of the canonical JSON of :meth:`settings`: the same in
+        every Python process and for any order of the dicts."""
+        digest = hashlib.sha256(canonical_json(self.settings()).encode("utf-8")).hexdigest()
+        return digest[:SETTINGS_HASH_LENGTH]
+
+    def identity(self, data_fingerprint: str | None) -> dict[str, Any]:
+        """The run's identity: its :meth:`settings` and the fingerprint of its dataset's
+        splits (``None``: unknown, a result written before fingerprints were recorded)."""
+        return {"settings": self.settings(), "data": data_fingerprint}
+
+    def defaults(self) -> "RunConfig | None":
+        """This run with every setting at its default: the budget's own for (method, dataset,
+        shots, budget name) and the command line's defaults for the rest; None when the
+        budget cannot be resolved here (a method or dataset that is not available)."""
+        cls = self._method_class()
+        if cls is None or self.dataset not in DATASETS or self.budget.name not in BUDGETS:
+            return None
+        try:
+            budget = resolve_budget(self.budget.name, cls, self.dataset, self.shots)
+        except (NotImplementedError, ValueError):
+            return None
+        return RunConfig(method=self.method, dataset=self.dataset, ways=self.ways,
+                         shots=self.shots, seed=self.seed, budget=budget,
+                         method_source=self.method_source)
+
+    @cached_property
+    def _default_settings(self) -> dict[str, Any] | None:
+        default = self.defaults()
+        return default.settings() if default is not None else None
+
+    def is_default(self) -> bool:
+        """Every setting is the budget's default (with the command line's defaults)."""
+        return self._default_settings == self.settings()
+
+    def variant(self) -> str:
+        """The settings that differ from the defaults (``"normalize_features=false,
+        episodes=100"``); ``""`` for the defaults; ``"settings <hash>"`` when the defaults
+        cannot be known here."""
+        reference = self._default_settings
+        if reference is None:
+            return f"settings {self.settings_hash()}"
+        return describe_differences(self.settings(), reference)
+
     @property
-    def key(self) -> str:
-        """File-name key; one result file per key (the method's registered name, never its
-        import path)."""
+    def readable_key(self) -> str:
         return (f"{self.method}_{self.dataset}_{self.ways}w{self.shots}s_{self.budget.name}"
                 f"_seed{self.seed}")
 
+    @cached_property
+    def key(self) -> str:
+        """File-name key of the run's result, claim and checkpoint (the method's registered
+        name, never its import path): :attr:`readable_key`, plus ``_`` and
+        :meth:`settings_hash` unless :meth:`is_default`."""
+        if self.is_default():
+            return self.readable_key
+        return f"{self.readable_key}_{self.settings_hash()}"
+
+    # ------------------------------------------------------------------ (de)serialisation
     def with_overrides(self, **changes: Any) -> "RunConfig":
         return replace(self, **changes)
 

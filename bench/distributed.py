@@ -16,10 +16,11 @@ How a run is split over ``N`` processes (ranks), for every method:
   statistics of the whole meta-batch; their batch-norm layers become :class:`SyncedBatchNorm2d`,
   which sums per-channel statistics over the ranks with a differentiable ``all_reduce``, so
   the forward and backward passes equal the single-process ones. A method that declares
-  ``task_local_batch_norm`` (MAML) normalises every forward with one task's own statistics
-  (:mod:`methods.maml`), which sharding leaves unchanged; its running statistics, an
-  exponential average updated task after task, are recombined after each step in task order
-  (:func:`reconcile_running_stats`), as if one process had seen all tasks.
+  ``task_local_batch_norm`` (MAML, iMAML, Meta-MinibatchProx) normalises every forward with one
+  task's own statistics (:mod:`methods.maml`, :mod:`methods.proximal`), which sharding leaves
+  unchanged; its running statistics, an exponential average updated task after task, are
+  recombined after each step in task order (:func:`reconcile_running_stats`), as if one
+  process had seen all tasks.
 - **Solvers.** MetaOptNet's qpth solve stops its interior-point iterations for a whole batch
   of QPs at once, so a task's SVM depends, within the solver's tolerance, on which tasks share
   its solve, here the rank's shard (as in MetaOptNet's own multi-GPU ``DataParallel`` recipe);

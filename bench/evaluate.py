@@ -94,11 +94,12 @@ def evaluate_unified(method: FewShotMethod, loader: EpisodeLoader, episodes: Epi
 
 def evaluate_native(method: FewShotMethod, loader: EpisodeLoader, episodes: EpisodeIndices,
                     tasks_per_batch: int = 16, precision: str = "fp32",
-                    progress: bool = False, reuse_features: bool | None = None
-                    ) -> list[float]:
+                    progress: bool = False, selection: bool = False,
+                    reuse_features: bool | None = None) -> list[float]:
     """Per-episode accuracies of the method's own adaptation (eval mode; the method's
     ``adapt`` decides how its inner loop treats batch norm), ``tasks_per_batch`` episodes
-    adapted at once.
+    adapted at once. ``selection``: the adaptation that validation-based selection uses
+    (``adapt_for_selection``).
 
     ``reuse_features`` (default: what the method declares, ``native_reuses_features``): embed
     each distinct image once and adapt every chunk of episodes from its gathered features
@@ -121,12 +122,13 @@ def evaluate_native(method: FewShotMethod, loader: EpisodeLoader, episodes: Epis
                 if reuse_features:
                     both = feats[rows[start:start + tasks_per_batch]]
                     labels = chunk.support_labels.to(feats.device)
-                    predictor = method.adapt_features(both[:, :n_support], labels)
+                    predictor = method.adapt_features(both[:, :n_support], labels, selection)
                     logits = predictor(both[:, n_support:])
                     query_labels = chunk.query_labels
                 else:
                     batch = loader.load(chunk)
-                    predictor = method.adapt(batch.support, batch.support_labels)
+                    adapt = method.adapt_for_selection if selection else method.adapt
+                    predictor = adapt(batch.support, batch.support_labels)
                     logits = predictor(batch.query)
                     query_labels = batch.query_labels
             accuracies += accuracy_percent(logits.argmax(-1), query_labels)

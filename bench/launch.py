@@ -32,7 +32,7 @@ import submitit
 from bench.config import RunConfig
 from bench.locks import ClaimBoard
 from bench.pool import PARENT_PID_VARIABLE, ProcessDied, death_error  # noqa: F401 (API)
-from bench.results import is_finished, result_path
+from bench.results import Existing, existing_result, result_path
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed and a failure record was written
@@ -58,13 +58,20 @@ class RunJob:
     force: bool = False
     restart: bool = False
     keep_checkpoints: bool = False
+    save_model: bool = True  # write the selected model to <out>/models (--no-save-model)
     progress: bool = True
     claim: bool = True  # False when the parent process holds the claim (--isolate, --jobs)
     announce_stop: bool = True  # False when the parent says where the checkpoints are
+    data_fingerprint: str | None = None  # the dataset's, as the launching process saw it
 
     @property
     def key(self) -> str:
         return RunConfig.from_dict(self.config).key
+
+    def existing(self, out_dir: Path) -> "Existing":
+        """What the job's result file holds (:func:`bench.results.existing_result`)."""
+        return existing_result(result_path(out_dir, self.key), RunConfig.from_dict(self.config),
+                               self.data_fingerprint)
 
 
 def execute(job: RunJob) -> int:
@@ -75,7 +82,7 @@ def execute(job: RunJob) -> int:
     from bench.checkpoint import CheckpointError, StorageError
     from bench.distributed import DistributedSetupError, init_from_environment, shutdown
     from bench.session import Preempted
-    from bench.sweep import CheckpointPolicy, run_sweep
+    from bench.sweep import CheckpointPolicy, ResultConflict, run_sweep
     from bench.training import resolve_device
     from datasets import DatasetError, load_dataset
 
@@ -88,7 +95,8 @@ def execute(job: RunJob) -> int:
         summary = run_sweep([config], {config.dataset: dataset}, device, Path(job.out),
                             force=job.force, progress=job.progress,
                             checkpoints=CheckpointPolicy(True, job.restart, job.keep_checkpoints),
-                            parallel=parallel, claim=job.claim)
+                            parallel=parallel, claim=job.claim,
+                            save_models=job.save_model)
     except Preempted as stop:
         if job.announce_stop:
             print(f"pre-empted: {stop}", file=sys.stderr)
@@ -98,7 +106,7 @@ def execute(job: RunJob) -> int:
             print(f"{stop or 'interrupted'}; the last checkpoint in {job.out}/checkpoints is "
                   "kept; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (StorageError, DatasetError, CheckpointError, DistributedSetupError,
+    except (StorageError, DatasetError, CheckpointError, DistributedSetupError, ResultConflict,
             ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_STOPPED
@@ -222,8 +230,13 @@ def pending_jobs(jobs: Sequence[RunJob], out_dir: Path) -> tuple[list[RunJob], l
     todo, notes = [], []
     for job in jobs:
         path = result_path(out_dir, job.key)
-        if not job.force and is_finished(path):
-            notes.append(f"skip {job.key}: finished result exists at {path} (--force reruns)")
+        found = job.existing(out_dir) if not job.force else Existing()
+        if found.conflict:
+            notes.append(f"not submitted: {found.conflict}")
+            continue
+        if found.finished:
+            notes.append(f"skip {job.key}: finished result exists at {path}{found.note} "
+                         "(--force reruns)")
             continue
         holder = board.holder(job.key)
         if holder is not None and not board.is_stale(board.path(job.key), holder):

@@ -2,12 +2,13 @@
 
 * :func:`figure2`: the shape of Figure 2 of Wang, Zhao & Li (ICML 2021): test accuracy against
   the training speed-up relative to MetaOptNet-SVM (Lee et al., CVPR 2019), one point per
-  (method, backbone, budget) row, one panel per dataset, ways and shots. Speed-ups compare
-  device-hours measured under the same budget and unit (:mod:`bench.timing`), so MetaOptNet
-  sits at 1x. The paper's own Table 4 point (mini-ImageNet 5-way 5-shot: 85.6 / 3.7 GPU-hours,
+  efficiency row, one panel per dataset, ways and shots. Speed-ups compare run device-hours
+  (training plus validation, what the paper's GPU-hours count) measured under the same budget
+  on the same device (:mod:`bench.timing`, :mod:`bench.table`), so MetaOptNet sits at 1x. The paper's own Table 4 point (mini-ImageNet 5-way 5-shot: 85.6 / 3.7 GPU-hours,
   from ``results/reference/paper.csv``) is drawn hollow in the matching panel.
-* :func:`accuracy_vs_device_hours`: accuracy against the device-hours themselves, needing no
-  MetaOptNet run; GPU-hours and CPU-hours get separate panels (they are not comparable).
+* :func:`accuracy_vs_device_hours`: accuracy against the (run) device-hours themselves,
+  needing no MetaOptNet run; GPU-hours and CPU-hours get separate panels (they are not
+  comparable).
 
 Both write PNGs atomically (:mod:`core.atomic`) with
 matplotlib's Agg renderer through :class:`matplotlib.figure.Figure` (no pyplot, so no global
@@ -54,7 +55,10 @@ def _save_atomic(figure: Figure, path: Path) -> Path:
 
 
 def _label(row: Any) -> str:
-    return f"{row.method} ({row.backbone}, {row.budget})"
+    variant = getattr(row, "variant", "")
+    device = getattr(row, "device", "")
+    return (f"{row.method} ({row.backbone}, {row.budget}"
+            + (f", {variant}" if variant else "") + (f"; {device}" if device else "") + ")")
 
 
 def _style_map(labels: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -202,14 +206,23 @@ def _draw_paper_points(axis: Any, paper: pd.DataFrame, dataset: str, ways: int,
                       max(right, float(here["speedup"].max()) * 1.5))
 
 
+CLOCK_LABELS = {"train": "training", "run": "run (training + validation)"}
+
+
 def accuracy_vs_device_hours(efficiency: pd.DataFrame, out_png: Path,
-                             warn: Callable[[str], None] = _warn) -> Path | None:
-    """Accuracy (unified protocol) against measured training device-hours (log scale).
+                             warn: Callable[[str], None] = _warn, clock: str = "run"
+                             ) -> Path | None:
+    """Accuracy (unified protocol) against measured device-hours (log scale) of ``clock``:
+    ``"run"`` (training plus validation, what the paper's GPU-hours count; the default) or
+    ``"train"`` (the timing rule's training steps).
 
     One panel per dataset, ways, shots and unit, so CPU-hours and GPU-hours never share an
     axis; needs no MetaOptNet run. Returns ``out_png``, or None when the frame is empty.
     """
-    rows = efficiency[efficiency["device_hours"].notna() & (efficiency["device_hours"] > 0)] \
+    column = f"{clock}_device_hours"
+    if column not in efficiency.columns:
+        raise ValueError(f"clock must be train or run, got {clock!r}")
+    rows = efficiency[efficiency[column].notna() & (efficiency[column] > 0)] \
         if not efficiency.empty else efficiency
     if rows.empty:
         warn("device-hours plot not drawn: no finished results with measured device-hours")
@@ -220,14 +233,15 @@ def accuracy_vs_device_hours(efficiency: pd.DataFrame, out_png: Path,
     for axis, ((dataset, ways, shots, unit), group) in zip(axes, panels):
         for row in group.itertuples(index=False):
             label = _label(row)
-            axis.scatter([row.device_hours], [row.accuracy_unified], s=45, label=label,
+            axis.scatter([getattr(row, column)], [row.accuracy_unified], s=45, label=label,
                          zorder=3, **styles[label])
         axis.margins(y=0.15)
         _log_axis(axis, "{:g}")
-        lo, hi = float(group["device_hours"].min()), float(group["device_hours"].max())
+        lo, hi = float(group[column].min()), float(group[column].max())
         axis.set_xlim(lo / 2.0, hi * 2.0)
-        axis.set_xlabel(f"training {unit} (timing rule of bench.timing)")
+        axis.set_xlabel(f"{CLOCK_LABELS[clock]} {unit} (timing rule of bench.timing)")
         axis.set_ylabel("test accuracy, unified protocol (%)")
         axis.set_title(f"{dataset} {ways}-way {shots}-shot, {unit}", fontsize=10)
         axis.grid(alpha=0.3, which="both")
-    return _legend_and_save(figure, axes, "Accuracy vs training device-hours", out_png)
+    return _legend_and_save(figure, axes, f"Accuracy vs {CLOCK_LABELS[clock]} device-hours",
+                            out_png)

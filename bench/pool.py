@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from bench.checkpoint import checkpoint_path
 from bench.config import RunConfig
 from bench.locks import Claim, ClaimBoard
-from bench.results import is_finished, read_result, result_path
+from bench.results import Existing, read_result, result_path
 from core.atomic import write_json_atomic
 
 if TYPE_CHECKING:  # bench.launch imports this module
@@ -374,10 +374,17 @@ def run_processes(jobs: Sequence["RunJob"], out_dir: Path, slots: Sequence[Slot]
 
 
 def _skip_finished(job: "RunJob", out_dir: Path, summary: "SweepSummary", live: bool) -> bool:
+    """True (and said) when ``job``'s result is finished; a finished result of another
+    identity at its key stops the sweep before anything starts."""
     path = result_path(out_dir, job.key)
-    if job.force or not is_finished(path):
+    found = job.existing(out_dir) if not job.force else Existing()
+    if found.conflict:
+        from bench.launch import SweepStopped
+
+        raise SweepStopped(found.conflict)
+    if not found.finished:
         return False
-    print(f"skip {job.key}: finished result exists at {path} (--force reruns)")
+    print(f"skip {job.key}: finished result exists at {path}{found.note} (--force reruns)")
     summary.skipped.append(job.key)
     return True
 
@@ -392,7 +399,7 @@ def _start(job: "RunJob", slot: Slot, board: ClaimBoard, out_dir: Path,
             f"{holder.describe() if holder else 'another process'}; skipped")
         summary.busy.append(job.key)
         return None
-    if not job.force and is_finished(result_path(out_dir, job.key)):  # finished meanwhile
+    if not job.force and job.existing(out_dir).finished:  # finished meanwhile
         claim.release()
         summary.skipped.append(job.key)
         return None
@@ -412,7 +419,7 @@ def _settle(child: Child, code: int, tail: str, out_dir: Path, summary: "SweepSu
     key, path = child.key, result_path(out_dir, child.key)
     log = "" if child.live else f"; log: {child.log}"
     if code == EXIT_OK:
-        if is_finished(path):
+        if child.job.existing(out_dir).finished:
             summary.finished.append(key)
             if not child.live:
                 say(done_line(read_result(path), path))

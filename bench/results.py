@@ -4,15 +4,32 @@ written atomically by :func:`bench.record.write_result` through :mod:`core.atomi
 Modelled on lm-eval's ``result_schema.py``: each key carries a comment saying what it holds.
 A finished result is never overwritten unless the user passes ``--force``; a failed run
 leaves a failure record (``status == "failed"``) that a rerun replaces.
+
+Schema ``bridgebench.run/2`` (issue 10) adds the run's data fingerprint (``data``), the
+selection protocol and every budget field that was implicit before (augmentation, DropBlock
+ramp), the per-epoch learning curve, and two cost figures (``train_device_hours``,
+``run_device_hours``). Files of schema ``/1`` still load: :func:`migrate_v1` fills each new
+field with the value those runs actually used, so their identity is honest
+(:meth:`bench.config.RunConfig.identity`).
+
+"Finished" means a successful result with the run's identity (:func:`existing_result`): a
+result of another configuration at the same key (a file written before issue 10, whose key had
+no settings hash, or one made from other data) is never skipped and never silently replaced.
 """
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
-SCHEMA = "bridgebench.run/1"
+if TYPE_CHECKING:
+    from bench.config import RunConfig
+
+SCHEMA = "bridgebench.run/2"
+SCHEMA_V1 = "bridgebench.run/1"
+SCHEMAS = (SCHEMA_V1, SCHEMA)
 
 
 class ProtocolResult(TypedDict):
@@ -28,10 +45,14 @@ class Timings(TypedDict):
     """Measured by :mod:`bench.timing` (synchronised clocks)."""
 
     train_seconds: float  # timed training steps only (the timing rule)
-    device_hours: float  # train_seconds / 3600 * n_devices
+    train_device_hours: float  # train_seconds / 3600 * n_devices
+    run_seconds: float  # training + validation: the whole training loop as it ran, every
+    # epoch early stopping needed included (checkpoint writing and resume loading excluded)
+    run_device_hours: float  # run_seconds / 3600 * n_devices (what the paper's GPU-hours count)
+    device_hours: float  # = train_device_hours (kept for readers of schema /1)
     device_hours_unit: str  # "GPU-hours" or "CPU-hours"
     first_step_seconds: float  # the first step alone (warm-up, torch.compile); in train_seconds
-    validation_seconds: float  # excluded from device-hours
+    validation_seconds: float  # in run_seconds, not in train_seconds
     checkpoint_seconds: float  # writing checkpoints, excluded from device-hours
     resume_seconds: float  # loading checkpoints on resume, excluded from device-hours
     resumes: int  # how many times the run was resumed from a checkpoint
@@ -43,9 +64,10 @@ class Timings(TypedDict):
 
 
 class Selection(TypedDict):
-    """Model selection on the validation split (unified protocol for every method)."""
+    """Model selection on the validation split."""
 
-    protocol: str  # "unified"
+    protocol: str  # "unified" or "native" (config.select_on; a method without a native
+    # adaptation selects on "unified" whatever was asked)
     best_epoch: int  # 1-based epoch whose checkpoint was tested
     best_val_accuracy: float  # percent
     val_curve: list[float]  # validation accuracy per epoch (percent)
@@ -65,22 +87,38 @@ class Provenance(TypedDict):
     command: str  # the command line that produced it
 
 
-class RunResult(TypedDict, total=False):
-    """One run (method, dataset, ways, shots, seed, budget)."""
+class DataIdentity(TypedDict):
+    """The dataset a run used (:func:`bench.checkpoint.dataset_identity`)."""
 
-    schema: str  # always SCHEMA
+    name: str
+    source: str  # where it was read from (provenance only)
+    fingerprint: str  # sha256 of the splits' class names, labels, shapes and pixels
+
+
+class RunResult(TypedDict, total=False):
+    """One run (method, dataset, ways, shots, seed, budget and every other setting)."""
+
+    schema: str  # always SCHEMA (files of SCHEMA_V1 are migrated on read)
     status: Literal["ok", "failed"]  # "failed": training or evaluation stopped with an error
-    key: str  # the run key, also the file name stem
+    key: str  # the run key (RunConfig.key), also the file name stem
     config: dict[str, Any]  # full RunConfig: method, dataset, ways, shots, queries, seed,
-    # episodes, precision, solver, logreg_c, budget (backbone, feature_mode, optimiser,
-    # schedule, episode shapes, method hparams, ...)
+    # episodes, precision, solver, compile, channels_last, logreg_c, select_on, budget
+    # (backbone, feature_mode, optimiser, schedule, episode shapes, augmentation, DropBlock
+    # ramp, every method hyperparameter, ...)
+    data: DataIdentity | None  # None: unknown (migrated from schema /1)
+    migrated_from: NotRequired[str]  # the schema the file was written with, when migrated
     n_train_classes: int  # number of training classes (MTL's head rows)
     provenance: Provenance
     timings: Timings
     selection: Selection
+    learning_curve: list[dict[str, Any]]  # one point per epoch (bench.cost_curves.CurvePoint),
+    # cumulative across resumes; absent when a resume began from a checkpoint without one
     test: dict[str, ProtocolResult]  # "unified" always; "native" too (for MTL, = unified)
     native_is_unified: bool  # True when the method has no native adaptation of its own
     episode_hash: str  # sha256 of the test episodes' indices (equal hash = same episodes)
+    model: dict[str, Any] | None  # the selected model's file (bench/models.py): path relative
+    # to the results folder ("models/<key>.pt"), sha256 of its bytes, bytes; absent with
+    # --no-save-model, null when the method's state cannot be saved as a model file
     error: str  # failed runs only: what went wrong
     traceback: str  # failed runs only: the last lines of the traceback
 
@@ -98,21 +136,25 @@ _REQUIRED_CONFIG = ("method", "dataset", "ways", "shots", "seed", "budget", "epi
 
 
 def validate_result(data: Any, source: str) -> RunResult:
-    """Check ``data`` against the schema; raise :class:`ResultFileError` naming ``source``."""
+    """Check ``data`` against the schema (a ``/1`` file is migrated first, :func:`migrate_v1`);
+    raise :class:`ResultFileError` naming ``source``."""
 
     def fail(why: str) -> ResultFileError:
         return ResultFileError(f"{source}: {why} (not a valid {SCHEMA} result file)")
 
     if not isinstance(data, dict):
         raise fail("top level is not a JSON object")
-    if data.get("schema") != SCHEMA:
-        raise fail(f"schema is {data.get('schema')!r}, expected {SCHEMA!r}")
+    if data.get("schema") not in SCHEMAS:
+        raise fail(f"schema is {data.get('schema')!r}, expected {SCHEMA!r} (or {SCHEMA_V1!r}, "
+                   "which is converted on read)")
     status = data.get("status")
     if status not in ("ok", "failed"):
         raise fail(f"status is {status!r}, expected 'ok' or 'failed'")
     config = data.get("config")
     if not isinstance(config, dict) or any(k not in config for k in _REQUIRED_CONFIG):
         raise fail(f"config must hold {', '.join(_REQUIRED_CONFIG)}")
+    if data["schema"] == SCHEMA_V1:
+        data = migrate_v1(data)
     if status == "failed":
         if not isinstance(data.get("error"), str):
             raise fail("a failed run must have an 'error' message")
@@ -132,9 +174,173 @@ def validate_result(data: Any, source: str) -> RunResult:
         if not isinstance(res["mean"], (int, float)) or math.isnan(res["mean"]):
             raise fail(f"test[{protocol!r}].mean is not a number")
     timings = data["timings"]
-    if not isinstance(timings, dict) or "device_hours" not in timings:
-        raise fail("timings must hold device_hours")
+    if not isinstance(timings, dict) or any(
+            not isinstance(timings.get(k), (int, float)) for k in _REQUIRED_TIMINGS):
+        raise fail(f"timings must hold {', '.join(_REQUIRED_TIMINGS)}")
+    if "learning_curve" in data:
+        from bench.cost_curves import CurveError, validate_curve
+
+        try:
+            validate_curve(data["learning_curve"], source)
+        except CurveError as error:
+            raise fail(str(error).removeprefix(f"{source}: ")) from error
     return data  # type: ignore[return-value]
+
+
+_REQUIRED_TIMINGS = ("train_seconds", "train_device_hours", "run_seconds", "run_device_hours",
+                     "device_hours")
+
+
+# --------------------------------------------------------------------------- schema /1
+
+#: DropBlock's ramp before issue 10: 40,000 optimiser steps for every budget.
+V1_DROPBLOCK_RAMP_STEPS = 40_000
+
+
+def migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema ``/1`` result as a ``/2`` one, each new field holding what that run used.
+
+    - config: ``compile`` False, ``channels_last`` None and ``logreg_c`` 3.0 when absent (their
+      defaults when they were added), ``select_on`` "unified" (the only protocol then);
+    - budget: the augmentation the run had (the method's policy on the dataset's declared one,
+      chosen by dataset then), DropBlock's ramp of 40,000 optimiser steps, and the step
+      schedule's boundaries + 1 (the factor changed one epoch later then: ``lr_epochs`` now
+      names the first epoch that runs at a factor); the method hyperparameters completed with
+      the class's defaults where the class is available (:class:`bench.config.RunConfig`);
+    - timings: ``train_device_hours`` = ``device_hours``; ``run_seconds`` = training +
+      validation seconds and ``run_device_hours`` from it (the same devices);
+    - ``data``: None (fingerprints were not recorded); ``migrated_from`` says so.
+
+    The ``key`` (the file name) stays as it was.
+    """
+    out = json.loads(json.dumps(data))
+    out["schema"], out["migrated_from"] = SCHEMA, SCHEMA_V1
+    out["config"] = migrate_config_v1(out["config"])
+    out.setdefault("data", None)
+    timings = out.get("timings")
+    if out.get("status") == "ok" and isinstance(timings, dict) \
+            and isinstance(timings.get("device_hours"), (int, float)):
+        devices = out.get("provenance", {}).get("device_count", 1) or 1
+        train = float(timings.get("train_seconds", timings["device_hours"] * 3600 / devices))
+        run = train + float(timings.get("validation_seconds", 0.0))
+        timings.setdefault("train_seconds", train)
+        timings.setdefault("train_device_hours", timings["device_hours"])
+        timings.setdefault("run_seconds", run)
+        timings.setdefault("run_device_hours", run / 3600.0 * devices)
+    return out
+
+
+def migrate_config_v1(config: dict[str, Any]) -> dict[str, Any]:
+    """A schema ``/1`` run configuration (also a checkpoint's) with the fields added since,
+    holding what that run used (:func:`migrate_v1`); unchanged when it has them already."""
+    if "select_on" in config:
+        return config
+    config = json.loads(json.dumps(config))
+    config.setdefault("compile", False)
+    config.setdefault("channels_last", None)
+    config.setdefault("logreg_c", 3.0)
+    config["select_on"] = "unified"
+    budget = config.get("budget")
+    if isinstance(budget, dict):
+        budget.setdefault("dropblock_ramp_steps", V1_DROPBLOCK_RAMP_STEPS)
+        if "augmentation" not in budget:
+            budget["augmentation"] = _v1_augmentation(config)
+        if budget.get("schedule") == "step":
+            budget["lr_epochs"] = [int(e) + 1 for e in budget.get("lr_epochs", [])]
+    return _canonical_config(config)
+
+
+def _v1_augmentation(config: dict[str, Any]) -> str | None:
+    """The training augmentation a ``/1`` run had: its method's policy applied to the
+    dataset's declared augmentation (None where neither is known here)."""
+    from datasets import DATASETS
+    from methods.plugins import MethodImportError, method_class
+
+    info = DATASETS.get(config["dataset"]) if config.get("dataset") in DATASETS else None
+    try:
+        cls = method_class(config["method"], config.get("method_source"))
+    except (MethodImportError, KeyError):
+        return info.train_augmentation if info is not None else None
+    return cls.training_augmentation(info, None)
+
+
+def _canonical_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as :class:`bench.config.RunConfig` stores it (every hyperparameter)."""
+    from bench.config import RunConfig
+
+    try:
+        return json.loads(json.dumps(RunConfig.from_dict(config).to_dict()))
+    except (TypeError, ValueError, KeyError):
+        return config  # a configuration this version cannot rebuild: kept as written
+
+
+# --------------------------------------------------------------------------- identity
+
+def data_fingerprint(result: RunResult) -> str | None:
+    """The fingerprint of the dataset a result was made from (None: unknown)."""
+    data = result.get("data")
+    return data.get("fingerprint") if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What a run's result file holds, seen from a run about to start (:func:`existing_result`).
+
+    ``finished``: a successful result with this run's identity (skip it); ``conflict``: a
+    successful result of another identity (refuse, the message says what differs and what to
+    do); neither: nothing usable (no file, a failure record, an unreadable file: run it).
+    ``note``: something the user should know about a finished result."""
+
+    finished: bool = False
+    conflict: str | None = None
+    note: str = ""
+
+
+def existing_result(path: Path, config: "RunConfig", fingerprint: str | None) -> Existing:
+    """Compare the result at ``path`` (if any) with run ``config`` on data ``fingerprint``.
+
+    The same identity (:meth:`bench.config.RunConfig.identity`) is finished. A ``/1`` result
+    (no recorded fingerprint) whose settings match counts as finished, with a note saying its
+    data was not fingerprinted. Anything else finished there is a conflict.
+    """
+    from bench.config import RunConfig, describe_differences
+
+    if not Path(path).exists():
+        return Existing()
+    try:
+        result = read_result(path)
+    except ResultFileError:
+        return Existing()
+    if result.get("status") != "ok":
+        return Existing()
+    advice = (f"Move {path} away (or choose another --out) to keep it, or rerun with --force "
+              "to replace it.")
+    try:
+        theirs = RunConfig.from_dict(result["config"]).settings()
+    except (TypeError, ValueError, KeyError) as error:
+        return Existing(conflict=f"{path} holds a finished result whose configuration this "
+                                 f"version cannot read ({type(error).__name__}: {error}). "
+                                 + advice)
+    mine = config.settings()
+    if theirs != mine:
+        changed = describe_differences(theirs, mine)
+        return Existing(conflict=(
+            f"{path} holds a finished result of another configuration at this run's key "
+            f"{config.key!r} (it has {changed or 'other settings'}); this run would replace it."
+            + (" It was written by an older version (schema "
+               f"{result['migrated_from']}), whose keys did not tell settings apart."
+               if result.get("migrated_from") else "") + " " + advice))
+    recorded = data_fingerprint(result)
+    if recorded is None:
+        return Existing(finished=True, note=" (written before data fingerprints were "
+                                            "recorded: its data cannot be checked)")
+    if fingerprint is not None and recorded != fingerprint:
+        source = result["data"].get("source", "?")
+        return Existing(conflict=(
+            f"{path} holds a finished result of this configuration made from other data "
+            f"(dataset fingerprint {recorded[:12]}... from {source!r}; the data now has "
+            f"{fingerprint[:12]}...). " + advice))
+    return Existing(finished=True)
 
 
 def read_result(path: Path) -> RunResult:
@@ -152,7 +358,8 @@ def read_result(path: Path) -> RunResult:
 
 
 def is_finished(path: Path) -> bool:
-    """True when ``path`` holds a successful result (a failure record is not finished)."""
+    """True when ``path`` holds a successful result of any configuration (a failure record is
+    not finished); whether it is *this run's* result is :func:`existing_result`'s question."""
     if not path.exists():
         return False
     try:

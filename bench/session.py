@@ -6,8 +6,11 @@ stopping, checkpoints and stop signals (SIGTERM, Ctrl-C).
 after every epoch and, on SIGTERM or Ctrl-C (SIGINT; :class:`StopSignal`), at the next step
 boundary (:mod:`bench.checkpoint`); a second signal stops at once (:class:`StopNow`). Resuming from it continues exactly where it was taken, so a rerun
 reaches the same result as an uninterrupted run. The step itself is
-:func:`bench.training.parallel_train_step`; validation uses the unified protocol for every
-method.
+:func:`bench.training.parallel_train_step`; validation uses the run's selection protocol
+(``select_on``: the unified protocol for every method by default). Every epoch adds a point to
+the run's learning curve (:class:`bench.cost_curves.CurvePoint`: cumulative training and
+training-plus-validation seconds, images, steps, validation accuracy), which the checkpoint
+carries, so a resumed run continues its curve.
 """
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ from tqdm.auto import tqdm
 from bench.checkpoint import (CheckpointError, capture_rng, check_compatible, load_checkpoint,
                               normalized_config, restore_rng, save_checkpoint)
 from bench.config import RunConfig
-from bench.distributed import SINGLE, Parallel, broadcast_object, gather_objects, sharded_map
-from bench.evaluate import evaluate_unified
+from bench.distributed import (SINGLE, Parallel, broadcast_object, gather_objects,
+                               max_over_ranks, sharded_map)
+from bench.evaluate import evaluate_native, evaluate_unified
 from bench.timing import SectionTimer
 from bench.training import EpochSchedule, Training, parallel_train_step, stream_seed
 from datasets import FewShotDataset
@@ -70,6 +74,9 @@ class TrainOutcome:
     images_seen: int = 0
     epochs: int = 0  # completed epochs (training steps and validation)
     resumes: int = 0  # times training continued from a checkpoint
+    curve: list[dict[str, Any]] | None = field(default_factory=list)
+    """One :class:`bench.cost_curves.CurvePoint` per epoch; None when the run resumed from a
+    checkpoint written before curves were kept (its first epochs are unknown)."""
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, Any]:
@@ -189,6 +196,7 @@ class TrainSession:
                          "resumes": o.resumes},
             "best": {"state": o.best_state, "epoch": o.best_epoch, "val": o.best_val,
                      "val_curve": list(o.val_curve)},
+            "curve": [dict(p) for p in o.curve] if o.curve is not None else None,
             "timings": dict(timer.seconds),
             "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -206,6 +214,8 @@ class TrainSession:
                                                               p["since_best"], p["finished"])
         o.best_state, o.best_epoch, o.best_val = best["state"], best["epoch"], best["val"]
         o.val_curve = list(best["val_curve"])
+        curve = state.get("curve")
+        o.curve = [dict(p) for p in curve] if curve is not None else None
         timer.seconds.clear()
         timer.seconds.update(state["timings"])
 
@@ -256,15 +266,22 @@ class TrainSession:
         return False
 
     def validate(self) -> float:
-        """Mean unified-protocol accuracy on the run's validation episodes (same every epoch)."""
+        """Mean accuracy on the run's validation episodes (the same every epoch) under the
+        run's selection protocol (``select_on``: unified, or the method's native adaptation as
+        its reference validates, ``adapt_for_selection``)."""
         budget, config = self.config.budget, self.config
         val_sampler = EpisodeSampler(self.dataset.val, config.ways,
                                      budget.val_shots or config.shots, config.queries,
                                      stream_seed(config.seed, "val"))
         episodes = val_sampler.sample(budget.val_episodes)
-        accs = sharded_map(lambda part: evaluate_unified(
-            self.method, self.val_loader, part, solver=config.solver, C=config.logreg_c,
-            precision=config.precision), episodes, self.parallel)
+        if config.select_on == "native" and self.method.has_native_adaptation:
+            accs = sharded_map(lambda part: evaluate_native(
+                self.method, self.val_loader, part, precision=config.precision,
+                selection=True), episodes, self.parallel)
+        else:
+            accs = sharded_map(lambda part: evaluate_unified(
+                self.method, self.val_loader, part, solver=config.solver, C=config.logreg_c,
+                precision=config.precision), episodes, self.parallel)
         return float(np.mean(accs))
 
     def _end_epoch(self, timer: SectionTimer, progress: bool) -> None:
@@ -274,6 +291,7 @@ class TrainSession:
         with timer.section("validation"):
             val = self.validate()
         o.val_curve.append(val)
+        self._record_point(timer, epoch, val)
         self.schedule.step(val)
         if val > o.best_val:
             o.best_val, o.best_epoch, self.since_best = val, epoch, 0
@@ -287,6 +305,18 @@ class TrainSession:
         patience = budget.early_stop_patience
         if epoch >= budget.epochs or (patience is not None and self.since_best >= patience):
             self.finished = True
+
+    def _record_point(self, timer: SectionTimer, epoch: int, val: float) -> None:
+        """The learning curve's point for ``epoch`` (cumulative seconds: the slowest
+        process's, as the result's ``train_seconds``)."""
+        o = self.outcome
+        train = timer.total("train") + timer.total("first_step")
+        run = train + timer.total("validation")
+        train, run = (max_over_ranks(train, self.parallel), max_over_ranks(run, self.parallel))
+        if o.curve is not None:
+            o.curve.append({"epoch": epoch, "train_seconds": train, "run_seconds": max(run, train),
+                            "images_seen": o.images_seen, "steps": o.steps,
+                            "val_accuracy": val})
 
     def _save(self, timer: SectionTimer, checkpoint: RunCheckpoint | None) -> None:
         if checkpoint is None:

@@ -23,6 +23,13 @@ FLOPs of one step are counted once, eagerly, with ``torch.utils.flop_counter.Flo
 (matrix products and convolutions, forward and backward; element-wise work and qpth's
 factorisations beyond its batched products are not counted), before any timing.
 
+* the **validation** of one epoch: ``--val-episodes`` episodes of the budget's validation
+  shape (after one excluded warm-up episode), under the selection protocol a run would use
+  (``--select-on``, unified by default, with the run's solver and C), timed as a run's
+  validation is; seconds per episode x the budget's validation episodes gives an epoch's
+  validation time, which the run device-hours add to the training steps' (the paper's
+  GPU-hours are whole training runs, validation included).
+
 Images are synthetic uint8 (no dataset files needed) with the dataset's channels, image size
 and number of training classes; images/s counts each image of the meta-batch once per step,
 as ``images_seen`` in a run's result does. The extrapolation to whole budgets and the printed
@@ -165,14 +172,18 @@ def _split(name: str, n_classes: int, per_class: int, shape: tuple[int, int, int
 
 
 def synthetic_dataset(name: str, image_size: int, channels: int, n_train_classes: int,
-                      per_class: int, seed: int = 0) -> FewShotDataset:
+                      per_class: int, seed: int = 0, val_classes: int = 5,
+                      val_per_class: int | None = None) -> FewShotDataset:
     """A :class:`FewShotDataset` of random uint8 images with a real dataset's name, image
-    shape and number of training classes (val/test: 5 classes each, unused here)."""
+    shape and number of training classes; ``val_classes`` x ``val_per_class`` (default
+    ``per_class``) validation images, for timing validation episodes; test: 5 classes
+    (unused here)."""
     generator = torch.Generator().manual_seed(seed)
     shape = (channels, image_size, image_size)
     train = _split("train", n_train_classes, per_class, shape, 0, generator)
-    val = _split("val", 5, per_class, shape, n_train_classes, generator)
-    test = _split("test", 5, per_class, shape, n_train_classes + 5, generator)
+    val = _split("val", val_classes, val_per_class or per_class, shape, n_train_classes,
+                 generator)
+    test = _split("test", 5, per_class, shape, n_train_classes + val_classes, generator)
     return FewShotDataset(name=name, train=train, val=val, test=test,
                           mean=(0.5,) * channels, std=(0.25,) * channels,
                           source=f"synthetic uint8 noise for bench speed (seed {seed})")
@@ -285,15 +296,58 @@ def _measure(step: Callable[[], int], compile_fn: Callable[[], None] | None, ste
 def measure_method(config: RunConfig, dataset: FewShotDataset, device: torch.device,
                    steps: int, warmup: int,
                    timer_factory: Callable[[], SectionTimer] | None = None,
-                   info: DatasetInfo | None = None) -> dict[str, Any]:
-    """Time ``config``'s training step and a bare backbone on the same batch shape."""
+                   info: DatasetInfo | None = None, val_episodes: int = 0) -> dict[str, Any]:
+    """Time ``config``'s training step, a bare backbone on the same batch shape and (with
+    ``val_episodes``) its validation."""
     timer_factory = timer_factory or (lambda: SectionTimer(device))
     result, bare, images = measure_training_step(config, dataset, device, steps, warmup,
                                                  timer_factory, info)
     _free(device)  # the method, its optimiser state and the dataset copy are gone by now
     result["backbone_step"] = measure_backbone(bare, images, config, device, steps, warmup,
                                                timer_factory)
+    _free(device)
+    if val_episodes > 0:
+        result["validation"] = measure_validation(config, dataset, device, val_episodes,
+                                                  timer_factory)
     return result
+
+
+def measure_validation(config: RunConfig, dataset: FewShotDataset, device: torch.device,
+                       episodes: int, timer_factory: Callable[[], SectionTimer]
+                       ) -> dict[str, Any]:
+    """Seconds per validation episode of ``config`` as a run validates
+    (:meth:`bench.session.TrainSession.validate`: its selection protocol, solver and C, on
+    eval-mode features), timed over ``episodes`` episodes after one excluded warm-up."""
+    from bench.evaluate import evaluate_native, evaluate_unified
+    from bench.training import build_method, prepare_for_device, stream_seed
+    from datasets.augment import Normalizer
+    from datasets.episodes import EpisodeLoader, EpisodeSampler
+
+    budget = config.budget
+    torch.manual_seed(config.seed)
+    method = prepare_for_device(build_method(config, dataset), config.with_overrides(
+        compile=False), device)
+    loader = EpisodeLoader(dataset.val, Normalizer(dataset.mean, dataset.std), device)
+    sampler = EpisodeSampler(dataset.val, config.ways, budget.val_shots or config.shots,
+                             config.queries, stream_seed(config.seed, "val"))
+    native = config.select_on == "native" and method.has_native_adaptation
+
+    def validate(n: int) -> None:
+        part = sampler.sample(n)
+        if native:
+            evaluate_native(method, loader, part, precision=config.precision, selection=True)
+        else:
+            evaluate_unified(method, loader, part, solver=config.solver, C=config.logreg_c,
+                             precision=config.precision)
+
+    validate(1)  # warm-up: first calls, imports, allocator
+    timer = timer_factory()
+    with timer.section("validation"):
+        validate(episodes)
+    seconds = timer.total("validation")
+    return {"protocol": "native" if native else "unified",
+            "solver": None if native else config.solver, "episodes_timed": episodes,
+            "seconds": seconds, "seconds_per_episode": seconds / episodes}
 
 
 def measure_training_step(config: RunConfig, dataset: FewShotDataset, device: torch.device,
@@ -403,6 +457,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    parser.add_argument("--val-episodes", type=int, default=10,
+                        help="validation episodes timed per method for the run device-hours "
+                             "(default 10; 0: training steps only)")
+    parser.add_argument("--select-on", choices=("unified", "native"), default="unified",
+                        help="validation protocol timed, as `bench run --select-on` "
+                             "(default unified)")
+    parser.add_argument("--solver", choices=("sklearn", "batched"), default="sklearn",
+                        help="unified-protocol solver of the timed validation (default "
+                             "sklearn, as `bench run`)")
+    parser.add_argument("--queries", type=int, default=15,
+                        help="validation queries per class (default 15, as `bench run`)")
     parser.add_argument("--warmup", type=int, default=5,
                         help="warm-up steps before timing, excluded (default 5)")
     parser.add_argument("--compile", action="store_true",
@@ -423,6 +488,10 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be 0 or more, got {args.warmup}")
+    if args.val_episodes < 0:
+        raise ValueError(f"--val-episodes must be 0 or more, got {args.val_episodes}")
+    if args.queries < 1:
+        raise ValueError(f"--queries must be at least 1, got {args.queries}")
     if args.train_queries is not None and args.train_queries < 1:
         raise ValueError(f"--train-queries must be at least 1, got {args.train_queries}")
 
@@ -430,37 +499,50 @@ def _check_args(args: argparse.Namespace) -> None:
 def measure_all(args: argparse.Namespace, device: torch.device,
                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every requested method; a method that fails costs its row, not the run."""
+    from bench.training import images_per_task
     from methods import METHODS
-    from methods.plugins import resolve_method
+    from methods.plugins import method_class, resolve_method
 
     _check_args(args)
     sources = dict(resolve_method(m) for m in (args.methods or METHODS.names()))
     methods = list(sources)
     name, size, channels = dataset_shape(args.dataset, args.image_size)
     budgets = {m: speed_budget(m, name, args.shots, args) for m in methods}
-    per_class = max(b.train_shots + b.train_queries for b in budgets.values())
+    val_per_class = max((b.val_shots or args.shots) + args.queries for b in budgets.values())
     from datasets import DATASETS
     from datasets.augment import augmentation_applies
 
-    # The standard split's number of training classes, so MTL's head matrix has its real size.
+    # The standard split's number of training classes, so MTL's head matrix has its real size;
+    # enough images per class for every episode, and for every batch of images.
     info = DATASETS.get(name)
-    dataset = synthetic_dataset(name, size, channels, info.train_classes, per_class, args.seed)
-    # The dataset's declared augmentation, at the measured image size where it is defined
-    # there (--image-size may ask for another; then the step runs without augmentation).
+    per_class = max(max(b.train_shots + b.train_queries,
+                        -(-b.meta_batch // info.train_classes)
+                        if method_class(m, sources[m]).training_batches == "images" else 1)
+                    for m, b in budgets.items())
+    dataset = synthetic_dataset(name, size, channels, info.train_classes, per_class, args.seed,
+                                val_classes=max(5, args.ways), val_per_class=val_per_class)
+    # The budget's augmentation (the dataset's declared one, or none), at the measured image
+    # size where it is defined there (--image-size may ask for another; then the step runs
+    # without augmentation).
     applies = augmentation_applies(info.train_augmentation, size)
     info = replace(info, image_size=size,
                    train_augmentation=info.train_augmentation if applies else None)
     entries: list[dict[str, Any]] = []
     for method in methods:
         budget = budgets[method]
+        if not augmentation_applies(budget.augmentation, size):
+            budget = replace(budget, augmentation=None)
         config = RunConfig(method=method, dataset=name, ways=args.ways, shots=args.shots,
                            seed=args.seed, budget=budget, precision=args.precision,
-                           compile=args.compile, method_source=sources[method])
+                           compile=args.compile, queries=args.queries, solver=args.solver,
+                           select_on=args.select_on, method_source=sources[method])
+        budget = config.budget
         entry: dict[str, Any] = {
             "method": method, "display_name": METHODS.get(method).display_name,
             "backbone": budget.backbone, "feature_mode": budget.feature_mode,
             "meta_batch": budget.meta_batch,
-            "images_per_task": args.ways * (budget.train_shots + budget.train_queries),
+            "images_per_task": images_per_task(method_class(method, sources[method]),
+                                               args.ways, budget),
             "budget": budget.to_dict(),
         }
         if progress:
@@ -468,7 +550,7 @@ def measure_all(args: argparse.Namespace, device: torch.device,
                      f"{budget.meta_batch} x {entry['images_per_task']} images per step)")
         try:
             entry.update(measure_method(config, dataset, device, args.steps, args.warmup,
-                                        info=info))
+                                        info=info, val_episodes=args.val_episodes))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # one failing method (e.g. out of memory) costs its row
@@ -499,6 +581,7 @@ def measure_all(args: argparse.Namespace, device: torch.device,
         "backends": backend_settings(device),
         "provenance": info,
         "methods": entries,
+        "val_episodes": args.val_episodes, "select_on": args.select_on,
         "budget_overrides": budget_overrides(args),
         "extrapolation": extrapolate(entries, args.assume_epochs, REFERENCE_CSV,
                                      budget_overrides(args)),

@@ -48,16 +48,33 @@ def paper_ratio(method: str, reference: str, reference_csv: Path = REFERENCE_CSV
 
 
 def budget_projection(entry: dict[str, Any], assume_epochs: int) -> dict[str, Any]:
-    """Device-hours of the whole budget = median step time x optimiser steps of the budget."""
+    """Device-hours of the whole budget, both figures of a run's result:
+
+    - training (``train_device_hours``, also ``device_hours``) = median step time x the
+      budget's optimiser steps;
+    - run (``run_device_hours``) = that plus an epoch's validation (measured seconds per
+      validation episode x the budget's validation episodes) x epochs; None when validation
+      was not timed.
+    """
     budget = entry["budget"]
     early = budget["early_stop_patience"] is not None
     epochs = min(assume_epochs, budget["epochs"]) if early else budget["epochs"]
     total = epochs * budget["steps_per_epoch"]
     step_s = entry["step"]["median_s"]
+    train_hours = step_s * total / 3600.0
+    epoch_seconds = step_s * budget["steps_per_epoch"]
+    validation = entry.get("validation")
+    val_seconds = (validation["seconds_per_episode"] * budget["val_episodes"]
+                   if validation else None)
     return {"epochs": epochs, "epochs_assumed": early, "max_epochs": budget["epochs"],
             "steps_per_epoch": budget["steps_per_epoch"], "total_steps": total,
-            "epoch_seconds": step_s * budget["steps_per_epoch"],
-            "device_hours": step_s * total / 3600.0}
+            "epoch_seconds": epoch_seconds, "device_hours": train_hours,
+            "train_device_hours": train_hours,
+            "val_episodes_per_epoch": budget["val_episodes"],
+            "validation_epoch_seconds": val_seconds,
+            "run_epoch_seconds": epoch_seconds + val_seconds if validation else None,
+            "run_device_hours": ((epoch_seconds + val_seconds) * epochs / 3600.0
+                                 if validation else None)}
 
 
 def extrapolate(entries: list[dict[str, Any]], assume_epochs: int,
@@ -71,10 +88,13 @@ def extrapolate(entries: list[dict[str, Any]], assume_epochs: int,
     budget (budgets that stop early run ``assume_epochs`` epochs, see
     :data:`DEFAULT_ASSUMED_EPOCHS`), its images/s over the reference's, and, where the paper
     reports both (``reference_csv``), the paper's ratio and the number of the method's epochs
-    at which the measured step times would reproduce it. Validation is excluded (timing rule),
-    while the paper's GPU-hours most likely include it. ``overrides`` (budget fields changed on
-    the command line) are recorded: with any, the ratios are the overridden budgets'. None
-    without a reference measurement and at least one other.
+    at which the measured times would reproduce it. Both cost figures of a run are
+    extrapolated: training steps only (``per_epoch``, ``full_budget``; the timing rule) and
+    the whole training loop with its validation (``per_epoch_run``, ``full_budget_run``; what
+    the paper's GPU-hours count, so ``epochs_for_paper_ratio_run`` is the comparable break-even
+    point). ``overrides`` (budget fields changed on the command line) are recorded: with any,
+    the ratios are the overridden budgets'. None without a reference measurement and at least
+    one other.
     """
     from methods import efficiency_reference
 
@@ -103,6 +123,15 @@ def extrapolate(entries: list[dict[str, Any]], assume_epochs: int,
         if paper is not None:
             row["epochs_for_paper_ratio"] = (ref_p["device_hours"] * 3600.0
                                              / (paper["ratio"] * mine["epoch_seconds"]))
+        run_known = (mine.get("run_device_hours") is not None
+                     and ref_p.get("run_device_hours") is not None)
+        row["per_epoch_run"] = (ref_p["run_epoch_seconds"] / mine["run_epoch_seconds"]
+                                if run_known else None)
+        row["full_budget_run"] = (ref_p["run_device_hours"] / mine["run_device_hours"]
+                                  if run_known else None)
+        if paper is not None and run_known:
+            row["epochs_for_paper_ratio_run"] = (ref_p["run_device_hours"] * 3600.0
+                                                 / (paper["ratio"] * mine["run_epoch_seconds"]))
         methods[name] = row
     return {
         "reference": reference.name, "reference_display_name": reference.display_name,
@@ -110,10 +139,10 @@ def extrapolate(entries: list[dict[str, Any]], assume_epochs: int,
         "reference_budget": ref["budget"]["name"], "overrides": overrides,
         "assumption": (
             f"budgets that stop early (after a number of epochs their papers do not report) "
-            f"are assumed to run {assume_epochs} epochs (--assume-epochs). Training steps only: "
-            f"validation is excluded by the timing rule, although the paper's GPU-hours "
-            f"probably include it ({reference.display_name} validates "
-            f"{ref['budget']['val_episodes']} episodes per epoch)."),
+            f"are assumed to run {assume_epochs} epochs (--assume-epochs). 'train' counts "
+            f"training steps only (the timing rule); 'run' adds each epoch's validation "
+            f"({reference.display_name} validates {ref['budget']['val_episodes']} episodes per "
+            f"epoch), as the paper's GPU-hours do: compare the paper's ratio with 'run'."),
         "methods": methods,
     }
 
@@ -163,7 +192,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"after {report['warmup']} warm-up")
     columns = ["method", "backbone", "img/step", "step ms (med/mean)", "img/s", "TFLOP/s",
                "peak MiB", "backbone img/s", "backbone TFLOP/s", "method/backbone",
-               "budget h"]
+               "val ms/episode", "budget h (train)", "budget h (run)"]
     rows = []
     for e in report["methods"]:
         if "error" in e:
@@ -171,15 +200,20 @@ def format_report(report: dict[str, Any]) -> str:
                         + [""] * (len(columns) - 4))
             continue
         s, b = e["step"], e["backbone_step"]
-        peak = s["peak_memory_bytes"]
+        peak, projection = s["peak_memory_bytes"], e["paper_budget"]
+        star = "*" if projection["epochs_assumed"] else ""
+        validation = e.get("validation")
         rows.append([
             e["method"], f"{e['backbone']}/{e['feature_mode']}", str(s["images_per_step"]),
             f"{_fmt(s['median_s'], 1e3)} / {_fmt(s['mean_s'], 1e3)}",
             _fmt(s["images_per_s"]), _fmt(s["tflops_per_s"], digits=3),
             _fmt(peak / 2**20 if peak is not None else None, digits=0),
             _fmt(b["images_per_s"]), _fmt(b["tflops_per_s"], digits=3),
-            f"{e['throughput_ratio']:.3f}", _fmt(e["paper_budget"]["device_hours"], digits=2)
-            + ("*" if e["paper_budget"]["epochs_assumed"] else ""),
+            f"{e['throughput_ratio']:.3f}",
+            _fmt(validation["seconds_per_episode"] if validation else None, 1e3),
+            _fmt(projection["device_hours"], digits=2) + star,
+            _fmt(projection.get("run_device_hours"), digits=2)
+            + (star if projection.get("run_device_hours") is not None else ""),
         ])
     widths = [max(len(columns[i]), *(len(r[i]) for r in rows)) if rows else len(columns[i])
               for i in range(len(columns))]
@@ -196,7 +230,10 @@ def format_report(report: dict[str, Any]) -> str:
                     + (" and hit its recompile limit (the frame then runs eagerly)"
                        if info["recompile_limit_hit"] else "")
                     + "; this is no steady state (TORCH_LOGS=recompiles says why)")
-    lines.append(f"\nbudget h: median step x optimiser steps of the {report['budget']} budget "
+    lines.append(f"\nbudget h (train): median step x optimiser steps of the {report['budget']} "
+                 f"budget; budget h (run): plus each epoch's validation (val ms/episode x the "
+                 f"budget's validation episodes; {report.get('val_episodes', 0)} episodes "
+                 f"timed, {report.get('select_on', 'unified')} protocol) "
                  f"(* early stopping: {report['assume_epochs']} epochs assumed). "
                  f"peak: {report['memory_note']}.")
     ext = report.get("extrapolation")
@@ -208,14 +245,20 @@ def format_report(report: dict[str, Any]) -> str:
         names = {e["method"]: e.get("display_name", e["method"]) for e in report["methods"]}
         for name, row in ext["methods"].items():
             paper, shown = row.get("paper"), names.get(name, name)
+            run = row.get("full_budget_run") is not None
             lines.append(
                 f"{ref} / {shown} device-hours: {row['per_step']:.2f}x per step, "
-                f"{row['per_image']:.2f}x per image, {row['per_epoch']:.2f}x per epoch, "
-                f"{row['full_budget']:.2f}x for the whole budgets ({ext['reference_epochs']} vs "
+                f"{row['per_image']:.2f}x per image; train: {row['per_epoch']:.2f}x per epoch, "
+                f"{row['full_budget']:.2f}x for the whole budgets"
+                + (f"; run (with validation): {row['per_epoch_run']:.2f}x per epoch, "
+                   f"{row['full_budget_run']:.2f}x for the whole budgets" if run else "")
+                + f" ({ext['reference_epochs']} vs "
                 f"{row['epochs']}{' assumed' if row['epochs_assumed'] else ''} epochs)"
                 + (f"; paper: {paper['ratio']:.1f}x ({paper['reference_gpu_hours']} vs "
                    f"{paper['method_gpu_hours']} GPU-hours, {paper['source']}), reached with "
                    f"{row['epochs_for_paper_ratio']:.1f} {shown} epochs at these step times"
+                   + (f" (train), {row['epochs_for_paper_ratio_run']:.1f} with validation "
+                      "(run, the paper's clock)" if "epochs_for_paper_ratio_run" in row else "")
                    if paper else "") + ".")
         lines.append(f"  Assumption: {ext['assumption']}")
         if ext.get("overrides"):

@@ -22,9 +22,23 @@ from core.atomic import write_text_atomic
 from methods import comparison_baseline
 
 TABLE_FILES = ("accuracy.csv", "accuracy.md", "efficiency.csv", "efficiency.md",
-               "figure2.png", "device_hours.png")
+               "figure2.png", "device_hours.png", "l2_penalty.csv", "l2_penalty.md",
+               "l2_penalty.png")
 COMPARISON_FILES = ("comparison.csv", "comparison.md")
 _BLOCK = ["dataset", "ways", "budget"]
+
+
+def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its ``method`` column naming the variant too (the tables' ``variant``
+    column: settings other than the budget's) where one method ran with several settings, so
+    their rows stay apart; the full tables name every variant."""
+    if frame.empty or "variant" not in frame:
+        return frame
+    several = {m for m, group in frame.groupby("method") if group["variant"].nunique() > 1}
+    frame = frame.copy()
+    frame["method"] = [f"{m} ({v or 'budget defaults'})" if m in several else m
+                       for m, v in zip(frame["method"], frame["variant"])]
+    return frame
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -112,7 +126,8 @@ def brief_summary(folder: Path, margin: float = DEFAULT_MARGIN) -> str:
                                display=lambda n: display_name({"method": n}))
     write_text_atomic(folder / "comparison.csv", comparison_csv(pairs))
     write_text_atomic(folder / "comparison.md", comparison_markdown(pairs, margin))
-    acc, cost = accuracy_rows(results), efficiency_rows(results)
+    acc, cost = _labelled(accuracy_rows(results)), _labelled(efficiency_rows(results))
+    pairs = _labelled(pairs)
     lines: list[str] = []
     for key, block in acc.groupby(_BLOCK, sort=True):
         dataset, ways, budget = key

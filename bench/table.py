@@ -1,16 +1,30 @@
 """``bench table``: a pure function from result files to the paper's tables.
 
-- accuracy (Wang et al. 2021, Table 3 layout): a row per method, backbone, protocol and budget;
-  a column per dataset and shot count; cells "mean ± CI". Over two or more seeds the ± is a
-  t-based 95% CI over seed means; a single-seed cell (marked †) shows the 95% CI over episodes.
-  The paper's reported numbers (``results/reference/paper.csv``) appear as extra rows where
-  method and dataset match.
-- efficiency (Table 4 layout): accuracy, device-hours, device, images seen, speed-up relative to
-  MetaOptNet under the same dataset, shots and budget.
+Rows are experiments: the runs of one identity minus the seed
+(:meth:`bench.config.RunConfig.identity`: every setting that can change a number, and the
+dataset's fingerprint). Two results that differ in any setting are two rows, never averaged;
+their ``variant`` column says how each differs from its budget's defaults
+(:meth:`bench.config.RunConfig.variant`: ``normalize_features=false``, ``backbone=conv4-32``;
+empty for the defaults). Results made from data with different fingerprints are told apart
+the same way (``data 1a2b3c4d``). Two finished results of one identity and seed are an error.
+
+- accuracy (Wang et al. 2021, Table 3 layout): a row per method, backbone, protocol, budget
+  and variant; a column per dataset and shot count; cells "mean ± CI". Over two or more seeds
+  the ± is a t-based 95% CI over seed means; a single-seed cell (marked †) shows the 95% CI
+  over episodes. The paper's reported numbers (``results/reference/paper.csv``) appear as extra
+  rows where a measured method claims them (:attr:`methods.base.FewShotMethod.reported_as`),
+  labelled with their head where the source has several (MetaOptNet-SVM, MetaOptNet-RR).
+- efficiency (Table 4 layout): accuracy, both cost figures (training device-hours, and run
+  device-hours: training plus validation, which is what the paper's GPU-hours count), each
+  with its speed-up relative to the efficiency reference method (MetaOptNet) in the same cell
+  (dataset, shots, budget, sweep settings) on the same device and device count. Runs on
+  different devices are different rows: device-hours are never averaged across devices or
+  units.
 
 Outputs: ``accuracy.csv``, ``accuracy.md``, ``efficiency.csv``, ``efficiency.md``, and the plots
 ``figure2.png`` (accuracy vs speed-up relative to MetaOptNet, the paper's Figure 2) and
-``device_hours.png`` (accuracy vs device-hours).
+``device_hours.png`` (accuracy vs device-hours); with eval results (``bench eval``), also the
+L2-penalty table ``l2_penalty.{csv,md,png}`` (Table 5, :mod:`bench.l2_table`).
 """
 from __future__ import annotations
 
@@ -22,7 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.results import RunResult, read_result
+from bench.cells import cell_settings
+from bench.config import RunConfig, canonical_json
+from bench.results import ResultFileError, RunResult, data_fingerprint, read_result
 from core.atomic import write_text_atomic
 from datasets import by_benchmark
 from methods import METHODS
@@ -33,7 +49,9 @@ from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
-SKIP_DIRS = {"reference", "speed", "theory"}
+SKIP_DIRS = {"reference", "speed", "theory", "evals", "models"}
+"""Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
+files)."""
 
 
 def display_name(config: dict[str, Any]) -> str:
@@ -48,6 +66,18 @@ def display_name(config: dict[str, Any]) -> str:
     return METHODS.get(method).display_name if method in METHODS else method
 
 
+CLOCKS = ("train", "run")
+#: What each cost figure counts, for the tables' footers.
+CLOCK_NOTES = {
+    "train": "training device-hours: the timing rule's training steps only",
+    "run": "run device-hours: training plus validation, the whole training loop as it ran "
+           "(every epoch early stopping needed included)",
+}
+PAPER_CLOCK_NOTE = (
+    "The paper's GPU-hours (Table 4 and Figure 2) are whole training runs, whose loops validate "
+    "every epoch: they correspond to run device-hours.")
+
+
 @dataclass(frozen=True)
 class Reference:
     """The method that speed-ups are relative to (the class that declares
@@ -56,9 +86,15 @@ class Reference:
     name: str
     display: str
 
+    def speedup(self, clock: str) -> str:
+        """The efficiency frame's speed-up column for ``clock`` ("train" or "run")."""
+        return f"speedup_{clock}_vs_{self.name}"
+
     @property
     def speedup_column(self) -> str:
-        return f"speedup_vs_{self.name}"
+        """The speed-up the paper's Figure 2 shows: run device-hours
+        (:data:`PAPER_CLOCK_NOTE`)."""
+        return self.speedup("run")
 
 
 def efficiency_reference() -> Reference:
@@ -67,7 +103,7 @@ def efficiency_reference() -> Reference:
 
 
 def load_results(folder: Path) -> list[RunResult]:
-    """Every result file under ``folder`` (recursively, skipping reference/speed/theory)."""
+    """Every result file under ``folder`` (recursively, skipping :data:`SKIP_DIRS`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"results folder {folder} does not exist; run `python -m bench "
@@ -81,64 +117,156 @@ def _column(dataset: str, ways: int, shots: int) -> str:
     return f"{dataset} {ways}-way {shots}-shot"
 
 
-def accuracy_rows(results: list[RunResult]) -> pd.DataFrame:
-    """Long form: one row per (method, backbone, protocol, budget, dataset, ways, shots)."""
-    groups: dict[tuple, list[RunResult]] = defaultdict(list)
+@dataclass
+class Experiment:
+    """The runs of one identity minus the seed (a table row before protocols and devices)."""
+
+    config: dict[str, Any]  # the first run's (all share every setting but the seed)
+    fingerprint: str | None
+    runs: list[RunResult]
+    variant: str = ""
+
+
+def _settings_and_variant(config: dict[str, Any]) -> tuple[str, str]:
+    """(canonical settings, variant label) of a result's config."""
+    try:
+        run = RunConfig.from_dict(config)
+    except (TypeError, ValueError, KeyError):
+        flat = {k: v for k, v in config.items() if k not in ("seed", "method_source")}
+        return canonical_json(flat), "settings as recorded"
+    return canonical_json(run.settings()), run.variant()
+
+
+def experiments(results: list[RunResult]) -> list[Experiment]:
+    """Finished results grouped by identity minus the seed; a variant label per group (with
+    ``data <fingerprint>`` where one configuration was run on several datasets' contents).
+    Two finished results of one identity and seed raise :class:`ResultFileError` naming both."""
+    groups: dict[tuple[str, str | None], Experiment] = {}
+    seen: dict[tuple[str, str | None, int], RunResult] = {}
     for r in results:
         if r["status"] != "ok":
             continue
-        c = r["config"]
-        base = (c["method"], c["budget"]["backbone"], c["budget"]["name"], c["dataset"],
-                c["ways"], c["shots"])
-        if r.get("native_is_unified"):  # one row: native is the unified protocol
-            groups[base + ("unified (= native)",)].append(r)
-            continue
-        for protocol in ("unified", "native"):
-            if protocol in r["test"]:
-                groups[base + (protocol,)].append(r)
+        settings, variant = _settings_and_variant(r["config"])
+        fingerprint = data_fingerprint(r)
+        key = (settings, fingerprint)
+        seed_key = (settings, fingerprint, int(r["config"]["seed"]))
+        if seed_key in seen:
+            raise ResultFileError(
+                f"two finished results of the same run (identity and seed "
+                f"{r['config']['seed']}): {seen[seed_key]['key']} and {r['key']}; they would "
+                "be averaged as if they were two seeds. Remove one of them (a copied folder?)")
+        seen[seed_key] = r
+        if key not in groups:
+            groups[key] = Experiment(r["config"], fingerprint, [], variant)
+        groups[key].runs.append(r)
+    by_settings: dict[str, list[Experiment]] = defaultdict(list)
+    for (settings, _), experiment in groups.items():
+        by_settings[settings].append(experiment)
+    for group in by_settings.values():
+        if len(group) > 1:  # one configuration on several datasets' contents
+            for experiment in group:
+                data = (f"data {experiment.fingerprint[:8]}" if experiment.fingerprint
+                        else "data unknown")
+                experiment.variant = ", ".join(v for v in (experiment.variant, data) if v)
+    return list(groups.values())
+
+
+ACCURACY_COLUMNS = ["method", "backbone", "protocol", "budget", "dataset", "ways", "shots",
+                    "seeds", "episodes", "mean", "ci95", "ci_kind", "source", "variant"]
+
+
+def accuracy_rows(results: list[RunResult]) -> pd.DataFrame:
+    """Long form: one row per experiment (identity minus seed) and protocol."""
     rows = []
-    for (method, backbone, budget, dataset, ways, shots, protocol), runs in groups.items():
-        key = protocol.split(" ")[0]
-        means = [run["test"][key]["mean"] for run in runs]
-        if len(runs) >= 2:
-            ci, kind = seed_ci95(means), "seeds-t95"
-        else:
-            ci, kind = runs[0]["test"][key]["ci95"], "episodes-95"
-        rows.append({
-            "method": display_name(runs[0]["config"]), "backbone": backbone,
-            "protocol": protocol,
-            "budget": budget, "dataset": dataset, "ways": ways, "shots": shots,
-            "seeds": len(runs), "episodes": int(np.mean([len(r["test"][key]["accuracies"])
-                                                          for r in runs])),
-            "mean": float(np.mean(means)), "ci95": float(ci), "ci_kind": kind,
-            "source": "measured",
-        })
-    return pd.DataFrame(rows, columns=["method", "backbone", "protocol", "budget", "dataset",
-                                       "ways", "shots", "seeds", "episodes", "mean", "ci95",
-                                       "ci_kind", "source"])
+    for experiment in experiments(results):
+        runs, c = experiment.runs, experiment.config
+        protocols = (["unified (= native)"] if runs[0].get("native_is_unified")
+                     else [p for p in ("unified", "native") if p in runs[0]["test"]])
+        for protocol in protocols:
+            key = protocol.split(" ")[0]
+            means = [run["test"][key]["mean"] for run in runs]
+            if len(runs) >= 2:
+                ci, kind = seed_ci95(means), "seeds-t95"
+            else:
+                ci, kind = runs[0]["test"][key]["ci95"], "episodes-95"
+            rows.append({
+                "method": display_name(c), "backbone": c["budget"]["backbone"],
+                "protocol": protocol, "budget": c["budget"]["name"], "dataset": c["dataset"],
+                "ways": c["ways"], "shots": c["shots"], "seeds": len(runs),
+                "episodes": int(np.mean([len(r["test"][key]["accuracies"]) for r in runs])),
+                "mean": float(np.mean(means)), "ci95": float(ci), "ci_kind": kind,
+                "source": "measured", "variant": experiment.variant,
+            })
+    return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
+
+
+def reported_names(display: str) -> dict[str, str]:
+    """The reference rows (``results/reference/paper.csv``: method, or method-head) that the
+    registered method shown as ``display`` claims, each with why (its class's
+    ``reported_as``; default: its own name)."""
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        if cls.display_name == display:
+            return dict(cls.reported_as) or {cls.display_name: ""}
+    return {display: ""}
+
+
+def reference_name(row: Any) -> str:
+    """A reference row's name: its method, with its head where the source names one
+    (``MetaOptNet-RR``)."""
+    head = row.get("head") if hasattr(row, "get") else None
+    head = str(head).strip() if head is not None and pd.notna(head) else ""
+    return f"{row['method']}-{head}" if head else str(row["method"])
 
 
 def reference_rows(measured: pd.DataFrame, reference_csv: Path = REFERENCE_CSV,
                    table: str = "3", metric: str = "test_accuracy_pct") -> pd.DataFrame:
-    """The paper's reported numbers for the (method, dataset) pairs present in ``measured``."""
+    """The paper's reported numbers that a measured method claims on a measured dataset
+    (:attr:`methods.base.FewShotMethod.reported_as`: MetaOptNet the SVM rows, R2D2 its own
+    and MetaOptNet-RR's); each row's variant says which head it reports and, where that is
+    not the measured method's own name, which measured method it is shown for."""
     if measured.empty or not Path(reference_csv).exists():
         return measured.iloc[0:0]
     ref = pd.read_csv(reference_csv, dtype={"table": str})
     ref = ref[(ref["table"] == table) & (ref["metric"] == metric)]
     to_ours = by_benchmark()  # the paper's dataset names -> ours
-    present = {(m.lower(), d) for m, d in zip(measured["method"], measured["dataset"])}
+    claims: dict[tuple[str, str], str] = {}  # (reference name lower, dataset) -> claimed by
+    for display, dataset in zip(measured["method"], measured["dataset"]):
+        for name in reported_names(display):
+            claims.setdefault((name.lower(), dataset), display)
+    notes = {}
     rows = []
     for _, r in ref.iterrows():
         dataset = to_ours.get(r["dataset"])
-        if dataset is None or (str(r["method"]).lower(), dataset) not in present:
+        name = reference_name(r)
+        claimed = claims.get((name.lower(), dataset)) if dataset is not None else None
+        if claimed is None:
             continue
-        rows.append({"method": r["method"], "backbone": r["backbone"], "protocol": "reported",
+        head = HEADS.get(str(r.get("head", "")).strip(), "")
+        note = ", ".join(x for x in (head, f"shown for {claimed}" if claimed.lower()
+                                     != str(r["method"]).lower() else "") if x)
+        rows.append({"method": name, "backbone": r["backbone"], "protocol": "reported",
                      "budget": "paper", "dataset": dataset, "ways": int(r["ways"]),
                      "shots": int(r["shots"]), "seeds": 0, "episodes": 0,
                      "mean": float(r["value"]),
                      "ci95": float(r["ci95"]) if pd.notna(r["ci95"]) else float("nan"),
-                     "ci_kind": "as reported", "source": str(r["source"])})
-    return pd.DataFrame(rows, columns=measured.columns)
+                     "ci_kind": "as reported", "source": str(r["source"]), "variant": note})
+        why = reported_names(claimed).get(name, "")
+        if why:
+            notes[name] = f"{name} is shown for {claimed}: {why}."
+    frame = pd.DataFrame(rows, columns=measured.columns)
+    frame.attrs["notes"] = list(notes.values())
+    return frame
+
+
+def reference_notes(reference: pd.DataFrame) -> list[str]:
+    """Why some reference rows are shown for a method of another name
+    (:func:`reference_rows`)."""
+    return list(reference.attrs.get("notes", []))
+
+
+#: What the ``head`` column of ``results/reference/paper.csv`` abbreviates.
+HEADS = {"SVM": "SVM head", "RR": "ridge-regression head"}
 
 
 def _cell(mean: float, ci: float, kind: str) -> str:
@@ -162,68 +290,113 @@ def accuracy_markdown(long: pd.DataFrame) -> str:
                                zip(long["dataset"], long["ways"], long["shots"])],
                        cell=[_cell(m, c, k) for m, c, k in
                              zip(long["mean"], long["ci95"], long["ci_kind"])])
-    keys = ["method", "backbone", "protocol", "budget"]
+    keys = ["method", "backbone", "protocol", "budget", "variant"]
     columns = sorted(long["column"].unique())
     wide = long.pivot_table(index=keys, columns="column", values="cell", aggfunc="first")
     wide = wide.reindex(columns=columns).fillna("–").reset_index()
     wide = wide.sort_values(keys, key=lambda s: s.map(str.lower)).reset_index(drop=True)
+    wide = wide[["method", "backbone", "protocol", "budget", *columns, "variant"]]
     return _markdown(wide) + "\n"
 
 
+EFFICIENCY_COLUMNS = ["method", "backbone", "budget", "dataset", "ways", "shots", "seeds",
+                      "accuracy_unified", "accuracy_native", "train_device_hours",
+                      "run_device_hours", "device_hours", "unit", "device", "device_count",
+                      "images_seen", "steps", "variant"]
+
+
+def _device(run: RunResult) -> tuple[str, int, str]:
+    prov, timings = run.get("provenance", {}), run["timings"]
+    return (str(prov.get("device", "?")), int(prov.get("device_count", 1) or 1),
+            str(timings.get("device_hours_unit", "device-hours")))
+
+
+def _is_reference_default(config: dict[str, Any]) -> bool:
+    """The run's budget is its budget's default (the speed-up's reference arm)."""
+    try:
+        run = RunConfig.from_dict(config)
+        default = run.defaults()
+    except (TypeError, ValueError, KeyError):
+        return False
+    return default is not None and default.settings()["budget"] == run.settings()["budget"]
+
+
 def efficiency_rows(results: list[RunResult]) -> pd.DataFrame:
-    groups: dict[tuple, list[RunResult]] = defaultdict(list)
-    for r in results:
-        if r["status"] != "ok":
-            continue
-        c = r["config"]
-        groups[(c["method"], c["budget"]["backbone"], c["budget"]["name"], c["dataset"],
-                c["ways"], c["shots"])].append(r)
-    rows = []
-    for (method, backbone, budget, dataset, ways, shots), runs in groups.items():
-        unified = [run["test"]["unified"]["mean"] for run in runs]
-        rows.append({
-            "method": display_name(runs[0]["config"]), "backbone": backbone, "budget": budget,
-            "dataset": dataset, "ways": ways, "shots": shots, "seeds": len(runs),
-            "accuracy_unified": float(np.mean(unified)),
-            "accuracy_native": float(np.mean([run["test"]["native"]["mean"] for run in runs])),
-            "device_hours": float(np.mean([run["timings"]["device_hours"] for run in runs])),
-            "unit": runs[0]["timings"]["device_hours_unit"],
-            "device": runs[0]["provenance"]["device"],
-            "images_seen": int(np.mean([run["timings"]["images_seen"] for run in runs])),
-            "steps": int(np.mean([run["timings"]["steps"] for run in runs])),
-        })
-    frame = pd.DataFrame(rows, columns=["method", "backbone", "budget", "dataset", "ways",
-                                        "shots", "seeds", "accuracy_unified", "accuracy_native",
-                                        "device_hours", "unit", "device", "images_seen",
-                                        "steps"])
+    """One row per experiment (identity minus seed) and device (name, count, unit): seeds
+    are averaged on one device only. Speed-ups (one per clock, :data:`CLOCKS`) are the
+    reference method's device-hours over the row's, in the same cell
+    (:func:`bench.cells.cell_settings`: dataset, ways, shots, budget name and sweep settings)
+    on the same device; where the reference method has several rows there (other budget
+    settings), the one with its budget's defaults (none: no speed-up)."""
+    rows, cells = [], []
+    for experiment in experiments(results):
+        by_device: dict[tuple[str, int, str], list[RunResult]] = defaultdict(list)
+        for run in experiment.runs:
+            by_device[_device(run)].append(run)
+        c = experiment.config
+        for (device, count, unit), runs in sorted(by_device.items()):
+            timings = [run["timings"] for run in runs]
+            rows.append({
+                "method": display_name(c), "backbone": c["budget"]["backbone"],
+                "budget": c["budget"]["name"], "dataset": c["dataset"], "ways": c["ways"],
+                "shots": c["shots"], "seeds": len(runs),
+                "accuracy_unified": float(np.mean([r["test"]["unified"]["mean"] for r in runs])),
+                "accuracy_native": float(np.mean([r["test"]["native"]["mean"] for r in runs])),
+                "train_device_hours": float(np.mean([t["train_device_hours"] for t in timings])),
+                "run_device_hours": float(np.mean([t["run_device_hours"] for t in timings])),
+                "device_hours": float(np.mean([t["train_device_hours"] for t in timings])),
+                "unit": unit, "device": device, "device_count": count,
+                "images_seen": int(np.mean([t["images_seen"] for t in timings])),
+                "steps": int(np.mean([t["steps"] for t in timings])),
+                "variant": experiment.variant,
+            })
+            cells.append((canonical_json(cell_settings(c)), device, count, unit,
+                          c["method"] == efficiency_reference().name, c))
+    frame = pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS)
     reference = efficiency_reference()
-    speedup = []
-    for row in frame.itertuples(index=False):
-        ref = frame[(frame["method"] == reference.display) & (frame["dataset"] == row.dataset)
-                    & (frame["ways"] == row.ways) & (frame["shots"] == row.shots)
-                    & (frame["budget"] == row.budget) & (frame["unit"] == row.unit)]
-        ok = not ref.empty and row.device_hours > 0
-        speedup.append(float(ref["device_hours"].iloc[0] / row.device_hours) if ok
-                       else float("nan"))
-    return frame.assign(**{reference.speedup_column: speedup})
+    references = []
+    for cell in cells:
+        refs = [j for j, other in enumerate(cells) if other[4] and other[:4] == cell[:4]]
+        if len(refs) > 1:
+            refs = [j for j in refs if _is_reference_default(cells[j][5])]
+        references.append(refs)
+    for clock in CLOCKS:
+        column, speedup = f"{clock}_device_hours", []
+        for i, row in enumerate(frame.itertuples(index=False)):
+            refs = references[i]
+            hours = getattr(row, column)
+            ok = len(refs) == 1 and hours > 0
+            speedup.append(float(frame[column].iloc[refs[0]] / hours) if ok else float("nan"))
+        frame[reference.speedup(clock)] = speedup
+    return frame
 
 
 def efficiency_markdown(frame: pd.DataFrame, reference_csv: Path = REFERENCE_CSV) -> str:
     if frame.empty:
         return "_No finished results._\n"
     reference = efficiency_reference()
+
+    def speedups(clock: str) -> pd.Series:
+        return frame[reference.speedup(clock)].map(
+            lambda v: "–" if np.isnan(v) else f"{v:.1f}x")
+
     shown = pd.DataFrame({
         "method": frame["method"], "backbone": frame["backbone"], "budget": frame["budget"],
         "dataset": [_column(d, w, s) for d, w, s in
                     zip(frame["dataset"], frame["ways"], frame["shots"])],
         "accuracy (unified)": frame["accuracy_unified"].map("{:.2f}".format),
         "accuracy (native)": frame["accuracy_native"].map("{:.2f}".format),
-        "device-hours": [f"{h:.4f} {u}" for h, u in zip(frame["device_hours"], frame["unit"])],
+        "train device-hours": [f"{h:.4f} {u}" for h, u in
+                               zip(frame["train_device_hours"], frame["unit"])],
+        f"speed-up vs {reference.display} (train)": speedups("train"),
+        "run device-hours": [f"{h:.4f} {u}" for h, u in
+                             zip(frame["run_device_hours"], frame["unit"])],
+        f"speed-up vs {reference.display} (run)": speedups("run"),
         "images seen": frame["images_seen"].map("{:,}".format),
-        f"speed-up vs {reference.display}": frame[reference.speedup_column].map(
-            lambda v: "–" if np.isnan(v) else f"{v:.1f}x"),
-        "device": frame["device"],
-    }).sort_values(["dataset", "method"], key=lambda s: s.map(str.lower))
+        "device": [f"{d}" + (f" x{n}" if n > 1 else "") for d, n in
+                   zip(frame["device"], frame["device_count"])],
+        "variant": frame["variant"],
+    }).sort_values(["dataset", "method", "variant"], key=lambda s: s.map(str.lower))
     lines = [_markdown(shown.reset_index(drop=True))]
     if Path(reference_csv).exists():
         ref = pd.read_csv(reference_csv, dtype={"table": str})
@@ -235,9 +408,19 @@ def efficiency_markdown(frame: pd.DataFrame, reference_csv: Path = REFERENCE_CSV
         if reported:
             lines.append("\nReported in the paper (Table 4):\n")
             for r in reported:
-                lines.append(f"- {r['method']} {r['dataset']} {r['ways']}-way {r['shots']}-shot "
-                             f"{r['metric']}: {r['value']} ({r['source']})")
+                lines.append(f"- {reference_name(r)} {r['dataset']} {r['ways']}-way "
+                             f"{r['shots']}-shot {r['metric']}: {r['value']} ({r['source']})")
     return "\n".join(lines) + "\n"
+
+
+def efficiency_footer() -> str:
+    reference = efficiency_reference()
+    return (f"Two cost figures per row, each with its speed-up = {reference.display}'s "
+            f"device-hours / the row's ({reference.display} with its budget's defaults, same "
+            "dataset, shots, budget and sweep settings, same device and device count): "
+            f"{CLOCK_NOTES['train']}; {CLOCK_NOTES['run']}. {PAPER_CLOCK_NOTE} Runs on "
+            "different devices are separate rows (device-hours are never averaged across "
+            "devices).")
 
 
 def _without_native_adaptation() -> str:
@@ -271,13 +454,16 @@ def make_tables(folder: Path, out_dir: Path | None = None,
               + accuracy_markdown(accuracy)
               + f"\n± over two or more seeds: {SEED_CI_RULE}. † one seed: {EPISODE_CI_RULE}. "
               "‡ as reported in the paper (`results/reference/paper.csv`).\n"
-              "Protocols: unified = fresh logistic-regression head on frozen L2-normalised "
+              "Variant: the settings that differ from the budget's defaults (empty: the "
+              "defaults); rows of different settings are never averaged. "
+              + "".join(f"{note} " for note in reference_notes(reference))
+              + "Protocols: unified = fresh logistic-regression head on frozen L2-normalised "
               "features (Wang et al. 2021, Sec. 3.4); native = the method's own adaptation "
               "(a single \"unified (= native)\" row for methods without one, such as "
               f"{_without_native_adaptation()}); "
               "reported = the paper's number.\n")
     eff_md = ("## Training cost\n\n" + efficiency_markdown(efficiency, reference_csv)
-              + f"\nTiming rule: {TIMING_RULE}.\n")
+              + f"\n{efficiency_footer()}\nTiming rule: {TIMING_RULE}.\n")
     if failed:
         tail = "\n### Failed runs\n\n" + "\n".join(failed) + "\n"
         acc_md += tail
@@ -291,6 +477,9 @@ def make_tables(folder: Path, out_dir: Path | None = None,
 
     figure2(efficiency, out_dir / "figure2.png", reference_csv)
     accuracy_vs_device_hours(efficiency, out_dir / "device_hours.png")
-    return acc_md + "\n" + eff_md
+    from bench.l2_table import make_l2_table  # Table 5, from the eval results (if any)
+
+    l2_md = make_l2_table(folder, out_dir, reference_csv)
+    return acc_md + "\n" + eff_md + (f"\n{l2_md}" if l2_md else "")
 
 

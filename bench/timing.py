@@ -2,8 +2,10 @@
 
 The device is synchronised before every clock read. Training time counts whole optimiser
 steps, including episode sampling, data movement, augmentation and any compile or warm-up;
-validation, checkpointing and logging are timed separately and excluded. Device-hours =
-timed training seconds / 3600 x number of devices (on a CPU: CPU-hours, labelled as such).
+validation, checkpointing and logging are timed separately and excluded. Training
+device-hours = timed training seconds / 3600 x number of devices (on a CPU: CPU-hours,
+labelled as such). Run device-hours add the validation seconds: the whole training loop as it
+ran, which is what the paper's GPU-hours count (:mod:`bench.record`).
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from typing import Callable, Iterator
 import torch
 
 TIMING_RULE = (
-    "device-hours = synchronised wall-clock seconds of training steps (sampling, data movement, "
-    "augmentation, forward, backward, optimiser; compile and warm-up included) / 3600 x devices; "
-    "validation, checkpointing and logging excluded"
+    "training device-hours = synchronised wall-clock seconds of training steps (sampling, data "
+    "movement, augmentation, forward, backward, optimiser; compile and warm-up included) / 3600 "
+    "x devices; validation, checkpointing and logging excluded; run device-hours add the "
+    "validation seconds"
 )
 
 

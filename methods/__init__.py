@@ -16,11 +16,13 @@ def register_method(name: str, *aliases: str):
     """Class decorator registering a :class:`methods.base.FewShotMethod` subclass.
 
     Checks the class's declarations (its quick-budget hyperparameters against its
-    ``hparam_spec``, its augmentation policy) so a mistake fails at import, not mid-sweep.
+    ``hparam_spec``, its augmentation policy, its training batches, its Table 1 cell) so a
+    mistake fails at import, not mid-sweep.
     """
 
     def decorator(cls):
-        from methods.base import AUGMENTATION_POLICIES
+        from methods.base import AUGMENTATION_POLICIES, TRAINING_BATCHES
+        from methods.taxonomy import check_table1
 
         cls.name = name
         own = vars(cls)
@@ -29,9 +31,15 @@ def register_method(name: str, *aliases: str):
         for fact in ("efficiency_reference", "comparison_baseline"):
             if fact not in own:
                 setattr(cls, fact, False)
+        if "reported_as" not in own:
+            cls.reported_as = {}
         if cls.augmentation not in AUGMENTATION_POLICIES:
             raise ValueError(f"method {name!r}: augmentation must be one of "
                              f"{', '.join(AUGMENTATION_POLICIES)}, not {cls.augmentation!r}")
+        if cls.training_batches not in TRAINING_BATCHES:
+            raise ValueError(f"method {name!r}: training_batches must be one of "
+                             f"{', '.join(TRAINING_BATCHES)}, not {cls.training_batches!r}")
+        check_table1(f"method {name!r}", cls.table1)
         cls.resolve_hparams(cls.quick_hparams)
         module = cls.__module__
         origin = "built in" if module.startswith(f"{__name__}.") else f"module {module}"
@@ -67,6 +75,9 @@ from methods import anil as _anil  # noqa: E402,F401
 from methods import r2d2 as _r2d2  # noqa: E402,F401
 from methods import metaoptnet as _metaoptnet  # noqa: E402,F401
 from methods import protonet as _protonet  # noqa: E402,F401
+from methods import imaml as _imaml  # noqa: E402,F401
+from methods import minibatchprox as _minibatchprox  # noqa: E402,F401
+from methods import rfs as _rfs  # noqa: E402,F401
 
 # Then the methods installed packages declare (entry-point group bridgebench.methods).
 from methods.plugins import load_entry_points  # noqa: E402

@@ -12,13 +12,17 @@ head; the head's initialisation is meta-learned too, unless ``freeze_head_init``
 at zero (Eq. 5; Lin et al. 2021 report no loss in accuracy), in which case it is no parameter
 of the optimiser's at all (``requires_grad=False``, zeros in the state dict).
 
-Batch norm follows the module's mode: in training, one forward over the support and query images
-of all tasks normalises with the statistics of that whole batch (and updates the running
-statistics, as a plain forward does); at test time (eval mode) features use the running
-statistics, exactly the features the unified protocol sees, so the native and unified protocols
-of ANIL differ only in the head (inner-loop SGD vs. logistic regression). Defaults follow
+Batch norm uses each batch's own statistics, as in MAML (:mod:`methods.maml`) and in the code
+ANIL comes from (Raghu et al. build on Finn et al.'s MAML code, whose batch norm is always in
+training mode; learn2learn's ANIL likewise): in training, one forward over the support and query
+images of all tasks normalises with the statistics of that whole batch (and updates the running
+statistics, as a plain forward does); in the native adaptation (:meth:`ANIL.adapt`) each task's
+support set and each task's query set are normalised with their own statistics, in eval mode
+too, through scratch copies of the buffers, so the running statistics never change there. The
+running statistics serve the unified protocol only, which embeds images in eval mode. (Until
+issue 10 the native protocol used the running statistics instead.) Defaults follow
 learn2learn's ``anil-mi`` setting (docs/references.md#maml-anil): inner lr 0.1, 5 steps in
-training and at test.
+training and at test; the paper budget is Raghu et al.'s (:meth:`ANIL.paper_budget`).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from core.budget import TrainBudget
 from core.hparams import HParam
@@ -35,9 +40,10 @@ from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.backbones import Backbone
 from methods.base import Predictor
-from methods.inner_loop import (InnerLoopMethod, Order, Params, gradient_descent,
-                                inner_loop_hparams, linear_logits, maml_recipe,
-                                task_cross_entropy)
+from methods.inner_loop import (InnerLoopMethod, Order, Params, batch_statistics,
+                                gradient_descent, inner_loop_hparams, linear_logits,
+                                maml_recipe, scratch_buffers, task_cross_entropy)
+from methods.taxonomy import Table1Cell
 
 
 @register_method("anil")
@@ -47,6 +53,7 @@ class ANIL(InnerLoopMethod):
     starts every inner loop from zero and is not meta-learned)."""
 
     display_name = "ANIL"
+    table1 = Table1Cell("last layer", "early stopping")
     citation = ("Raghu, Raghu, Bengio & Vinyals 2020, Rapid Learning or Feature Reuse? (ICLR); "
                 "Wang, Zhao & Li 2021, Eq. 3-5")
     hparam_spec = {
@@ -57,9 +64,12 @@ class ANIL(InnerLoopMethod):
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
-        """Raghu et al. 2020 train ANIL with MAML's setup (:func:`maml_recipe`); the inner
-        loop keeps ANIL's own defaults (it runs on the head only)."""
-        return maml_recipe(dataset, shots, {})
+        """Raghu et al. 2020's setting: ANIL is built on Finn et al.'s MAML code and trained
+        with its hyperparameters (:func:`methods.inner_loop.maml_recipe`): on ImageNet-like
+        images Conv4-32, 5 inner steps of 0.01 in training and 10 at test; on small character
+        images Finn's Omniglot setting (1 step of 0.4, 3 at test, Conv4-64). (The class's own
+        defaults, learn2learn's ``anil-mi`` 0.1 x 5/5, are what smoke and quick use.)"""
+        return maml_recipe(dataset, shots)
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:
@@ -93,11 +103,22 @@ class ANIL(InnerLoopMethod):
         logits = linear_logits(query, head)
         return F.cross_entropy(logits.flatten(0, 1), batch.query_labels.flatten())
 
+    def batch_norm_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Features ``[T, N, D]`` of images ``[T, N, C, H, W]``, each task's ``N`` images
+        normalised with their own batch statistics (in any mode; dropout keeps the module's
+        mode), without a graph; the module's running statistics are not touched."""
+        with torch.no_grad(), batch_statistics(self.backbone):
+            return torch.stack([functional_call(self.backbone, scratch_buffers(self.backbone),
+                                                (images[t],))
+                                for t in range(images.shape[0])])
+
     def adapt(self, support: torch.Tensor, support_labels: torch.Tensor) -> Predictor:
-        """Support features once (no graph), then ``test_steps`` steps of ``test_inner_lr`` on
-        every task's head at once; the method's parameters are not touched."""
-        with torch.no_grad():
-            features = self.task_features(support)
+        """Support features once (no graph; each task's support set on its own batch
+        statistics, :meth:`batch_norm_features`), then ``test_steps`` steps of
+        ``test_inner_lr`` on every task's head at once; the predictor embeds each task's
+        queries on their own batch statistics. The method's parameters and buffers are not
+        touched."""
+        features = self.batch_norm_features(support)
         head = self.adapted_head(features, support_labels, self.test_lr,
                                  self.hparams["test_steps"], Order.NONE)
         head = {name: t.detach() for name, t in head.items()}
@@ -108,6 +129,6 @@ class ANIL(InnerLoopMethod):
                                  f"but got queries for {query.shape[0]}; pass [T, Q, C, H, W] "
                                  "with the same T as the support set")
             with torch.no_grad():
-                return linear_logits(self.task_features(query), head)
+                return linear_logits(self.batch_norm_features(query), head)
 
         return predict

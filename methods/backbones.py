@@ -4,8 +4,11 @@ CONTRACT (used by every method and the training step):
 - ``Backbone`` is an ``nn.Module`` mapping float images ``[B, C, H, W]`` to features ``[B, out_dim]``.
 - ``advance_schedule()`` is called once per optimiser step (DropBlock's ramp counts optimiser
   steps, not forward calls: docs/references.md#bugs-avoided, B4); ``schedule_step`` is that
-  count and is saved in ``state_dict`` (extra state), so checkpoints resume the ramp.
-- ``build_backbone(name, in_channels, image_size, feature_mode, drop_rate, dropblock_size)``.
+  count and is saved in ``state_dict`` (extra state), so checkpoints resume the ramp. How many
+  steps the ramp lasts is the budget's (``TrainBudget.dropblock_ramp_steps``), set so that it
+  ends where the reference's forward-call ramp ends (docs/references.md#backbones).
+- ``build_backbone(name, in_channels, image_size, feature_mode, drop_rate, dropblock_size,
+  ramp_steps)``.
 
 References:
 - Lee, Maji, Ravichandran & Soatto, "Meta-Learning with Differentiable Convex Optimization"
@@ -39,7 +42,8 @@ RESNET12_CHANNELS = (64, 160, 320, 640)
 DROPBLOCK_STAGES = (False, False, True, True)
 """Stages 1-2 use plain dropout, stages 3-4 DropBlock (docs/references.md#backbones)."""
 DROPBLOCK_RAMP_STEPS = 40_000
-"""Optimiser steps over which DropBlock's drop probability ramps from 0 to ``drop_rate``."""
+"""Default number of optimiser steps over which DropBlock's drop probability ramps from 0 to
+``drop_rate`` (the references' constant; budgets set their own)."""
 LEAKY_SLOPE = 0.1
 N_POOLS = 4
 """Both backbones halve the spatial size four times (one 2x2 max-pool per stage)."""
@@ -88,13 +92,16 @@ def default_dropblock_size(image_size: int) -> int:
 
 
 def dropblock_keep_rate(step: int, drop_rate: float,
-                        ramp_steps: int = DROPBLOCK_RAMP_STEPS) -> float:
+                        ramp_steps: int | None = DROPBLOCK_RAMP_STEPS) -> float:
     """Keep probability after ``step`` optimiser steps: ``max(1 - drop_rate*t/ramp, 1 - drop_rate)``.
 
-    The linear ramp of Ghiasi et al. (2018), with the 40,000-step constant of MetaOptNet/RFS.
-    Upstream counts forward calls; here ``t`` counts optimiser steps
-    (docs/references.md#bugs-avoided, B4).
+    The linear ramp of Ghiasi et al. (2018). Upstream counts forward calls over 40,000 counts;
+    here ``t`` counts optimiser steps (docs/references.md#bugs-avoided, B4) over ``ramp_steps``
+    (0: the full drop rate at once; None: the ramp never advances, keep rate 1, as in
+    MetaOptNet's 4-GPU ``DataParallel`` runs, docs/references.md#backbones).
     """
+    if ramp_steps is None:
+        return 1.0
     if ramp_steps <= 0:
         return 1.0 - drop_rate
     return max(1.0 - drop_rate * step / ramp_steps, 1.0 - drop_rate)
@@ -276,7 +283,7 @@ class ResNet12(Backbone):
 
     def __init__(self, in_channels: int = 3, image_size: int = 84, feature_mode: str = "avg",
                  drop_rate: float = 0.1, dropblock_size: int | None = None,
-                 ramp_steps: int = DROPBLOCK_RAMP_STEPS) -> None:
+                 ramp_steps: int | None = DROPBLOCK_RAMP_STEPS) -> None:
         super().__init__()
         _validate_common(in_channels, image_size, feature_mode)
         _validate_drop_rate(drop_rate)
@@ -389,10 +396,12 @@ def _unknown_backbone(name: str) -> ValueError:
 
 def build_backbone(name: str, in_channels: int = 3, image_size: int = 84,
                    feature_mode: str = "avg", drop_rate: float = 0.1,
-                   dropblock_size: int | None = None) -> Backbone:
+                   dropblock_size: int | None = None,
+                   ramp_steps: int | None = DROPBLOCK_RAMP_STEPS) -> Backbone:
     """Build a backbone by name (one of :data:`BACKBONES`).
 
-    ``drop_rate`` and ``dropblock_size`` apply to ResNet-12 only (Conv4 has no dropout);
+    ``drop_rate``, ``dropblock_size`` and ``ramp_steps`` (DropBlock's ramp in optimiser steps,
+    None: never advances) apply to ResNet-12 only (Conv4 has no dropout);
     ``dropblock_size=None`` picks 5 for images of 64 px or more, else 2
     (docs/references.md#backbones).
     Raises ``ValueError`` listing the valid choices for a bad name or feature mode.
@@ -405,6 +414,7 @@ def build_backbone(name: str, in_channels: int = 3, image_size: int = 84,
             f"unknown feature_mode {feature_mode!r}; valid feature modes: {', '.join(FEATURE_MODES)}"
         )
     if key == "resnet12":
-        return ResNet12(in_channels, image_size, feature_mode, drop_rate, dropblock_size)
+        return ResNet12(in_channels, image_size, feature_mode, drop_rate, dropblock_size,
+                        ramp_steps)
     filters = int(key.split("-")[1])
     return Conv4(filters, in_channels, image_size, feature_mode)

@@ -16,6 +16,7 @@ from torch import nn
 from core.hparams import HParam, validate_hparams
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
+from methods.taxonomy import Table1
 
 if TYPE_CHECKING:
     from core.budget import TrainBudget
@@ -26,6 +27,7 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
 AUGMENTATION_POLICIES = ("dataset", "none")
+TRAINING_BATCHES = ("episodes", "images")
 
 
 class FewShotMethod(nn.Module):
@@ -38,7 +40,14 @@ class FewShotMethod(nn.Module):
     - ``hparam_spec``: its hyperparameters (:class:`core.hparams.HParam`: default, type, range);
     - ``task_local_batch_norm``: True when every training forward normalises with one task's
       own batch statistics (MAML), so data-parallel runs must not synchronise batch norm;
-    - ``quick_hparams``: hyperparameters the ``quick`` budget sets (its CPU-sized exceptions);
+    - ``quick_hparams``: hyperparameters the CPU budgets (``smoke`` and ``quick``) set: the
+      method's CPU-sized exceptions, each explained where it is declared;
+    - ``training_batches``: what one training step draws, ``"episodes"`` (``meta_batch``
+      few-shot tasks) or ``"images"`` (a plain mini-batch of ``meta_batch`` training images,
+      each a one-image task whose ``classes[t, 0]`` is its training class:
+      :mod:`datasets.batches`);
+    - ``table1``: the method's cell of the paper's Table 1 (inner-loop layers x regulariser,
+      :mod:`methods.taxonomy`), or that it stands outside it;
     - ``augmentation``: the training augmentation policy, ``"dataset"`` (the dataset's
       declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
     - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
@@ -51,11 +60,16 @@ class FewShotMethod(nn.Module):
       protocol does, and calls :meth:`adapt_features` per episode (the method implements it).
       Not for adaptations that normalise with a batch's statistics (MAML) or touch the
       backbone;
+    - ``reported_as``: the rows of the paper's tables (``results/reference/paper.csv``: a
+      method name, with its head where the source names one, e.g. ``"MetaOptNet-SVM"``) that
+      report this method under its paper budget, each with why, where the row is not simply
+      the method's own (``bench table`` shows the row next to the method and the why in its
+      footnote); default: its display name;
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
     ``name`` is set by :func:`methods.register_method`; ``display_name``,
-    ``efficiency_reference`` and ``comparison_baseline`` are not inherited by a registered
-    subclass unless it declares them.
+    ``efficiency_reference``, ``comparison_baseline`` and ``reported_as`` are not inherited by
+    a registered subclass unless it declares them.
     ``hparams`` may only contain keys of ``hparam_spec``, with values it accepts
     (:func:`core.hparams.validate_hparams`: typos and bad values are errors).
     """
@@ -67,10 +81,13 @@ class FewShotMethod(nn.Module):
     """The method's hyperparameters: default, type, valid range and meaning of each."""
     task_local_batch_norm: ClassVar[bool] = False
     quick_hparams: ClassVar[Mapping[str, Any]] = {}
+    training_batches: ClassVar[str] = "episodes"
+    table1: ClassVar[Table1] = None
     augmentation: ClassVar[str] = "dataset"
     efficiency_reference: ClassVar[bool] = False
     comparison_baseline: ClassVar[bool] = False
     native_reuses_features: ClassVar[bool] = False
+    reported_as: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
@@ -135,11 +152,19 @@ class FewShotMethod(nn.Module):
         """
         raise NotImplementedError(f"{self.name} has no native adaptation")
 
-    def adapt_features(self, support: torch.Tensor, support_labels: torch.Tensor
-                       ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """:meth:`adapt` from eval-mode support features ``[T, S, D]`` (those of
-        :meth:`task_features`); the predictor maps query features ``[T, Q, D]`` to logits.
-        Only for methods that declare ``native_reuses_features``, where ``adapt(images)`` equals
+    def adapt_for_selection(self, support: torch.Tensor, support_labels: torch.Tensor
+                            ) -> Predictor:
+        """The native adaptation that validation-based model selection uses
+        (``--select-on native``); the test-time :meth:`adapt` unless a method's reference
+        validates differently (MetaOptNet: more solver iterations than at test)."""
+        return self.adapt(support, support_labels)
+
+    def adapt_features(self, support: torch.Tensor, support_labels: torch.Tensor,
+                       selection: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`adapt` (``selection``: :meth:`adapt_for_selection`) from eval-mode support
+        features ``[T, S, D]`` (those of :meth:`task_features`); the predictor maps query
+        features ``[T, Q, D]`` to logits. Only for methods that declare
+        ``native_reuses_features``, where ``adapt(images)`` equals
         ``adapt_features(task_features(images))`` applied to ``task_features(query)``."""
         raise NotImplementedError(f"{self.name} does not adapt from features "
                                   "(native_reuses_features is False)")

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from qpth.qp import QPFunction
 
-from core.budget import TrainBudget
+from core.budget import DATASET_AUGMENTATION, TrainBudget, ramp_steps_ending_at_epoch
+from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods.base import FewShotMethod, Predictor
 
@@ -234,7 +235,8 @@ class EpisodeHeadMethod(FewShotMethod):
     def fit_head(self, support: torch.Tensor, support_labels: torch.Tensor, ways: int,
                  training: bool) -> torch.Tensor:
         """Whatever the head needs from the support features ``[T, S, D]`` (class weights,
-        prototypes). ``training`` is True inside :meth:`loss`, False inside :meth:`adapt`."""
+        prototypes). ``training`` is True inside :meth:`loss` (and for validation-based
+        selection, :meth:`adapt_for_selection`), False inside :meth:`adapt`."""
         raise NotImplementedError
 
     def head_logits(self, query: torch.Tensor, fitted: torch.Tensor) -> torch.Tensor:
@@ -251,15 +253,26 @@ class EpisodeHeadMethod(FewShotMethod):
                                       float(self.hparams.get("label_smoothing", 0.0)))
 
     def adapt(self, support: torch.Tensor, support_labels: torch.Tensor) -> Predictor:
-        score = self.adapt_features(self.task_features(support), support_labels)
+        return self._image_predictor(support, support_labels, selection=False)
+
+    def adapt_for_selection(self, support: torch.Tensor, support_labels: torch.Tensor
+                            ) -> Predictor:
+        """The head as [MON] ``train.py`` validates it: fitted as in training (MetaOptNet: 15
+        QP iterations, not ``test.py``'s 3), on eval-mode features."""
+        return self._image_predictor(support, support_labels, selection=True)
+
+    def _image_predictor(self, support: torch.Tensor, support_labels: torch.Tensor,
+                         selection: bool) -> Predictor:
+        score = self.adapt_features(self.task_features(support), support_labels, selection)
         return lambda query: score(self.task_features(query))
 
-    def adapt_features(self, support: torch.Tensor, support_labels: torch.Tensor
-                       ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The head fitted on support features ``[T, S, D]``; the predictor scores query
-        features ``[T, Q, D]``."""
+    def adapt_features(self, support: torch.Tensor, support_labels: torch.Tensor,
+                       selection: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The head fitted on support features ``[T, S, D]`` (``selection``: as in training,
+        :meth:`adapt_for_selection`); the predictor scores query features ``[T, Q, D]``."""
         with full_precision(support):
-            fitted = self.fit_head(support.float(), support_labels, self.ways, training=False)
+            fitted = self.fit_head(support.float(), support_labels, self.ways,
+                                   training=selection)
 
         def predictor(query: torch.Tensor) -> torch.Tensor:
             with full_precision(query):
@@ -268,18 +281,43 @@ class EpisodeHeadMethod(FewShotMethod):
         return predictor
 
 
-def metaoptnet_recipe(train_shots: int, hparams: dict[str, Any]) -> TrainBudget:
-    """[MON] train.py (docs/references.md#metaoptnet-r2d2-protonet), the paper budget of the
-    three head-based methods: SGD 0.1
-    Nesterov, wd 5e-4, 60 epochs x 1000 batches of 8 episodes, lr x{1, 0.06, 0.012, 0.0024}
-    from epochs {0, 20, 40, 50}, 6 queries per class, validation on 2000 5-shot episodes,
-    flattened ResNet-12 features."""
+#: [MON] runs the ResNet-12 of these benchmarks inside ``nn.DataParallel(device_ids=[0, 1, 2,
+#: 3])`` (``train.py:43-45``), whose per-call replicas take DropBlock's forward counter, so the
+#: ramp never advances there (docs/references.md#backbones).
+DATA_PARALLEL_BENCHMARKS = ("mini-imagenet", "tiered-imagenet")
+#: DropBlock forward calls per epoch in [MON] ``train.py`` on one device: 1,000 training batches
+#: with a support and a query forward each (lines 201, 204), and 2,000 validation episodes with
+#: the same two forwards (lines 242, 244, ``--val-episode 2000``).
+FORWARDS_PER_EPOCH = 1000 * 2 + 2000 * 2
+STEPS_PER_EPOCH = 1000
+
+
+def metaoptnet_recipe(dataset: DatasetInfo, train_shots: int, hparams: dict[str, Any]
+                      ) -> TrainBudget:
+    """[MON] ``train.py`` (docs/references.md#metaoptnet-r2d2-protonet), the paper budget of
+    the three head-based methods: SGD 0.1 Nesterov, wd 5e-4, 60 epochs x 1000 batches of 8
+    episodes, lr x{1, 0.06, 0.012, 0.0024} from (1-based) epochs {1, 20, 40, 50}
+    (``train.py:170-180``: ``LambdaLR`` stepped at the start of each epoch, so epoch 20 already
+    runs at 0.06), 6 queries per class, validation on 2000 5-shot episodes, flattened ResNet-12
+    features, the Lee et al. 2019 augmentation where the dataset declares it.
+
+    DropBlock's ramp: on one device [MON]'s blocks count :data:`FORWARDS_PER_EPOCH` forward
+    calls per epoch, so the 40,000-count ramp ends 6.7 epochs in (CIFAR-FS, FC100 and any
+    dataset other than mini-/tiered-ImageNet: 6,667 optimiser steps here). On mini- and
+    tiered-ImageNet [MON] trains in a 4-GPU ``nn.DataParallel``, whose replicas increment
+    their own copy of the counter, so the ramp never advanced and DropBlock stayed inactive
+    (derived from torch's replication, not run; FACTS 8.11): this budget does the same
+    (``dropblock_ramp_steps=None``, overridable with ``--dropblock-ramp``)."""
+    ramp = (None if dataset.benchmark in DATA_PARALLEL_BENCHMARKS
+            else ramp_steps_ending_at_epoch(FORWARDS_PER_EPOCH, STEPS_PER_EPOCH))
     return TrainBudget(
         name="paper", backbone="resnet12", feature_mode="flatten", epochs=60,
-        steps_per_epoch=1000, meta_batch=8, train_shots=train_shots, train_queries=6,
-        optimizer="sgd", lr=0.1, weight_decay=5e-4, momentum=0.9, nesterov=True,
-        schedule="step", lr_epochs=(20, 40, 50), lr_factors=(0.06, 0.012, 0.0024),
-        early_stop_patience=None, val_episodes=2000, val_shots=5, hparams=hparams,
+        steps_per_epoch=STEPS_PER_EPOCH, meta_batch=8, train_shots=train_shots,
+        train_queries=6, optimizer="sgd", lr=0.1, weight_decay=5e-4, momentum=0.9,
+        nesterov=True, schedule="step", lr_epochs=(20, 40, 50),
+        lr_factors=(0.06, 0.012, 0.0024), early_stop_patience=None, val_episodes=2000,
+        val_shots=5, hparams=hparams, augmentation=DATASET_AUGMENTATION,
+        dropblock_ramp_steps=ramp,
     )
 
 

@@ -150,16 +150,38 @@ def inner_loop_hparams(inner_lr: float, train_steps: int, test_steps: int
     }
 
 
-def maml_recipe(dataset: DatasetInfo, shots: int, hparams: dict[str, Any]) -> TrainBudget:
-    """Finn et al. 2017 (mini-ImageNet): Conv4-32 (Conv4-64 on small character images, their
-    Omniglot network), Adam 1e-3, meta-batch 4 (1-shot) or 2 (5-shot), 15 queries per class,
-    60,000 meta-iterations, tested with 10 inner steps."""
+#: Finn et al.'s inner loops (``hparams``) by kind of dataset. ImageNet-like images (Finn, Abbeel
+#: & Levine 2017, Sec. 5.2; cbfinn/maml ``main.py`` usage lines 16-20): 5 steps of 0.01 in
+#: training, 10 at test. Small character images, their 5-way Omniglot setting (Sec. 5.2; usage
+#: line 11: ``--update_lr=0.4 --num_updates=1 --meta_batch_size=32``): 1 step of 0.4 in training,
+#: 3 at test (the paper's text; ``main.py:230`` evaluates with 10).
+FINN_IMAGENET = {"inner_lr": 0.01, "train_steps": 5, "test_steps": 10}
+FINN_OMNIGLOT = {"inner_lr": 0.4, "train_steps": 1, "test_steps": 3}
+
+
+def maml_recipe(dataset: DatasetInfo, shots: int) -> TrainBudget:
+    """Finn et al. 2017's setting, the paper budget of MAML and of ANIL (Raghu et al. 2020
+    build ANIL on Finn's code with its hyperparameters): Adam 1e-3, 60,000 meta-iterations
+    (60 epochs x 1000 steps), constant rate, no augmentation (Finn's and Raghu's code read the
+    images as they are). Batch norm on each batch's own statistics is the methods' own
+    (cbfinn/maml ``utils.py:41``: ``tf_layers.batch_norm`` is always in training mode).
+
+    - ImageNet-like images: Conv4-32 (``--num_filters=32``), meta-batch 4 (1-shot) or 2
+      (5-shot, the paper's Sec. 5.2; the repository's usage line 20 writes 4), 15 queries per
+      class (``main.py:247``), :data:`FINN_IMAGENET`.
+    - Small character images (Omniglot-like): Conv4-64, meta-batch 32, as many queries as
+      shots (``main.py:251``: ``update_batch_size*2`` images per class), :data:`FINN_OMNIGLOT`.
+    """
+    if dataset.small_images:
+        backbone, meta_batch, queries, hparams = "conv4-64", 32, shots, FINN_OMNIGLOT
+    else:
+        backbone, meta_batch, queries, hparams = ("conv4-32", 4 if shots == 1 else 2, 15,
+                                                  FINN_IMAGENET)
     return TrainBudget(
-        name="paper", backbone="conv4-64" if dataset.small_images else "conv4-32",
-        feature_mode="flatten", epochs=60, steps_per_epoch=1000,
-        meta_batch=4 if shots == 1 else 2, train_shots=shots, train_queries=15,
-        optimizer="adam", lr=1e-3, schedule="constant", early_stop_patience=None,
-        val_episodes=600, hparams=hparams,
+        name="paper", backbone=backbone, feature_mode="flatten", epochs=60,
+        steps_per_epoch=1000, meta_batch=meta_batch, train_shots=shots,
+        train_queries=queries, optimizer="adam", lr=1e-3, schedule="constant",
+        early_stop_patience=None, val_episodes=600, hparams=dict(hparams), augmentation=None,
     )
 
 

@@ -34,6 +34,7 @@ from methods.base import Predictor
 from methods.inner_loop import (InnerLoopMethod, Order, Params, batch_statistics,
                                 gradient_descent, inner_loop_hparams, maml_recipe,
                                 scratch_buffers)
+from methods.taxonomy import Table1Cell
 
 
 @register_method("maml")
@@ -43,6 +44,7 @@ class MAML(InnerLoopMethod):
     defaults (inner lr 0.01, 5 training steps, 10 test steps, second order)."""
 
     display_name = "MAML"
+    table1 = Table1Cell("all layers", "early stopping")
     citation = ("Finn, Abbeel & Levine 2017, Model-Agnostic Meta-Learning for Fast Adaptation of "
                 "Deep Networks (ICML)")
     hparam_spec = inner_loop_hparams(inner_lr=0.01, train_steps=5, test_steps=10)
@@ -55,10 +57,10 @@ class MAML(InnerLoopMethod):
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
-        """Finn et al.'s setting (:func:`methods.inner_loop.maml_recipe`): 5 inner steps of
-        0.01 in training, 10 at test."""
-        return maml_recipe(dataset, shots, {"inner_lr": 0.01, "train_steps": 5,
-                                            "test_steps": 10})
+        """Finn et al.'s setting (:func:`methods.inner_loop.maml_recipe`): on ImageNet-like
+        images 5 inner steps of 0.01 in training and 10 at test, Conv4-32; on small character
+        images their Omniglot setting (1 step of 0.4, 3 at test, Conv4-64, meta-batch 32)."""
+        return maml_recipe(dataset, shots)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, ways]`` of the (unadapted) network on images ``[B, C, H, W]``."""

@@ -24,6 +24,7 @@ from datasets import DatasetInfo
 from methods import register_method
 from methods.backbones import Backbone
 from methods.heads import EpisodeHeadMethod, metaoptnet_recipe, prototype_logits, prototypes
+from methods.taxonomy import OutsideTable1
 
 
 @register_method("protonet", "proto")
@@ -31,6 +32,7 @@ class ProtoNet(EpisodeHeadMethod):
     """Nearest-prototype head with (scaled) negative squared Euclidean distances."""
 
     display_name = "ProtoNet"
+    table1 = OutsideTable1("class prototypes, a closed form")
     citation = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
     hparam_spec = {
         "normalize_by_dim": HParam(True, bool, doc="divide squared distances by D (MetaOptNet)"),
@@ -42,7 +44,7 @@ class ProtoNet(EpisodeHeadMethod):
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
         """MetaOptNet's recipe (15 training shots), whose ProtoNet head this one follows."""
-        return metaoptnet_recipe(15, {})
+        return metaoptnet_recipe(dataset, 15, {})
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

@@ -26,6 +26,7 @@ from datasets import DatasetInfo
 from methods import register_method
 from methods.backbones import Backbone
 from methods.heads import EpisodeHeadMethod, linear_logits, metaoptnet_recipe, ridge_weights
+from methods.taxonomy import Table1Cell
 
 
 @register_method("r2d2")
@@ -33,8 +34,20 @@ class R2D2(EpisodeHeadMethod):
     """Closed-form ridge-regression head with a learnable output scale and bias."""
 
     display_name = "R2D2"
+    table1 = Table1Cell("last layer", "L2 regulariser")
     citation = ("Bertinetto et al., Meta-learning with differentiable closed-form solvers, "
                 "ICLR 2019")
+    # Its own paper's rows (Bertinetto et al., their 4-layer CNN), and MetaOptNet-RR's ([MON]
+    # README, --head Ridge; Lee et al. 2019, Table 2; the MTL paper's CIFAR-FS MetaOptNet row).
+    reported_as = {
+        "R2D2": "",
+        "MetaOptNet-RR": (
+            "MetaOptNet's ResNet-12 with a ridge-regression head (lambda = 50), which is R2D2 "
+            "under the MetaOptNet-style paper budget (ResNet-12, flattened features, its SGD "
+            "recipe): the ridge QP's minimiser is 2 (K + 50 I)^-1 Y, so its logits are twice "
+            "R2D2's closed form, a factor the learnable scale absorbs "
+            "(docs/references.md#metaoptnet-r2d2-protonet)"),
+    }
     hparam_spec = {
         "lam": HParam(50.0, float, gt=0,
                       doc="ridge regulariser λ (fixed; MetaOptNet's R2D2 head)"),
@@ -45,7 +58,7 @@ class R2D2(EpisodeHeadMethod):
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
         """MetaOptNet's recipe ([MON] README: 5 training shots for CIFAR-FS, 15 elsewhere)."""
-        return metaoptnet_recipe(5 if dataset.benchmark == "cifar-fs" else 15, {})
+        return metaoptnet_recipe(dataset, 5 if dataset.benchmark == "cifar-fs" else 15, {})
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

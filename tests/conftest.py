@@ -31,3 +31,19 @@ def omniglot_root() -> Path:
             pytest.fail(f"{reason}; CI must provide them", pytrace=False)
         pytest.skip(reason)
     return SHARED_OMNIGLOT
+
+
+@pytest.fixture(scope="session")
+def smoke_models(tmp_path_factory) -> Path:
+    """A results folder with two finished smoke runs on glyphs (5-way 1-shot, 20 test episodes,
+    seed 0) and their model files: MTL (no native adaptation) and ProtoNet (one of its own)."""
+    from bench.sweep import run_sweep
+    from datasets import load_dataset
+    from smoke_model_runs import smoke_model_configs  # tests/integration
+
+    out = tmp_path_factory.mktemp("smoke-models")
+    configs = smoke_model_configs()
+    summary = run_sweep(configs, {"glyphs": load_dataset("glyphs")}, torch.device("cpu"), out,
+                        progress=False)
+    assert summary.finished == [c.key for c in configs]
+    return out

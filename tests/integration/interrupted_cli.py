@@ -1,8 +1,11 @@
 """The interrupted-CLI fixture shared by the resume and distributed tests."""
+from bench.config import RunConfig, resolve_budget
 
-KEY = "mtl_glyphs_5w1s_smoke_seed0"
 RUN = ("run", "--methods", "mtl", "--dataset", "glyphs", "--shots", "1", "--budget", "smoke",
        "--episodes", "20", "--device", "cpu", "--no-progress", "--keep-checkpoints")
+#: The run's key: 20 test episodes are not the default, so the key carries the settings hash.
+KEY = RunConfig("mtl", "glyphs", 5, 1, 0, resolve_budget("smoke", "mtl", "glyphs", 1),
+                episodes=20).key
 
 # Runs the real CLI, but sends this process a signal when training step N starts.
 INTERRUPTED = """

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.config import RunConfig, resolve_budget
 from bench.results import read_result
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +27,8 @@ def test_list_prints_methods_datasets_and_budgets():
     assert "methods:" in out and "mtl" in out
     assert "datasets:" in out and "glyphs" in out and "omniglot" in out
     assert "budgets:" in out and "smoke" in out and "quick" in out and "paper" in out
+    assert "  all layers            MAML            iMAML, Meta-MinibatchProx\n" in out
+    assert "    RFS: supervised pre-training on all training classes\n" in out
 
 
 @pytest.mark.parametrize("flag, value, expect", [
@@ -64,6 +67,13 @@ def test_table_on_missing_folder_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
+def smoke_key(dataset: str, shots: int, episodes: int) -> str:
+    """The key of an MTL smoke run (seed 0); test episodes other than the default 2000 add the
+    settings hash to it."""
+    return RunConfig("mtl", dataset, 5, shots, 0, resolve_budget("smoke", "mtl", dataset, shots),
+                     episodes=episodes).key
+
+
 @pytest.mark.slow
 def test_smoke_run_on_glyphs_writes_results_skips_reruns_and_tables(tmp_path):
     out = tmp_path / "results"
@@ -71,8 +81,8 @@ def test_smoke_run_on_glyphs_writes_results_skips_reruns_and_tables(tmp_path):
             "--budget", "smoke", "--episodes", "60", "--out", out, "--no-progress")
     bench(*args, check=True)
     files = sorted((out / "runs").glob("*.json"))
-    assert [f.name for f in files] == ["mtl_glyphs_5w1s_smoke_seed0.json",
-                                       "mtl_glyphs_5w5s_smoke_seed0.json"]
+    keys = [smoke_key("glyphs", 1, 60), smoke_key("glyphs", 5, 60)]
+    assert [f.name for f in files] == [f"{key}.json" for key in keys]
     result = read_result(files[0])
     assert result["status"] == "ok" and len(result["test"]["unified"]["accuracies"]) == 60
     assert result["timings"]["device_hours_unit"] == "CPU-hours"
@@ -80,7 +90,7 @@ def test_smoke_run_on_glyphs_writes_results_skips_reruns_and_tables(tmp_path):
     assert result["provenance"]["packages"]["torch"]
     first = files[0].read_bytes()
     rerun = bench(*args, check=True)
-    assert "skip mtl_glyphs_5w1s_smoke_seed0" in rerun.stdout + rerun.stderr
+    assert f"skip {keys[0]}" in rerun.stdout + rerun.stderr
     assert files[0].read_bytes() == first
     table = bench("table", out, check=True).stdout
     assert "glyphs 5-way 1-shot" in table and "| MTL | conv4-32 |" in table
@@ -94,6 +104,6 @@ def test_smoke_run_on_omniglot(tmp_path, omniglot_root):
     bench("run", "--methods", "mtl", "--dataset", "omniglot", "--data-root", omniglot_root,
           "--shots", "1", "--budget", "smoke", "--episodes", "40", "--out", out, "--no-progress",
           check=True)
-    result = json.loads((out / "runs" / "mtl_omniglot_5w1s_smoke_seed0.json").read_text())
+    result = json.loads((out / "runs" / f"{smoke_key('omniglot', 1, 40)}.json").read_text())
     assert result["status"] == "ok"
     assert 20.0 < result["test"]["unified"]["mean"] <= 100.0

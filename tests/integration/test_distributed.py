@@ -17,11 +17,13 @@ from bench.config import RunConfig, resolve_budget
 from bench.distributed import SINGLE, Parallel
 from bench.training import build_training, parallel_train_step
 from datasets.base import ClassSplit, FewShotDataset
+from datasets.batches import ImageBatchSampler
 from datasets.episodes import EpisodeSampler
 from interrupted_cli import INTERRUPTED, KEY, RUN  # beside this file (pytest puts it on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
-METHODS = ("mtl", "anil", "maml", "protonet", "r2d2", "metaoptnet")
+METHODS = ("mtl", "anil", "maml", "protonet", "r2d2", "metaoptnet", "imaml", "minibatchprox",
+           "rfs")
 META_BATCH = 3  # two processes: shards of 2 and 1 tasks (uneven on purpose)
 STEPS = 2
 
@@ -40,7 +42,8 @@ def tiny_dataset() -> FewShotDataset:
 
 def train_steps(method_name: str, parallel: Parallel) -> dict[str, torch.Tensor]:
     """``STEPS`` optimiser steps of ``method_name`` (conv4-32, MAML/ANIL second order with 2
-    inner steps) from seed 0; returns the state dict and the losses.
+    inner steps, iMAML/MinibatchProx 2 inner steps, iMAML 3 CG steps, RFS on batches of 3
+    images) from seed 0; returns the state dict and the losses.
 
     SGD, not Adam: Conv4's conv bias feeds batch norm, which removes it, so its gradient is
     rounding noise; Adam would scale that noise to full-size steps, different for any
@@ -48,6 +51,7 @@ def train_steps(method_name: str, parallel: Parallel) -> dict[str, torch.Tensor]
     dataset = tiny_dataset()
     budget = resolve_budget("smoke", method_name, "glyphs", 1)
     hparams = {"maml": {"train_steps": 2}, "anil": {"train_steps": 2},
+               "imaml": {"train_steps": 2, "cg_steps": 3}, "minibatchprox": {"train_steps": 2},
                # qpth stops its interior-point iterations for a whole batch of QPs at once, so
                # a task's SVM depends (to the solver's tolerance) on which tasks share its
                # solve; solved to convergence in float64 it does not.
@@ -65,7 +69,10 @@ def train_steps(method_name: str, parallel: Parallel) -> dict[str, torch.Tensor]
     # also with 100 iterations; where the drift comes from is not established).
     training = build_training(config, dataset, torch.device("cpu"), parallel)
     method = training.method
-    sampler = EpisodeSampler(dataset.train, 5, budget.train_shots, budget.train_queries, 7)
+    if training.method.training_batches == "images":  # RFS: 3 images, sharded 2 + 1
+        sampler = ImageBatchSampler(dataset.train, 7)
+    else:
+        sampler = EpisodeSampler(dataset.train, 5, budget.train_shots, budget.train_queries, 7)
     losses = [parallel_train_step(method, training.optimizer, training.loader, sampler,
                                   META_BATCH, parallel=parallel).loss for _ in range(STEPS)]
     state = {k: v.detach().clone() if torch.is_tensor(v) else v

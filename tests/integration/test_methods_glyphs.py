@@ -18,8 +18,9 @@ def glyphs():
     return load_dataset("glyphs")
 
 
-def test_all_six_methods_are_registered():
-    assert ALL_METHODS == ["anil", "maml", "metaoptnet", "mtl", "protonet", "r2d2"]
+def test_all_nine_methods_are_registered():
+    assert ALL_METHODS == ["anil", "imaml", "maml", "metaoptnet", "minibatchprox", "mtl",
+                           "protonet", "r2d2", "rfs"]
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)

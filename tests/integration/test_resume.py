@@ -99,6 +99,49 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_to_the_same_result(tmp_
           f"checkpoint; the whole resumed command took {wall:.1f} s")
 
 
+#: Methods added after the resume machinery (issue 17): each is killed and resumed at the smoke
+#: budget (their CPU-sized quick_hparams; RFS on image batches, whose sampler state the
+#: checkpoint must carry).
+NEWER_METHODS = ("imaml", "minibatchprox", "rfs")
+
+
+def smoke_run(methods: str) -> tuple[str, ...]:
+    return ("run", "--methods", methods, "--dataset", "glyphs", "--shots", "1", "--budget",
+            "smoke", "--episodes", "20", "--device", "cpu", "--no-progress",
+            "--keep-checkpoints")
+
+
+def smoke_key(method: str) -> str:
+    return f"{method}_glyphs_5w1s_smoke_seed0"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_newer(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted-newer")
+    proc = bench(*smoke_run(",".join(NEWER_METHODS)), "--out", out)  # one process for all
+    assert proc.returncode == 0, proc.stderr
+    return {m: (read_result(result_path(out, smoke_key(m))),
+                load_checkpoint(checkpoint_path(out, smoke_key(m)))) for m in NEWER_METHODS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", NEWER_METHODS)
+def test_each_newer_method_killed_mid_epoch_resumes_to_the_same_run(method, tmp_path,
+                                                                    uninterrupted_newer):
+    out, key = tmp_path / "out", smoke_key(method)
+    killed = interrupted_bench(tmp_path, 8, "SIGKILL", *smoke_run(method), "--out", out)
+    assert killed.returncode == -9
+    assert load_checkpoint(checkpoint_path(out, key))["progress"]["epochs"] == 1
+    resumed = bench(*smoke_run(method), "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {key}" in resumed.stdout and "epoch 2, step 1" in resumed.stdout
+    result = read_result(result_path(out, key))
+    reference = uninterrupted_newer[method]
+    assert_same_run(result, load_checkpoint(checkpoint_path(out, key)), reference)
+    assert result["test"]["native"]["accuracies"] == \
+        reference[0]["test"]["native"]["accuracies"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code, name", [("SIGTERM", 143, "SIGTERM"),
                                              ("SIGINT", 130, "Ctrl-C (SIGINT)")])
@@ -173,7 +216,7 @@ def test_a_changed_configuration_is_refused_with_the_difference(tmp_path):
     assert interrupted_bench(tmp_path, 8, "SIGKILL", *RUN, "--out", out).returncode == -9
     changed = bench(*RUN, "--out", out, "--hparam", "normalize_features=false")
     assert changed.returncode == 2
-    assert "budget.hparams.normalize_features: not set in the checkpoint, False now" \
+    assert "budget.hparams.normalize_features: True in the checkpoint, False now" \
         in changed.stderr and "--restart" in changed.stderr
 
 
@@ -291,7 +334,7 @@ def test_a_full_disk_while_writing_a_result_loses_nothing_and_a_rerun_only_tests
     assert record["timings"]["resumes"] == 1 and record["timings"]["steps"] == 10
 
 
-@pytest.mark.parametrize("schedule", ["plateau", "step"])
+@pytest.mark.parametrize("schedule", ["plateau", "step", "linear"])
 def test_learning_rate_schedules_resume_exactly(glyphs, tmp_path, monkeypatch, schedule):
     budget = replace(resolve_budget("smoke", "mtl", "glyphs", 1), schedule=schedule, epochs=3,
                      plateau_patience=0, lr_epochs=(1, 2), lr_factors=(0.5, 0.1))

@@ -27,6 +27,13 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+def smoke_key(seed: int = 0, shots: int = 1) -> str:
+    """The key of an MTL glyphs smoke run with 20 test episodes (a non-default setting, so the
+    key carries the settings hash)."""
+    return RunConfig("mtl", "glyphs", 5, shots, seed,
+                     resolve_budget("smoke", "mtl", "glyphs", shots), episodes=20).key
+
+
 def smoke_job(out: Path, seed: int, shots: int = 1) -> RunJob:
     config = RunConfig("mtl", "glyphs", 5, shots, seed,
                        resolve_budget("smoke", "mtl", "glyphs", shots), episodes=20)
@@ -71,10 +78,10 @@ def test_isolate_from_the_command_line_keeps_going_after_a_failing_run(tmp_path)
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr  # one failed run
     assert "1 finished, 0 skipped, 1 failed" in proc.stdout
-    failed = read_result(result_path(out, "mtl_glyphs_5w30s_smoke_seed0"))
+    failed = read_result(result_path(out, smoke_key(shots=30)))
     assert failed["status"] == "failed" and "at least 45 images" in failed["error"]
-    assert read_result(result_path(out, "mtl_glyphs_5w1s_smoke_seed0"))["status"] == "ok"
-    assert "Failed runs" in proc.stdout and "mtl_glyphs_5w30s_smoke_seed0" in proc.stdout
+    assert read_result(result_path(out, smoke_key(shots=1)))["status"] == "ok"
+    assert "Failed runs" in proc.stdout and smoke_key(shots=30) in proc.stdout
 
 
 @pytest.mark.slow
@@ -88,7 +95,7 @@ def test_two_processes_on_one_results_folder_never_run_a_key_twice(tmp_path):
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     done = [re.findall(r"^done (\S+):", stdout, re.M) for stdout, _ in outputs]
-    keys = [f"mtl_glyphs_5w1s_smoke_seed{s}" for s in range(4)]
+    keys = [smoke_key(seed=s) for s in range(4)]
     assert sorted(done[0] + done[1]) == keys, outputs  # each key trained exactly once
     for (stdout, _), mine in zip(outputs, done):  # the rest were left to the other process
         others = re.findall(r"^(?:busy|skip) (\S+):", stdout, re.M)

@@ -322,6 +322,29 @@ def test_maml_adaptation_normalises_with_batch_statistics_in_eval_mode():
     torch.testing.assert_close(shifted, logits, rtol=1e-12, atol=1e-12)
 
 
+def test_anil_adaptation_normalises_each_tasks_sets_with_their_own_statistics():
+    """Issue 10: ANIL's native protocol as MAML's (and Finn's and Raghu's code): each task's
+    support set and each task's query set on their own batch statistics, in eval mode too;
+    the running statistics (the unified protocol's) neither matter nor change."""
+    method = make_method(ANIL, test_steps=3, inner_lr=0.5).eval()
+    batch = make_batch(n_tasks=2)
+    with torch.no_grad():
+        logits = method.adapt(batch.support, batch.support_labels)(batch.query)
+        running = method.backbone.bn.running_mean.clone()
+        method.backbone.bn.running_mean.fill_(5.0)
+        method.backbone.bn.running_var.fill_(0.01)
+        shifted = method.adapt(batch.support, batch.support_labels)(batch.query)
+        assert torch.equal(method.backbone.bn.running_mean, torch.full_like(running, 5.0))
+        # Task 0's query features: the batch-statistics forward of its queries alone.
+        method.backbone.train()
+        alone = method.backbone(batch.query[0])
+        method.backbone.bn.running_mean.fill_(5.0)
+        method.backbone.eval()
+    torch.testing.assert_close(shifted, logits, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(method.batch_norm_features(batch.query)[0], alone,
+                               rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("cls", [MAML, ANIL])
 def test_predictor_rejects_a_different_number_of_tasks(cls):
     method = make_method(cls).eval()

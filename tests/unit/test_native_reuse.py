@@ -47,5 +47,8 @@ def test_reused_features_give_the_per_episode_numbers(name, glyphs, monkeypatch)
     torch.testing.assert_close(reused, direct, rtol=1e-4, atol=1e-4)
 
     per_episode = evaluate_native(method, loader, episodes, reuse_features=False)
+    # validation-based selection adapts as in training (adapt_for_selection)
+    selecting = evaluate_native(method, loader, episodes, selection=True, reuse_features=False)
     monkeypatch.setattr(loader, "load", lambda *a: pytest.fail("images loaded per episode"))
     assert evaluate_native(method, loader, episodes) == per_episode  # the declared fast path
+    assert evaluate_native(method, loader, episodes, selection=True) == selecting

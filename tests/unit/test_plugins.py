@@ -80,7 +80,8 @@ def test_run_config_records_the_import_path_only_when_there_is_one(plugin):
     assert RunConfig.from_dict(json.loads(json.dumps(plain.to_dict()))) == plain
     spec = f"{plugin}:PlainCentroid"
     name, source = resolve_method(spec)
-    external = RunConfig(name, "glyphs", 5, 1, 0, budget, method_source=source)
+    external = RunConfig(name, "glyphs", 5, 1, 0, resolve_budget("smoke", name, "glyphs", 1),
+                         method_source=source)
     data = json.loads(json.dumps(external.to_dict()))
     assert data["method_source"] == spec and external.key == "plaincentroid_glyphs_5w1s_smoke_seed0"
     assert RunConfig.from_dict(data) == external

@@ -89,6 +89,17 @@ def test_budget_projection_assumes_epochs_only_for_early_stopping():
     assert not p_mon["epochs_assumed"] and p_mon["total_steps"] == 60 * 1000
     capped = speed_report.budget_projection({"budget": mtl, "step": {"median_s": 1.0}}, 5000)
     assert capped["epochs"] == mtl["epochs"]  # never beyond the budget's maximum
+    assert p_mtl["run_device_hours"] is None  # validation not timed: no run figure
+
+
+def test_run_device_hours_add_each_epochs_validation():
+    mtl = resolve_budget("paper", "mtl", "mini", 5).to_dict()  # 400 validation episodes
+    entry = {"budget": mtl, "step": {"median_s": 0.5},
+             "validation": {"seconds_per_episode": 0.02}}
+    p = speed_report.budget_projection(entry, 40)
+    assert p["validation_epoch_seconds"] == pytest.approx(0.02 * 400)
+    assert p["train_device_hours"] == p["device_hours"] == pytest.approx(0.5 * 40 * 800 / 3600)
+    assert p["run_device_hours"] == pytest.approx((0.5 * 800 + 0.02 * 400) * 40 / 3600)
 
 
 def _csv(tmp_path: Path, mtl_hours: float, reference_hours: float) -> Path:
@@ -189,6 +200,10 @@ def test_speed_report_schema_on_cpu(tmp_path, capsys):
         assert entry["throughput_ratio"] == pytest.approx(
             step["images_per_s"] / bare["images_per_s"])
         assert entry["paper_budget"]["device_hours"] > 0
+        validation = entry["validation"]
+        assert validation["episodes_timed"] == 10 and validation["protocol"] == "unified"
+        assert validation["seconds_per_episode"] > 0
+        assert entry["paper_budget"]["run_device_hours"] > entry["paper_budget"]["device_hours"]
     assert by_method["mtl"]["paper_budget"]["epochs_assumed"]
     assert not by_method["metaoptnet"]["paper_budget"]["epochs_assumed"]
     ext = report["extrapolation"]
@@ -196,7 +211,12 @@ def test_speed_report_schema_on_cpu(tmp_path, capsys):
         by_method["metaoptnet"]["step"]["median_s"] / by_method["mtl"]["step"]["median_s"])
     assert ext["methods"]["mtl"]["paper"]["ratio"] == pytest.approx(85.6 / 3.7)
     assert ext["overrides"] == {"meta_batch": 2, "backbone": "conv4-32"}
+    mtl_p, mon_p = (by_method[m]["paper_budget"] for m in ("mtl", "metaoptnet"))
+    assert ext["methods"]["mtl"]["full_budget_run"] == pytest.approx(
+        mon_p["run_device_hours"] / mtl_p["run_device_hours"])
+    assert ext["methods"]["mtl"]["epochs_for_paper_ratio_run"] > 0
     printed = capsys.readouterr().out
+    assert "run (with validation)" in printed and "budget h (run)" in printed
     assert "metaoptnet" in printed and "MetaOptNet / MTL device-hours" in printed
     assert "paper: 23.1x" in printed
     assert "not the paper budgets' ratio" in printed

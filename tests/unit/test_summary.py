@@ -49,3 +49,14 @@ def test_bench_table_brief_prints_it(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Paired difference from MTL" in out and out.rstrip().splitlines()[-1].startswith(
         "Written: ")
+
+
+def test_a_method_run_with_several_settings_keeps_one_row_per_variant():
+    import pandas as pd
+
+    from bench.summary import _labelled
+
+    frame = pd.DataFrame({"method": ["MTL", "MTL", "ProtoNet"],
+                          "variant": ["", "lr=0.01", "episodes=40"]})
+    assert list(_labelled(frame)["method"]) == ["MTL (budget defaults)", "MTL (lr=0.01)",
+                                                "ProtoNet"]
