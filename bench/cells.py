@@ -3,8 +3,10 @@
 A *cell* holds the runs that one question compares across methods: the same dataset, ways,
 shots and budget name, and the same sweep-wide settings (every entry of the run config that
 is not in :data:`ARM_FIELDS` or :data:`REPLICATE_FIELDS`: queries, test episodes, precision,
-solver, the unified head's C, ...). An *arm* is one trained configuration inside a cell: the
-method and its whole resolved budget (backbone, optimiser, schedule, hyperparameters, ...).
+solver, the unified head's C, ...) and the data's fingerprint where the result records one
+(two contents of one dataset are two questions, as in :func:`bench.table.experiments`). An
+*arm* is one trained configuration inside a cell: the method and its whole resolved budget
+(backbone, optimiser, schedule, hyperparameters, ...).
 The seeds of one arm are its replicates. Two arms of the same method differ in some setting:
 they are told apart by a ``variant`` label ("backbone=conv4-32") and never averaged.
 
@@ -22,8 +24,9 @@ from typing import Any, Iterable, Mapping, Sequence
 #: method sets for itself (rather than the sweep) must be listed here, or every method would
 #: land in a cell of its own (and the tables would say the baseline is missing).
 ARM_FIELDS: tuple[str, ...] = ("method", "method_source", "budget")
-#: Config entries that tell replicates of one arm apart.
-REPLICATE_FIELDS: tuple[str, ...] = ("seed",)
+#: Config entries that tell replicates of one arm apart, and those that record more without
+#: changing a number (``--test-every``, :data:`bench.config.RECORDING_OPTIONS`).
+REPLICATE_FIELDS: tuple[str, ...] = ("seed", "test_every", "test_every_episodes")
 #: Cell settings that are always shown as columns of their own.
 CELL_COLUMNS: tuple[str, ...] = ("dataset", "ways", "shots", "budget")
 
@@ -143,6 +146,9 @@ def group_cells(results: Iterable[Mapping[str, Any]],
     for run in results:
         config = run["config"]
         cell_flat = cell_settings(config, arm_fields)
+        data = run.get("data")
+        if isinstance(data, Mapping) and data.get("fingerprint"):  # another dataset's contents
+            cell_flat["data"] = str(data["fingerprint"])[:8]  # is another question
         cell_id = _canonical(cell_flat)
         if cell_id not in cells:
             cells[cell_id] = Cell(dataset=str(config["dataset"]), ways=int(config["ways"]),

@@ -37,7 +37,7 @@ FULL_HASH_BYTES = 64 << 20
 """Splits up to this size are hashed whole; larger ones by a sample of images (see
 :func:`dataset_identity`)."""
 SAMPLED_IMAGES = 1024
-IGNORED_CONFIG_KEYS = ("episodes",)
+IGNORED_CONFIG_KEYS = ("episodes", "test_every", "test_every_episodes")
 """Config entries that do not affect training (a checkpoint resumes across them)."""
 
 
@@ -83,6 +83,13 @@ def ensure_writable(folder: Path | str) -> None:
     """Check up front that ``folder`` (a results folder) can be created and written;
     :class:`StorageError` otherwise, before any training."""
     folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise StorageError(errno.ENOTDIR, f"results folder {folder} is not writable: "
+                                   f"{path} is a file, not a folder; choose another --out. "
+                                   "Nothing was run.")
+            break
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,eval,table,list,speed,data,theory}``."""
+"""Command line: ``python -m bench {run,plan,eval,table,list,speed,data,theory}``."""
 from __future__ import annotations
 
 import argparse
@@ -121,6 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the budget's DropBlock ramp (ResNet-12): optimiser steps "
                           "over which the drop rate reaches its full value (0: at once), or "
                           "'never' (DropBlock stays inactive)")
+    run.add_argument("--test-every", type=int, default=0, metavar="N",
+                     help="also evaluate the test split every N epochs (unified protocol, "
+                          "--test-every-episodes episodes) for the learning curve only: never "
+                          "used to select, excluded from device-hours, not part of the run's "
+                          "identity (default 0: off)")
+    run.add_argument("--test-every-episodes", type=int, default=None, metavar="K",
+                     help="test episodes of each --test-every evaluation: the first K of the "
+                          "run's test episodes (default: 100, at most --episodes)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the sweep's projected device-hours and model-file disk (from "
+                          "`bench speed` reports, see --speed-reports) and start nothing")
+    run.add_argument("--speed-reports", type=Path, default=Path("results/speed"),
+                     help="folder of `bench speed` JSON reports that --dry-run and `bench plan`"
+                          " project from (default results/speed)")
+    run.add_argument("--assume-epochs", type=int, default=60,
+                     help="--dry-run / plan: epochs assumed for budgets that stop early "
+                          "(default 60, at most the budget's maximum)")
     run.add_argument("--force", action="store_true",
                      help="rerun finished results too (every run from scratch)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -128,12 +145,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the accuracy and efficiency tables of --out afterwards")
     _add_survival_arguments(run)
 
+    plan = sub.add_parser("plan", add_help=False,
+                          help="the cost of a `bench run` sweep before it runs: the same "
+                               "arguments as run (= run --dry-run), and the plan is saved in "
+                               "--out for bench table to check")
+
     table = sub.add_parser("table", help="turn result files into accuracy and efficiency tables")
     table.add_argument("folder", type=Path, nargs="?", default=Path("results"))
+    table.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="write the table files here (default: into the results folder; "
+                            "when that cannot be written, the tables are still printed)")
+    table.add_argument("--strict", action="store_true",
+                       help="stop at the first invalid result file (default: leave it out, "
+                            "tabulate the rest and list it under the tables)")
+    table.add_argument("--baseline", default=None,
+                       help="method every other is compared with in comparison.{csv,md} "
+                            "(default: the method that declares itself the baseline, MTL)")
+    table.add_argument("--margin", type=_positive_float, default=1.0,
+                       help="equivalence margin in accuracy points for the paired comparisons' "
+                            "verdicts (two one-sided tests; default 1.0)")
     table.add_argument("--brief", action="store_true",
-                       help="print accuracy, the paired difference from the comparison baseline "
-                            "and the training cost in a few lines each (the full tables are "
-                            "written all the same), then the files written")
+                       help="print accuracy, the paired difference from the baseline and the "
+                            "training cost with its ratio to the baseline's, a few lines each, "
+                            "then the files written (the files are those of the full tables)")
 
     listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
                                           "and budgets")
@@ -296,35 +330,52 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
 
 
 def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None]],
-                   dataset_names: list[str], hparams: dict) -> list:
-    """``methods``: (registered name, import path or None) as :func:`methods.plugins.
-    resolve_method` gives them."""
+                   dataset_names: list[str], hparams: dict) -> tuple[list, list[str]]:
+    """The sweep's run configurations, and what kept some from being built (a budget a
+    method does not declare). ``methods``: (registered name, import path or None) as
+    :func:`methods.plugins.resolve_method` gives them."""
     from dataclasses import replace
 
     from methods import METHODS
 
-    configs = []
+    configs, problems = [], []
     for name in dataset_names:
         for method, source in methods:
             for shots in args.shots:
-                for seed in args.seeds:
+                try:
                     budget = resolve_budget(args.budget, METHODS.get(method), name, shots)
-                    overrides = {k: v for k, v in (("backbone", args.backbone),
-                                                   ("feature_mode", args.feature_mode))
-                                 if v is not None}
-                    if args.dropblock_ramp is not False:
-                        overrides["dropblock_ramp_steps"] = args.dropblock_ramp
-                    if hparams:
-                        overrides["hparams"] = {**budget.hparams, **hparams}
-                    if overrides:
-                        budget = replace(budget, **overrides)
+                except (NotImplementedError, ValueError) as error:
+                    problems.append(f"--budget {args.budget} for {method} on {name} "
+                                    f"{shots}-shot: {error}")
+                    continue
+                overrides = {k: v for k, v in (("backbone", args.backbone),
+                                               ("feature_mode", args.feature_mode))
+                             if v is not None}
+                if args.dropblock_ramp is not False:
+                    overrides["dropblock_ramp_steps"] = args.dropblock_ramp
+                if hparams:
+                    overrides["hparams"] = {**budget.hparams, **hparams}
+                if overrides:
+                    budget = replace(budget, **overrides)
+                for seed in args.seeds:
                     configs.append(RunConfig(
                         method=method, dataset=name, ways=args.ways, shots=shots, seed=seed,
                         budget=budget, queries=args.queries, episodes=args.episodes,
                         precision=args.precision, solver=args.solver,
                         compile=args.compile, logreg_c=args.logreg_c,
-                        select_on=args.select_on, method_source=source))
-    return configs
+                        select_on=args.select_on, method_source=source,
+                        **_test_every(args)))
+    return configs, list(dict.fromkeys(problems))
+
+
+def _test_every(args: argparse.Namespace) -> dict:
+    """``--test-every`` and its episodes (default: 100, at most ``--episodes``)."""
+    from bench.config import DEFAULT_TEST_EVERY_EPISODES
+
+    episodes = args.test_every_episodes
+    if episodes is None:
+        episodes = min(DEFAULT_TEST_EVERY_EPISODES, args.episodes)
+    return {"test_every": args.test_every, "test_every_episodes": episodes}
 
 
 def selection_notes(configs: list, asked: str) -> list[str]:
@@ -367,6 +418,37 @@ def _check_meta_batches(configs: list, processes: int) -> str | None:
             "command), or a larger meta-batch.")
 
 
+def _collapse_lists(args: argparse.Namespace) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Methods (registered name, import path) and dataset names of the command line, with
+    every repeat (``--seeds 0,0``, ``--shots 1,1``, ``--methods a,A``) collapsed and noted;
+    ``args.shots`` and ``args.seeds`` are collapsed in place."""
+    from bench.validate_sweep import collapse_duplicates
+    from datasets import DATASETS
+    from methods.plugins import resolve_method
+
+    methods, note_m = collapse_duplicates([(m, resolve_method(m)) for m in args.methods],
+                                          "--methods", key=lambda p: p[1][0],
+                                          show=lambda p: p[0])
+    datasets, note_d = collapse_duplicates([(d, DATASETS.canonical(d)) for d in args.dataset],
+                                           "--dataset", key=lambda p: p[1],
+                                           show=lambda p: p[0])
+    args.shots, note_s = collapse_duplicates(args.shots, "--shots")
+    args.seeds, note_e = collapse_duplicates(args.seeds, "--seeds")
+    for note in (note_m, note_d, note_s, note_e):
+        if note:
+            print(note)
+    return [m for _, m in methods], [d for _, d in datasets]
+
+
+def _refuse_sweep(problems: list[str]) -> int:
+    """One line per problem, a count, exit 2: nothing was run or written."""
+    for line in problems:
+        print(f"error: {line}", file=sys.stderr)
+    print(f"{len(problems)} problem(s) with this sweep. Nothing was run or written.",
+          file=sys.stderr)
+    return EXIT_USAGE
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.checkpoint import StorageError, ensure_writable
     from bench.distributed import DistributedSetupError, environment_world_size
@@ -375,15 +457,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.sweep import (ResultConflict, data_identities, preflight_checkpoints,
                              preflight_results)
     from bench.training import resolve_device
-    from datasets import DATASETS, DatasetError, load_dataset
-    from methods import METHODS
-    from methods.plugins import resolve_method
+    from bench.validate_sweep import argument_problems, out_problem, sweep_problems, unique_runs
+    from datasets import DatasetError, load_dataset
 
-    methods = [resolve_method(m) for m in args.methods]
-    dataset_names = [DATASETS.canonical(d) for d in args.dataset]
+    methods, dataset_names = _collapse_lists(args)
     hparams = dict(args.hparam)
-    for method, _ in methods:  # fail before any training on a misspelt hyperparameter
-        METHODS.get(method).resolve_hparams(hparams)
+    if args.dry_run:  # bench plan: the sweep's cost from bench speed reports; nothing starts,
+        from bench.plan import cmd_plan  # and the data need not be on this machine
+
+        configs, problems = _build_configs(args, methods, dataset_names, hparams)
+        problems = argument_problems(args.ways, args.shots, args.queries, args.episodes,
+                                     args.seeds) + problems
+        if problems:
+            return _refuse_sweep(problems)
+        return cmd_plan(args, configs)
     world_size = environment_world_size()
     problem = _check_launch_flags(args, world_size)
     if problem:
@@ -391,6 +478,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if world_size == 1 and args.launcher == "local":
         resolve_device(args.device)  # fail early on a missing GPU
+    # One validation pass over the whole sweep before anything trains or is written.
+    problems = argument_problems(args.ways, args.shots, args.queries, args.episodes,
+                                 args.seeds)
+    problems += [p for p in [out_problem(args.out)] if p]
     datasets, roots = {}, {}
     for name in dataset_names:
         roots[name] = args.data_root if len(dataset_names) == 1 or args.data_root is None \
@@ -398,9 +489,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             datasets[name] = load_dataset(name, roots[name])
         except DatasetError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_USAGE
-    configs = _build_configs(args, methods, dataset_names, hparams)
+            problems.append(str(error))
+    configs, unbuilt = _build_configs(args, methods, dataset_names, hparams)
+    problems += unbuilt
+    problems += sweep_problems([c for c in configs if c.dataset in datasets], datasets)
+    if problems:
+        return _refuse_sweep(problems)
+    configs, note = unique_runs(configs)
+    if note:
+        print(note)
     for line in selection_notes(configs, args.select_on):
         print(line)
     slots = _parallel_slots(args, len(configs)) if args.jobs is not None else None
@@ -531,35 +628,70 @@ def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict,
     return 0
 
 
-def cmd_table(folder: Path, brief: bool = False) -> int:
+def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
+              args: argparse.Namespace | None = None) -> int:
+    """Print the tables of ``folder`` and write their files into ``out`` (default: the
+    folder). Files that cannot be written never cost the printed tables: without ``out`` a
+    read-only folder is one line of note (exit 0); an unwritable ``out`` is an error (exit 2)
+    after the tables are printed. ``args``: the paired tables' ``--baseline`` and
+    ``--margin``, and ``--brief`` (:mod:`bench.summary` printed instead of the tables)."""
     from bench.evaluation_run import EvalFileError
+    from bench.paired_tables import PairedOptions
     from bench.results import ResultFileError
-    from bench.table import make_tables
+    from bench.table import check_results_folder, make_tables, output_problem, table_inputs
 
+    paired = PairedOptions(args.baseline, args.margin) if args is not None else None
+    target = out if out is not None else folder
+    brief = bool(getattr(args, "brief", False))
     try:
+        check_results_folder(folder)
+        if not table_inputs(folder):
+            print(f"no results in {folder} (no run or eval result files under it); nothing "
+                  "written", file=sys.stderr)
+            return EXIT_USAGE
+        why = output_problem(target)
+        try:
+            text = make_tables(folder, target, strict=strict, write=why is None,
+                               paired=paired)
+        except OSError as error:  # a write failed part-way (disk full, ...)
+            why = (f"{error.filename}: " if error.filename else "") \
+                + (error.strerror or str(error))
+            text = make_tables(folder, target, strict=strict, write=False,
+                               paired=paired)
         if brief:
             from bench.summary import brief_summary
 
-            print(brief_summary(folder))
-            return 0
-        print(make_tables(folder))
-    except (ResultFileError, EvalFileError, FileNotFoundError) as error:
+            text = brief_summary(folder, target if why is None else None, paired, strict)
+    except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"(written to {folder}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md; "
-          "l2_penalty.csv, .md and .png too when it holds `bench eval` results)")
+    print(text)
+    if why is not None:
+        message = (f"the table files could not be written to {target} ({why})"
+                   + ("" if out is not None else "; pass --out DIR to write them elsewhere"))
+        print(f"{'error' if out is not None else 'note'}: {message}", file=sys.stderr)
+        return EXIT_USAGE if out is not None else 0
+    if brief:  # the summary ends with the files written
+        return 0
+    print(f"(written to {target}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md, "
+          "comparison.csv, comparison.md, time_to_accuracy.csv, time_to_accuracy.md and "
+          "learning_curves_*.png; l2_penalty.csv, .md and .png too when it holds `bench eval` "
+          "results)")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plan = bool(argv) and argv[0] == "plan"  # `bench run --dry-run` that also saves the plan
+    args = build_parser().parse_args(["run", "--dry-run", *argv[1:]] if plan else argv)
+    args.save_plan = plan
     try:
         if args.command == "list":
             return cmd_list(args.methods)
         if args.command == "run":
             return cmd_run(args)
         if args.command == "table":
-            return cmd_table(args.folder, args.brief)
+            return cmd_table(args.folder, args.out, args.strict, args)
         if args.command == "speed":
             from bench import speed as speed_cli
 

@@ -54,9 +54,16 @@ QUICK_BACKBONE = {True: "conv4-64", False: "resnet12"}
 SELECTION_PROTOCOLS = ("unified", "native")
 """What model selection reads on the validation split (``--select-on``)."""
 SETTINGS_HASH_LENGTH = 8
+#: What a run records along the way without changing any number it trains, selects or tests:
+#: ``--test-every N`` evaluates the test split every N epochs on the first
+#: ``test_every_episodes`` test episodes, for the learning curve only (never for selection;
+#: excluded from device-hours). A run with it is the same run as one without.
+RECORDING_OPTIONS = ("test_every", "test_every_episodes")
 #: Config entries that are not part of a run's identity: the seed (replicates of one
-#: experiment) and where a method's code was imported from (the registered name is the method).
-NOT_IDENTITY = ("seed", "method_source")
+#: experiment), where a method's code was imported from (the registered name is the method)
+#: and the recording options.
+NOT_IDENTITY = ("seed", "method_source", *RECORDING_OPTIONS)
+DEFAULT_TEST_EVERY_EPISODES = 100
 
 
 def smoke_budget(dataset: DatasetInfo, hparams: Mapping[str, Any] | None = None
@@ -242,8 +249,15 @@ class RunConfig:
     """Import path (``package.module:Class``) of a method given by it on the command line
     (:mod:`methods.plugins`), so every process that rebuilds the run imports it; None for a
     registered method (built in or an installed entry point)."""
+    test_every: int = 0  # --test-every N: test accuracy in the learning curve every N epochs
+    test_every_episodes: int = DEFAULT_TEST_EVERY_EPISODES  # ... on this many test episodes
 
     def __post_init__(self) -> None:
+        if self.test_every < 0:
+            raise ValueError(f"test_every must be >= 0 epochs (0: off), not {self.test_every}")
+        if self.test_every and not 1 <= self.test_every_episodes <= self.episodes:
+            raise ValueError(f"test_every_episodes must be between 1 and the run's test "
+                             f"episodes ({self.episodes}), not {self.test_every_episodes}")
         if self.select_on not in SELECTION_PROTOCOLS:
             raise ValueError(f"select_on must be one of {', '.join(SELECTION_PROTOCOLS)}, "
                              f"not {self.select_on!r}")
@@ -342,11 +356,15 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The configuration as stored in result files and checkpoints (``config``).
 
-        ``method_source`` appears only when set, so the records and checkpoints of
-        registered methods are exactly those of before it existed."""
+        ``method_source`` appears only when set, and the recording options only with
+        ``--test-every``, so the records and checkpoints of registered methods are exactly
+        those of before they existed."""
         data = dataclasses.asdict(self)
         if data["method_source"] is None:
             del data["method_source"]
+        if not data["test_every"]:
+            for key in RECORDING_OPTIONS:
+                del data[key]
         return data
 
     @classmethod

@@ -353,11 +353,14 @@ def _row(cell: Cell, arm: Arm, target: Arm, clock: str, metric: str,
 # Markdown and CSV.
 
 def time_to_accuracy_footer(clock: str = "train", metric: str = "val_accuracy") -> str:
-    """The method, stated for the reader of ``time_to_accuracy.md``."""
+    """The method, stated for the reader of ``time_to_accuracy.md`` (``clock="both"``: one
+    footer under a table per clock)."""
     what = "validation accuracy (unified protocol)" if metric == "val_accuracy" else \
         "test accuracy on the reduced --test-every episodes"
-    seconds = ("training seconds (timing rule)" if clock == "train"
-               else "training + validation seconds")
+    seconds = {"train": "training seconds (timing rule)",
+               "run": "training + validation seconds",
+               "both": "training seconds (timing rule; for run device-hours, training + "
+                       "validation seconds)"}[clock]
     return (
         f"Accuracy: {what}, known at the end of each epoch. Target's best: the highest value on "
         "the target's curve; its hours: device-hours at the end of the first epoch that reached "

@@ -312,13 +312,31 @@ def read_eval(path: Path) -> dict[str, Any]:
     if not isinstance(result, dict) or not all(k in result for k in ("accuracies", "mean",
                                                                       "ci95")):
         raise EvalFileError(f"{path}: 'result' must hold accuracies, mean and ci95")
+    from bench.results import accuracy_problem
+
+    problem = accuracy_problem(result)
+    if problem:
+        raise EvalFileError(f"{path}: {problem}")
     return data
 
 
-def load_evals(folder: Path | str) -> list[dict[str, Any]]:
-    """Every eval result in an ``evals`` folder under ``folder`` (recursively), sorted by
-    path."""
+def eval_files(folder: Path | str) -> list[Path]:
+    """Every ``.json`` file in an ``evals`` folder under ``folder`` (recursively), sorted."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*.json")
-                   if EVALS_DIR in p.relative_to(folder).parts[:-1])
-    return [read_eval(p) for p in files]
+    return sorted(p for p in folder.rglob("*.json")
+                  if EVALS_DIR in p.relative_to(folder).parts[:-1])
+
+
+def load_evals(folder: Path | str, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every eval result in an ``evals`` folder under ``folder`` (recursively), sorted by
+    path. ``skipped`` given: a file that fails :func:`read_eval` is left out and its error
+    appended there instead of raised."""
+    evals = []
+    for path in eval_files(folder):
+        try:
+            evals.append(read_eval(path))
+        except EvalFileError as error:
+            if skipped is None:
+                raise
+            skipped.append(str(error))
+    return evals

@@ -176,13 +176,16 @@ def l2_plot(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def make_l2_table(folder: Path, out_dir: Path | None = None,
-                  reference_csv: Path = REFERENCE_CSV) -> str | None:
+                  reference_csv: Path = REFERENCE_CSV,
+                  skipped: list[str] | None = None, write: bool = True) -> str | None:
     """Write :data:`OUTPUTS` into ``out_dir`` (default ``folder``) from the eval results under
     ``folder``; returns the Markdown section, or None when there is no unified-protocol eval
-    result (nothing is written then)."""
+    result (nothing is written then). ``skipped``: as :func:`bench.evaluation_run.load_evals`'s
+    (invalid eval files are listed there instead of raised); ``write`` False: nothing is
+    written."""
     folder = Path(folder)
     out_dir = Path(out_dir) if out_dir is not None else folder
-    measured = measured_rows(load_evals(folder))
+    measured = measured_rows(load_evals(folder, skipped))
     if measured.empty:
         return None
     frame = _sort(pd.concat([measured, reported_rows(reference_csv)], ignore_index=True))
@@ -193,6 +196,8 @@ def make_l2_table(folder: Path, out_dir: Path | None = None,
                 "--logreg-c`), shown to 2 significant digits (the CSV has C and λ exactly). "
                 "± 95% CI over test episodes of one model and one episode set. ‡ as reported "
                 "in the paper (Table 5, no CI), a model of its own, for the shape.\n")
+    if not write:
+        return markdown
     write_text_atomic(out_dir / OUTPUTS[0], frame.to_csv(index=False, float_format="%.6g"))
     write_text_atomic(out_dir / OUTPUTS[1], markdown)
     try:

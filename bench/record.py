@@ -133,6 +133,7 @@ def run_one(config: RunConfig, dataset: FewShotDataset, device: torch.device,
             "steps": outcome.steps,
             "images_seen": outcome.images_seen,
             "epochs": outcome.epochs,
+            **({"test_every_seconds": timer.total("test_every")} if config.test_every else {}),
         },
         "selection": {
             "protocol": config.select_on if method.has_native_adaptation else "unified",

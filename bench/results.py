@@ -61,6 +61,8 @@ class Timings(TypedDict):
     steps: int  # optimiser steps taken
     images_seen: int  # training images processed (support + query of every task)
     epochs: int  # epochs run (early stopping may end training before the budget's maximum)
+    test_every_seconds: NotRequired[float]  # --test-every only: its test evaluations during
+    # training, excluded from device-hours
 
 
 class Selection(TypedDict):
@@ -112,7 +114,8 @@ class RunResult(TypedDict, total=False):
     timings: Timings
     selection: Selection
     learning_curve: list[dict[str, Any]]  # one point per epoch (bench.cost_curves.CurvePoint),
-    # cumulative across resumes; absent when a resume began from a checkpoint without one
+    # cumulative across resumes; absent when a resume began from a checkpoint without one;
+    # with --test-every N, points N, 2N, ... also hold test_accuracy and test_episodes
     test: dict[str, ProtocolResult]  # "unified" always; "native" too (for MTL, = unified)
     native_is_unified: bool  # True when the method has no native adaptation of its own
     episode_hash: str  # sha256 of the test episodes' indices (equal hash = same episodes)
@@ -168,11 +171,9 @@ def validate_result(data: Any, source: str) -> RunResult:
     for protocol, res in test.items():
         if not isinstance(res, dict) or not all(k in res for k in ("accuracies", "mean", "ci95")):
             raise fail(f"test[{protocol!r}] must hold accuracies, mean and ci95")
-        accs = res["accuracies"]
-        if not isinstance(accs, list) or not accs:
-            raise fail(f"test[{protocol!r}].accuracies must be a non-empty list")
-        if not isinstance(res["mean"], (int, float)) or math.isnan(res["mean"]):
-            raise fail(f"test[{protocol!r}].mean is not a number")
+        problem = accuracy_problem(res)
+        if problem:
+            raise fail(f"test[{protocol!r}]: {problem}")
     timings = data["timings"]
     if not isinstance(timings, dict) or any(
             not isinstance(timings.get(k), (int, float)) for k in _REQUIRED_TIMINGS):
@@ -185,6 +186,43 @@ def validate_result(data: Any, source: str) -> RunResult:
         except CurveError as error:
             raise fail(str(error).removeprefix(f"{source}: ")) from error
     return data  # type: ignore[return-value]
+
+
+#: How far a stored mean or CI may lie from the one recomputed from the stored per-episode
+#: accuracies (percentage points): the accuracies are stored rounded to 4 decimals.
+ROUNDING_TOLERANCE = 1e-3
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def accuracy_problem(res: dict[str, Any]) -> str | None:
+    """What is wrong with one protocol's ``accuracies``, ``mean`` and ``ci95`` (None:
+    nothing): the accuracies must be finite percentages, and the stored mean and 95% CI must
+    be what they give (:func:`bench.stats.episode_ci95`) within :data:`ROUNDING_TOLERANCE`;
+    a table shows the stored numbers, so a file where they disagree is refused."""
+    from bench.stats import episode_ci95
+
+    accs = res.get("accuracies")
+    if not isinstance(accs, list) or not accs:
+        return "accuracies must be a non-empty list"
+    bad = [i for i, a in enumerate(accs) if not _is_number(a) or not 0 <= a <= 100]
+    if bad:
+        return (f"accuracies must be percentages in [0, 100]; episode {bad[0]} holds "
+                f"{accs[bad[0]]!r}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+    mean, ci = math.fsum(accs) / len(accs), episode_ci95(accs)
+    stored_mean, stored_ci = res.get("mean"), res.get("ci95")
+    if not _is_number(stored_mean) or not math.isclose(stored_mean, mean, rel_tol=0,
+                                                       abs_tol=ROUNDING_TOLERANCE):
+        return (f"stored mean {stored_mean!r} disagrees with its {len(accs)} per-episode "
+                f"accuracies, whose mean is {mean:.4f}")
+    if not _is_number(stored_ci) or math.isnan(stored_ci) != math.isnan(ci) or (
+            not math.isnan(ci) and not math.isclose(stored_ci, ci, rel_tol=0,
+                                                    abs_tol=ROUNDING_TOLERANCE)):
+        return (f"stored ci95 {stored_ci!r} disagrees with its {len(accs)} per-episode "
+                f"accuracies, whose 95% CI is {ci:.4f}")
+    return None
 
 
 _REQUIRED_TIMINGS = ("train_seconds", "train_device_hours", "run_seconds", "run_device_hours",

@@ -9,8 +9,9 @@ reaches the same result as an uninterrupted run. The step itself is
 :func:`bench.training.parallel_train_step`; validation uses the run's selection protocol
 (``select_on``: the unified protocol for every method by default). Every epoch adds a point to
 the run's learning curve (:class:`bench.cost_curves.CurvePoint`: cumulative training and
-training-plus-validation seconds, images, steps, validation accuracy), which the checkpoint
-carries, so a resumed run continues its curve.
+training-plus-validation seconds, images, steps, validation accuracy; with ``--test-every N``,
+every N epochs also test accuracy on a reduced number of test episodes, timed apart and in
+neither clock), which the checkpoint carries, so a resumed run continues its curve.
 """
 from __future__ import annotations
 
@@ -173,6 +174,7 @@ class TrainSession:
         self.device, self.parallel = device, parallel
         self.val_loader = EpisodeLoader(dataset.val, Normalizer(dataset.mean, dataset.std),
                                         device)
+        self.test_loader: EpisodeLoader | None = None  # --test-every only
         self.schedule = EpochSchedule(budget, self.optimizer)
         self.outcome = TrainOutcome(best_state=_cpu_state(self.method), best_epoch=0,
                                     best_val=-math.inf)
@@ -291,7 +293,11 @@ class TrainSession:
         with timer.section("validation"):
             val = self.validate()
         o.val_curve.append(val)
-        self._record_point(timer, epoch, val)
+        test = None
+        if self.config.test_every and epoch % self.config.test_every == 0:
+            with timer.section("test_every"):  # in neither clock: training reads nothing of it
+                test = self.test_along_the_way()
+        self._record_point(timer, epoch, val, test)
         self.schedule.step(val)
         if val > o.best_val:
             o.best_val, o.best_epoch, self.since_best = val, epoch, 0
@@ -306,17 +312,37 @@ class TrainSession:
         if epoch >= budget.epochs or (patience is not None and self.since_best >= patience):
             self.finished = True
 
-    def _record_point(self, timer: SectionTimer, epoch: int, val: float) -> None:
+    def test_along_the_way(self) -> float:
+        """``--test-every``: unified-protocol accuracy on the first ``test_every_episodes``
+        of the run's test episodes (the same every time; the final test uses all of them).
+        Recorded in the learning curve only: selection never reads it, and it consumes no
+        random state that training uses (its own episode stream, eval mode, no dropout)."""
+        config = self.config
+        if self.test_loader is None:
+            self.test_loader = EpisodeLoader(
+                self.dataset.test, Normalizer(self.dataset.mean, self.dataset.std), self.device)
+        sampler = EpisodeSampler(self.dataset.test, config.ways, config.shots, config.queries,
+                                 stream_seed(config.seed, "test"))
+        episodes = sampler.sample(config.test_every_episodes)
+        accs = sharded_map(lambda part: evaluate_unified(
+            self.method, self.test_loader, part, solver=config.solver, C=config.logreg_c,
+            precision=config.precision), episodes, self.parallel)
+        return float(np.mean(accs))
+
+    def _record_point(self, timer: SectionTimer, epoch: int, val: float,
+                      test: float | None = None) -> None:
         """The learning curve's point for ``epoch`` (cumulative seconds: the slowest
-        process's, as the result's ``train_seconds``)."""
+        process's, as the result's ``train_seconds``; ``--test-every`` time in neither)."""
         o = self.outcome
         train = timer.total("train") + timer.total("first_step")
         run = train + timer.total("validation")
         train, run = (max_over_ranks(train, self.parallel), max_over_ranks(run, self.parallel))
         if o.curve is not None:
-            o.curve.append({"epoch": epoch, "train_seconds": train, "run_seconds": max(run, train),
-                            "images_seen": o.images_seen, "steps": o.steps,
-                            "val_accuracy": val})
+            point = {"epoch": epoch, "train_seconds": train, "run_seconds": max(run, train),
+                     "images_seen": o.images_seen, "steps": o.steps, "val_accuracy": val}
+            if test is not None:
+                point.update(test_accuracy=test, test_episodes=self.config.test_every_episodes)
+            o.curve.append(point)
 
     def _save(self, timer: SectionTimer, checkpoint: RunCheckpoint | None) -> None:
         if checkpoint is None:

@@ -1,12 +1,12 @@
 """``bench table --brief``: both halves of the paper's claim in a few lines each.
 
 For every (dataset, ways, budget) of a results folder: the test accuracy of every method under
-both protocols, the paired difference of every method against the comparison baseline (the
-method that declares ``comparison_baseline``: MTL) on the same test episodes
-(:mod:`bench.compare`), and the training cost (device-hours and its ratio to the baseline's).
-The full tables are written as ``bench table`` writes them (:func:`bench.table.make_tables`),
-with ``comparison.{csv,md}`` beside them; the summary ends with the paths of every file
-written. A pure function of the result files, like the tables.
+both protocols, the paired difference of every method from the comparison baseline (by default
+the method that declares ``comparison_baseline``: MTL; ``--baseline``) on the same test
+episodes (:mod:`bench.compare`), and the training cost (device-hours and its ratio to the
+baseline's). ``bench table --brief`` writes the full tables first, as ``bench table`` does;
+the summary ends with the paths of the files written. A pure function of the result files,
+like the tables; it writes nothing itself.
 """
 from __future__ import annotations
 
@@ -15,16 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.compare import (DEFAULT_MARGIN, EQUIVALENT, NOT_PAIRED, comparison_csv,
-                           comparison_markdown, paired_comparisons)
-from bench.table import accuracy_rows, display_name, efficiency_rows, load_results, make_tables
-from core.atomic import write_text_atomic
-from methods import comparison_baseline
+from bench.compare import EQUIVALENT, NOT_PAIRED, paired_comparisons
+from bench.paired_tables import PairedOptions, resolve_baseline
+from bench.table import accuracy_rows, display_name, efficiency_rows, load_results
 
 TABLE_FILES = ("accuracy.csv", "accuracy.md", "efficiency.csv", "efficiency.md",
+               "comparison.csv", "comparison.md", "time_to_accuracy.csv", "time_to_accuracy.md",
                "figure2.png", "device_hours.png", "l2_penalty.csv", "l2_penalty.md",
                "l2_penalty.png")
-COMPARISON_FILES = ("comparison.csv", "comparison.md")
 _BLOCK = ["dataset", "ways", "budget"]
 
 
@@ -115,19 +113,22 @@ def _cost_lines(cost: pd.DataFrame, shots: list[int], baseline: str) -> list[str
         + _table(header, rows)
 
 
-def brief_summary(folder: Path, margin: float = DEFAULT_MARGIN) -> str:
-    """Write the tables (and ``comparison.{csv,md}``) of ``folder`` and return the summary."""
+def brief_summary(folder: Path, written_to: Path | None = None,
+                  options: PairedOptions | None = None, strict: bool = True) -> str:
+    """The summary of the results under ``folder`` (writes nothing: ``bench table --brief``
+    writes the full tables first); ``written_to``: the folder the table files went to, whose
+    files the last line lists (None: none were written). ``options``: the paired tables'
+    baseline and margin; ``strict`` False: invalid result files are left out, as the tables
+    leave them out."""
     folder = Path(folder)
-    make_tables(folder)  # accuracy, efficiency, plots: the files `bench table` writes
-    results = load_results(folder)
-    base_cls = comparison_baseline()
-    baseline = base_cls.display_name
-    pairs = paired_comparisons(results, base_cls.name, margin,
-                               display=lambda n: display_name({"method": n}))
-    write_text_atomic(folder / "comparison.csv", comparison_csv(pairs))
-    write_text_atomic(folder / "comparison.md", comparison_markdown(pairs, margin))
+    options = options or PairedOptions()
+    results = load_results(folder, None if strict else [])
+    baseline = resolve_baseline(options.baseline, results)
+    display = (lambda n: display_name({"method": n}))
+    base_name = display(baseline)
+    margin = options.margin
+    pairs = _labelled(paired_comparisons(results, baseline, margin, display=display))
     acc, cost = _labelled(accuracy_rows(results)), _labelled(efficiency_rows(results))
-    pairs = _labelled(pairs)
     lines: list[str] = []
     for key, block in acc.groupby(_BLOCK, sort=True):
         dataset, ways, budget = key
@@ -141,18 +142,20 @@ def brief_summary(folder: Path, margin: float = DEFAULT_MARGIN) -> str:
         mine = pairs[(pairs["dataset"] == dataset) & (pairs["ways"] == ways)
                      & (pairs["budget"] == budget)] if not pairs.empty else pairs
         if not mine.empty:
-            lines += [""] + _paired_lines(mine, baseline, margin)
+            lines += [""] + _paired_lines(mine, base_name, margin)
         spend = cost[(cost["dataset"] == dataset) & (cost["ways"] == ways)
                      & (cost["budget"] == budget)]
         if not spend.empty:
-            lines += [""] + _cost_lines(spend, shots, baseline)
+            lines += [""] + _cost_lines(spend, shots, base_name)
     failed = [r for r in results if r["status"] == "failed"]
     if failed:
         lines += ["", f"{len(failed)} failed run(s): "
                       + "; ".join(f"{r['key']} ({r['error'][:80]})" for r in failed)]
     if not lines:
         lines = ["No finished results."]
-    written = [folder / name for name in (*TABLE_FILES, *COMPARISON_FILES)
-               if (folder / name).exists()]
-    lines += ["", "Written: " + ", ".join(str(p) for p in written)]
+    if written_to is not None:
+        written_to = Path(written_to)
+        names = [written_to / n for n in TABLE_FILES]
+        names += sorted(written_to.glob("learning_curves_*.png"))
+        lines += ["", "Written: " + ", ".join(str(p) for p in names if p.exists())]
     return "\n".join(lines).lstrip("\n")

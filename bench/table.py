@@ -24,7 +24,9 @@ the same way (``data 1a2b3c4d``). Two finished results of one identity and seed 
 Outputs: ``accuracy.csv``, ``accuracy.md``, ``efficiency.csv``, ``efficiency.md``, and the plots
 ``figure2.png`` (accuracy vs speed-up relative to MetaOptNet, the paper's Figure 2) and
 ``device_hours.png`` (accuracy vs device-hours); with eval results (``bench eval``), also the
-L2-penalty table ``l2_penalty.{csv,md,png}`` (Table 5, :mod:`bench.l2_table`).
+L2-penalty table ``l2_penalty.{csv,md,png}`` (Table 5, :mod:`bench.l2_table`); and the paired
+tables of :mod:`bench.paired_tables`: ``comparison.{csv,md}`` (every method against a baseline
+on identical episodes), ``time_to_accuracy.{csv,md}`` and the learning-curve figures.
 """
 from __future__ import annotations
 
@@ -49,9 +51,9 @@ from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
-SKIP_DIRS = {"reference", "speed", "theory", "evals", "models"}
+SKIP_DIRS = {"reference", "speed", "theory", "evals", "models", "plans"}
 """Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
-files)."""
+files, plans: ``bench plan``'s)."""
 
 
 def display_name(config: dict[str, Any]) -> str:
@@ -102,15 +104,67 @@ def efficiency_reference() -> Reference:
     return Reference(cls.name, cls.display_name)
 
 
-def load_results(folder: Path) -> list[RunResult]:
-    """Every result file under ``folder`` (recursively, skipping :data:`SKIP_DIRS`)."""
+def check_results_folder(folder: Path) -> None:
+    """``FileNotFoundError`` or ``NotADirectoryError`` (saying what to do) unless ``folder``
+    is a folder."""
     folder = Path(folder)
+    if folder.is_file():
+        raise NotADirectoryError(f"{folder} is a file, not a folder; pass the results folder "
+                                 "(the --out of `python -m bench run`)")
     if not folder.is_dir():
         raise FileNotFoundError(f"results folder {folder} does not exist; run `python -m bench "
                                 "run ... --out DIR` first")
-    files = sorted(p for p in folder.rglob("*.json")
-                   if not SKIP_DIRS.intersection(p.relative_to(folder).parts[:-1]))
-    return [read_result(p) for p in files]
+
+
+def result_files(folder: Path) -> list[Path]:
+    """Every ``.json`` file under ``folder`` (recursively, skipping :data:`SKIP_DIRS`)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*.json")
+                  if not SKIP_DIRS.intersection(p.relative_to(folder).parts[:-1]))
+
+
+def table_inputs(folder: Path) -> list[Path]:
+    """The files ``bench table`` reads under ``folder``: run results and eval results."""
+    from bench.evaluation_run import eval_files
+
+    return result_files(folder) + eval_files(folder)
+
+
+def load_results(folder: Path, skipped: list[str] | None = None) -> list[RunResult]:
+    """Every result file under ``folder`` (:func:`result_files`). ``skipped`` given: a file
+    that fails validation is left out (never averaged) and its error appended there instead
+    of raised."""
+    check_results_folder(folder)
+    results = []
+    for path in result_files(folder):
+        try:
+            results.append(read_result(path))
+        except ResultFileError as error:
+            if skipped is None:
+                raise
+            skipped.append(str(error))
+    return results
+
+
+def output_problem(folder: Path) -> str | None:
+    """Why the table files cannot be written into ``folder`` (created if missing), or None."""
+    import tempfile
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
+def skipped_section(skipped: list[str]) -> str:
+    """The Markdown that lists the files left out of the tables (empty: none)."""
+    if not skipped:
+        return ""
+    return ("\n## Files left out of these tables (not valid; nothing from them is shown)\n\n"
+            + "".join(f"- {line}\n" for line in skipped))
 
 
 def _column(dataset: str, ways: int, shots: int) -> str:
@@ -434,13 +488,21 @@ def failures(results: list[RunResult]) -> list[str]:
 
 
 def make_tables(folder: Path, out_dir: Path | None = None,
-                reference_csv: Path = REFERENCE_CSV) -> str:
-    """Read every result under ``folder``, write the four table files into ``out_dir``
-    (default: ``folder``) and return the Markdown that ``bench table`` prints."""
+                reference_csv: Path = REFERENCE_CSV, strict: bool = True,
+                write: bool = True, paired: Any = None) -> str:
+    """Read every result under ``folder``, write the table files into ``out_dir`` (default:
+    ``folder``; ``write`` False: nothing is written) and return the Markdown that ``bench
+    table`` prints. ``strict`` False: invalid result and eval files are left out and listed
+    under the tables (:func:`skipped_section`) instead of stopping everything. ``paired``:
+    :class:`bench.paired_tables.PairedOptions` (baseline, margin) of the paired tables."""
     folder = Path(folder)
     out_dir = Path(out_dir) if out_dir is not None else folder
-    results = load_results(folder)
-    measured = accuracy_rows(results)
+    skipped: list[str] | None = None if strict else []
+    results = load_results(folder, skipped)
+    measured = accuracy_rows(results)  # first: two results of one run are refused by name
+    from bench.paired_tables import write_paired_tables  # comparison, time to accuracy, curves
+
+    paired_md = write_paired_tables(results, out_dir, paired, folder, write=write)
     reference = reference_rows(measured, reference_csv)
     accuracy = pd.concat([measured, reference], ignore_index=True) if not reference.empty \
         else measured
@@ -468,18 +530,38 @@ def make_tables(folder: Path, out_dir: Path | None = None,
         tail = "\n### Failed runs\n\n" + "\n".join(failed) + "\n"
         acc_md += tail
         eff_md += tail
-    write_text_atomic(out_dir / "accuracy.csv", accuracy.to_csv(index=False, float_format="%.4f"))
-    write_text_atomic(out_dir / "efficiency.csv",
-                      efficiency.to_csv(index=False, float_format="%.6g"))
-    write_text_atomic(out_dir / "accuracy.md", acc_md)
-    write_text_atomic(out_dir / "efficiency.md", eff_md)
-    from bench.plots import accuracy_vs_device_hours, figure2
-
-    figure2(efficiency, out_dir / "figure2.png", reference_csv)
-    accuracy_vs_device_hours(efficiency, out_dir / "device_hours.png")
+    if write:
+        write_tables(out_dir, accuracy, efficiency, acc_md, eff_md, reference_csv)
     from bench.l2_table import make_l2_table  # Table 5, from the eval results (if any)
 
-    l2_md = make_l2_table(folder, out_dir, reference_csv)
-    return acc_md + "\n" + eff_md + (f"\n{l2_md}" if l2_md else "")
+    l2_md = make_l2_table(folder, out_dir, reference_csv, skipped, write=write)
+    return acc_md + "\n" + eff_md + "\n" + paired_md + (f"\n{l2_md}" if l2_md else "") \
+        + skipped_section(skipped or [])
+
+
+def write_tables(out_dir: Path, accuracy: pd.DataFrame, efficiency: pd.DataFrame,
+                 acc_md: str, eff_md: str, reference_csv: Path = REFERENCE_CSV) -> None:
+    """The accuracy and efficiency files and plots, each written atomically (``OSError``
+    naming the file when one cannot be: the files written before it are complete, the rest
+    untouched)."""
+    from bench.plots import accuracy_vs_device_hours, figure2
+
+    writes = [
+        ("accuracy.csv", lambda p: write_text_atomic(
+            p, accuracy.to_csv(index=False, float_format="%.4f"))),
+        ("efficiency.csv", lambda p: write_text_atomic(
+            p, efficiency.to_csv(index=False, float_format="%.6g"))),
+        ("accuracy.md", lambda p: write_text_atomic(p, acc_md)),
+        ("efficiency.md", lambda p: write_text_atomic(p, eff_md)),
+        ("figure2.png", lambda p: figure2(efficiency, p, reference_csv)),
+        ("device_hours.png", lambda p: accuracy_vs_device_hours(efficiency, p))]
+    for name, write in writes:
+        try:
+            write(out_dir / name)
+        except OSError as error:
+            if error.filename is not None:
+                raise
+            raise OSError(error.errno, error.strerror or str(error), str(out_dir / name)) \
+                from error
 
 

@@ -63,8 +63,9 @@ def efficiency_reference() -> type:
 
 
 def comparison_baseline() -> type:
-    """The registered method the others are compared with episode by episode (the one class
-    that declares ``comparison_baseline = True``)."""
+    """The registered method the others are compared with episode by episode by default
+    (``bench table``'s paired comparisons, ``bench table --brief``; the one class that declares
+    ``comparison_baseline = True``)."""
     return _the_one_declaring("comparison_baseline")
 
 

@@ -47,13 +47,16 @@ class FewShotMethod(nn.Module):
       each a one-image task whose ``classes[t, 0]`` is its training class:
       :mod:`datasets.batches`);
     - ``table1``: the method's cell of the paper's Table 1 (inner-loop layers x regulariser,
-      :mod:`methods.taxonomy`), or that it stands outside it;
+      :mod:`methods.taxonomy`), or that it stands outside it; a method with a cell is
+      gradient-based meta-learning, a target of ``bench table``'s time to accuracy;
     - ``augmentation``: the training augmentation policy, ``"dataset"`` (the dataset's
       declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
     - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
       declares it: MetaOptNet, Table 4 and Figure 2);
-    - ``comparison_baseline``: the method every other is compared with, episode by episode
-      (one method declares it: MTL, whose match with meta-learning is the paper's question);
+    - ``comparison_baseline``: ``bench table``'s paired comparisons (and ``bench table
+      --brief``'s cost ratios) set every method against this one by default (one method
+      declares it: MTL, the paper's question being whether MTL is as accurate as
+      meta-learning);
     - ``native_reuses_features``: its native adaptation sees every image only through
       :meth:`task_features` in eval mode, so an image's features do not depend on the episode
       it is in; the evaluator then embeds each distinct test image once, as the unified
@@ -68,8 +71,8 @@ class FewShotMethod(nn.Module):
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
     ``name`` is set by :func:`methods.register_method`; ``display_name``,
-    ``efficiency_reference``, ``comparison_baseline`` and ``reported_as`` are not inherited by
-    a registered subclass unless it declares them.
+    ``efficiency_reference``, ``comparison_baseline`` and ``reported_as`` are not inherited by a
+    registered subclass unless it declares them.
     ``hparams`` may only contain keys of ``hparam_spec``, with values it accepts
     (:func:`core.hparams.validate_hparams`: typos and bad values are errors).
     """

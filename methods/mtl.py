@@ -52,8 +52,8 @@ class MTL(FewShotMethod):
 
     display_name = "MTL"
     table1 = OutsideTable1("one head row per training class, all trained jointly on every task")
+    comparison_baseline = True  # bench table's paired comparisons: every method vs MTL
     citation = "Wang, Zhao & Li 2021, Bridging Multi-Task Learning and Meta-Learning (ICML)"
-    comparison_baseline = True  # the paper asks whether MTL matches the meta-learners
     hparam_spec = {
         "normalize_features": HParam(
             True, bool, doc="L2-normalise features before the heads, in training and at test "

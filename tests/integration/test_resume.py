@@ -94,6 +94,14 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_to_the_same_result(tmp_
     # Device time: the first process's checkpointed training time plus the second's.
     assert saved["timings"]["train"] + saved["timings"]["first_step"] \
         < timings["train_seconds"]
+    # The learning curve survives the resume unchanged: epoch 1 as checkpointed, then epoch 2;
+    # all but its clocks equal to the uninterrupted run's, its clocks adding up to the result's.
+    curve, clocks = result["learning_curve"], ("train_seconds", "run_seconds")
+    assert len(saved["curve"]) == 1 and curve[0] == saved["curve"][0]
+    assert [{k: v for k, v in p.items() if k not in clocks} for p in curve] == \
+        [{k: v for k, v in p.items() if k not in clocks}
+         for p in uninterrupted[0]["learning_curve"]]
+    assert curve[-1]["train_seconds"] == timings["train_seconds"]
     assert not (out / "claims" / f"{KEY}.claim").exists()
     print(f"resume: {timings['resume_seconds'] * 1000:.1f} ms to load and restore the "
           f"checkpoint; the whole resumed command took {wall:.1f} s")
@@ -148,19 +156,22 @@ def test_each_newer_method_killed_mid_epoch_resumes_to_the_same_run(method, tmp_
 def test_a_stop_signal_checkpoints_mid_epoch_and_resume_continues_from_that_step(
         tmp_path, uninterrupted, sig, code, name):
     out = tmp_path / "out"
-    stopped = interrupted_bench(tmp_path, 8, sig, *RUN, "--out", out)
+    along = ("--test-every", "1", "--test-every-episodes", "5")  # recorded, changes nothing
+    stopped = interrupted_bench(tmp_path, 8, sig, *RUN, *along, "--out", out)
     assert stopped.returncode == code, stopped.stderr
     lines = [line for line in stopped.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"stopped by {name} after step 8" in lines[0], stopped.stderr
     assert "Rerun the same command to resume" in lines[0]
     saved = load_checkpoint(checkpoint_path(out, KEY))
     assert saved["progress"]["epochs"] == 1 and saved["progress"]["step_in_epoch"] == 3
-    resumed = bench(*RUN, "--out", out)
+    resumed = bench(*RUN, *along, "--out", out)
     assert resumed.returncode == 0, resumed.stderr
     assert "epoch 2, step 4" in resumed.stdout
     result = read_result(result_path(out, KEY))
     assert_same_run(result, load_checkpoint(checkpoint_path(out, KEY)), uninterrupted)
     assert result["timings"]["steps"] == 10
+    curve = result["learning_curve"]
+    assert curve[0] == saved["curve"][0] and [p["test_episodes"] for p in curve] == [5, 5]
 
 
 @pytest.mark.slow

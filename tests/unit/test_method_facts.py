@@ -3,7 +3,7 @@ import pytest
 
 from core.budget import TrainBudget
 from datasets import DATASETS
-from methods import METHODS, efficiency_reference, register_method
+from methods import METHODS, comparison_baseline, efficiency_reference, register_method
 from methods.base import FewShotMethod
 from methods.maml import MAML
 from methods.metaoptnet import MetaOptNet
@@ -25,6 +25,7 @@ def test_every_method_declares_a_display_name_a_citation_and_paper_budgets(name)
 
 def test_declared_roles():
     assert efficiency_reference() is MetaOptNet
+    assert comparison_baseline().name == "mtl"
     assert [n for n in ALL if METHODS.get(n).task_local_batch_norm] == \
         ["imaml", "maml", "minibatchprox"]
     assert {n: dict(METHODS.get(n).quick_hparams) for n in ALL if METHODS.get(n).quick_hparams} \
@@ -96,6 +97,12 @@ def test_a_registered_subclass_keeps_only_what_it_declares():
             pass
 
         assert Variant.display_name == "test-svm-variant" and not Variant.efficiency_reference
+
+        @register_method("test-mtl-variant")
+        class Second(comparison_baseline()):
+            pass
+
+        assert not Second.comparison_baseline and comparison_baseline().name == "mtl"
         assert Variant.task_local_batch_norm is False and Variant.citation == MetaOptNet.citation
         with pytest.raises(ValueError, match="augmentation must be one of"):
             @register_method("test-bad-policy")

@@ -16,10 +16,11 @@ def test_mtl_is_the_declared_comparison_baseline():
     assert comparison_baseline() is MTL
 
 
-def test_the_summary_shows_both_halves_of_the_claim_and_where_the_files_are(tmp_path):
+def test_the_summary_shows_both_halves_of_the_claim_and_where_the_files_are(tmp_path, capsys):
     folder = tmp_path / "results"
     shutil.copytree(FIXTURES / "results", folder)
-    text = brief_summary(folder)
+    assert main(["table", "--brief", str(folder)]) == 0
+    text = capsys.readouterr().out.rstrip("\n")
     glyphs = text.split("== glyphs, 5-way, quick budget")[1].split("\n== ")[0]
     # accuracy: MTL has no adaptation of its own; MetaOptNet ran 5-shot only
     assert re.search(r"^MTL\s+\d+\.\d\d ± \d+\.\d\d\s+= unified\s+\d+\.\d\d ± \d+\.\d\d\s+= "
@@ -42,13 +43,13 @@ def test_the_summary_shows_both_halves_of_the_claim_and_where_the_files_are(tmp_
     assert len(text.splitlines()) < 45
 
 
-def test_bench_table_brief_prints_it(tmp_path, capsys):
+def test_the_summary_writes_nothing_itself_and_lists_no_files_when_none_were_written(tmp_path):
     folder = tmp_path / "results"
     shutil.copytree(FIXTURES / "results", folder)
-    assert main(["table", "--brief", str(folder)]) == 0
-    out = capsys.readouterr().out
-    assert "Paired difference from MTL" in out and out.rstrip().splitlines()[-1].startswith(
-        "Written: ")
+    before = sorted(folder.rglob("*"))
+    text = brief_summary(folder)
+    assert "Paired difference from MTL" in text and "Written:" not in text
+    assert sorted(folder.rglob("*")) == before
 
 
 def test_a_method_run_with_several_settings_keeps_one_row_per_variant():

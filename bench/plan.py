@@ -1,0 +1,352 @@
+"""``python -m bench plan`` (= ``bench run --dry-run``): the cost of a sweep before it runs.
+
+For every run of the sweep (the configurations ``bench run`` would build from the same
+arguments), its projected device-hours from a ``bench speed`` report of the same device and
+precision (:mod:`bench.speed_report`), and the disk its model file will take:
+
+- a report *matches* a run when it was measured on the run's device (name; with ``--device
+  cuda`` on a machine without one, any CUDA device's report, named in the table), precision,
+  compile setting, dataset, ways and shots, and holds an entry for the run's method whose
+  training step has the run's shape (backbone, feature mode, meta-batch, training shots and
+  queries); the newest matching report wins;
+- training device-hours = the entry's median step time x the run's optimiser steps (epochs x
+  steps per epoch; a budget that stops early is assumed to run ``--assume-epochs`` epochs, at
+  most its maximum, marked ``*``), the timing rule's clock;
+- run device-hours = that plus each epoch's validation: the entry's seconds per validation
+  episode x the budget's validation episodes (none when the report did not time validation);
+- model file bytes = the bytes of the untrained method's state dict (the saved file holds the
+  same tensors, plus a little metadata), ``--no-save-model``: none.
+
+Test evaluation, checkpoint writing and ``--test-every`` are outside device-hours (as in the
+results), so they are not projected. A run without a matching report says which ``bench
+speed`` command would measure it. ``bench plan`` saves the plan as
+``<out>/plans/plan.json``, so that after the sweep ``bench table`` can set each run's measured
+hours against its projection (:func:`plan_vs_measured`). Nothing here names a method or a dataset.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from bench.speed_report import DEFAULT_ASSUMED_EPOCHS
+from core.atomic import write_text_atomic
+
+PLAN_FILE = "plans/plan.json"  # a folder bench table does not read results from
+PLAN_SCHEMA = "bridgebench.plan/1"
+DEFAULT_SPEED_DIR = Path("results/speed")
+#: The training step's shape: a speed entry measured with another shape times another step.
+STEP_SHAPE = ("backbone", "feature_mode", "meta_batch", "train_shots", "train_queries")
+
+PLAN_COLUMNS = ["key", "method", "dataset", "ways", "shots", "seed", "budget", "epochs",
+                "epochs_assumed", "steps", "step_seconds", "train_device_hours",
+                "run_device_hours", "model_bytes", "device", "speed_report", "missing"]
+
+
+def load_speed_reports(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``bench speed`` JSON report under ``folder`` (none when it does not exist);
+    unreadable files are skipped (a report is an optimisation, not a result)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    reports = []
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(report, dict) and isinstance(report.get("methods"), list):
+            reports.append((path, report))
+    return reports
+
+
+def _shape(budget: Mapping[str, Any]) -> tuple:
+    return tuple(budget.get(k) for k in STEP_SHAPE)
+
+
+def matching_entry(config: Any, reports: Sequence[tuple[Path, dict[str, Any]]],
+                   device_type: str, device_name: str | None
+                   ) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
+    """(report path, report, method entry) for ``config`` (module docstring), newest first."""
+    budget = config.budget.to_dict()
+    found = []
+    for path, report in reports:
+        if report.get("device_type") != device_type or (
+                device_name is not None and report.get("device") != device_name):
+            continue
+        if (report.get("precision"), bool(report.get("compile")), report.get("dataset"),
+                report.get("ways"), report.get("shots")) != (
+                config.precision, bool(config.compile), config.dataset, config.ways,
+                config.shots):
+            continue
+        for entry in report["methods"]:
+            if entry.get("method") == config.method and "step" in entry \
+                    and _shape(entry.get("budget", {})) == _shape(budget):
+                found.append((str(report.get("provenance", {}).get("started_at", "")), path,
+                              report, entry))
+    if not found:
+        return None
+    _, path, report, entry = max(found, key=lambda f: (f[0], str(f[1])))
+    return path, report, entry
+
+
+def speed_command(config: Any, device: str, methods: str | None = None) -> str:
+    """The ``bench speed`` command that measures ``config``'s step (or that of ``methods``,
+    comma-separated, under the same settings) on ``device``."""
+    budget = config.budget
+    parts = ["python -m bench speed", f"--methods {methods or config.method}",
+             f"--dataset {config.dataset}", f"--ways {config.ways}", f"--shots {config.shots}",
+             f"--budget {budget.name}", f"--precision {config.precision}",
+             f"--device {device}", "--val-episodes 20"]
+    if config.compile:
+        parts.append("--compile")
+    return " ".join(parts)
+
+
+def missing_commands(configs: Sequence[Any], device: str) -> list[str]:
+    """One ``bench speed`` command per group of unmatched runs that one command measures."""
+    groups: dict[str, tuple[Any, list[str]]] = {}
+    for config in configs:
+        key = speed_command(config, device, methods="{}")
+        groups.setdefault(key, (config, []))
+        if config.method not in groups[key][1]:
+            groups[key][1].append(config.method)
+    return [speed_command(config, device, ",".join(methods))
+            for config, methods in groups.values()]
+
+
+def model_bytes(config: Any) -> int:
+    """Bytes of the untrained method's state dict (a model file's tensors)."""
+    import torch
+
+    from bench.training import build_method_for
+    from datasets import DATASETS
+
+    info = DATASETS.get(config.dataset)
+    torch.manual_seed(0)
+    method = build_method_for(config, info.channels, info.image_size, info.train_classes)
+    return int(sum(t.numel() * t.element_size() for t in method.state_dict().values()
+                   if torch.is_tensor(t)))
+
+
+def project(config: Any, entry: Mapping[str, Any], assume_epochs: int) -> dict[str, Any]:
+    """Epochs, steps and both device-hours figures of ``config`` from a speed ``entry``."""
+    budget = config.budget
+    early = budget.early_stop_patience is not None
+    epochs = min(assume_epochs, budget.epochs) if early else budget.epochs
+    steps = epochs * budget.steps_per_epoch
+    step_s = float(entry["step"]["median_s"])
+    train_hours = step_s * steps / 3600.0
+    validation = entry.get("validation")
+    run_hours = (train_hours + validation["seconds_per_episode"] * budget.val_episodes
+                 * epochs / 3600.0) if validation else math.nan
+    return {"epochs": epochs, "epochs_assumed": early, "steps": steps,
+            "step_seconds": step_s, "train_device_hours": train_hours,
+            "run_device_hours": run_hours}
+
+
+def plan_sweep(configs: Iterable[Any], reports: Sequence[tuple[Path, dict[str, Any]]],
+               device_type: str, device_name: str | None, device_arg: str,
+               assume_epochs: int = DEFAULT_ASSUMED_EPOCHS,
+               save_models: bool = True) -> pd.DataFrame:
+    """One row per run (:data:`PLAN_COLUMNS`); NaN hours and a ``missing`` command where no
+    report matches."""
+    rows, sizes, unmatched = [], {}, []
+    for config in configs:
+        budget = config.budget
+        early = budget.early_stop_patience is not None
+        epochs = min(assume_epochs, budget.epochs) if early else budget.epochs
+        shape_key = (config.method, config.dataset, json.dumps(budget.to_dict(), sort_keys=True,
+                                                               default=str))
+        if save_models and shape_key not in sizes:
+            sizes[shape_key] = model_bytes(config)
+        row = {"key": config.key, "method": config.method, "dataset": config.dataset,
+               "ways": config.ways, "shots": config.shots, "seed": config.seed,
+               "budget": budget.name, "epochs": epochs,
+               "epochs_assumed": early,  # early stopping: the epoch count is assumed
+               "steps": epochs * budget.steps_per_epoch, "step_seconds": math.nan,
+               "train_device_hours": math.nan, "run_device_hours": math.nan,
+               "model_bytes": sizes.get(shape_key, 0), "device": device_name or device_type,
+               "speed_report": "", "missing": ""}
+        match = matching_entry(config, reports, device_type, device_name)
+        if match is None:
+            row["missing"] = "no matching speed report"
+            unmatched.append(config)
+        else:
+            path, report, entry = match
+            row.update(project(config, entry, assume_epochs))
+            row["device"], row["speed_report"] = str(report.get("device")), path.name
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    frame.attrs["commands"] = missing_commands(unmatched, device_arg)
+    return frame
+
+
+def _hours(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.3g}"
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def plan_markdown(frame: pd.DataFrame, assume_epochs: int) -> str:
+    """The table ``bench plan`` prints, its totals, and the commands for missing reports."""
+    if frame.empty:
+        return "_No runs in this sweep._\n"
+    header = ["run", "epochs", "steps", "step ms", "train device-hours", "run device-hours",
+              "model file", "device", "speed report"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in frame.itertuples(index=False):
+        lines.append("| " + " | ".join([
+            r.key, f"{r.epochs}{'*' if r.epochs_assumed else ''}", f"{r.steps:,}",
+            "–" if math.isnan(r.step_seconds) else f"{r.step_seconds * 1e3:.1f}",
+            _hours(r.train_device_hours), _hours(r.run_device_hours),
+            _bytes(int(r.model_bytes)) if r.model_bytes else "–", str(r.device),
+            r.speed_report or "none"]) + " |")
+    known = frame[~frame["train_device_hours"].isna()]
+    total_train = float(known["train_device_hours"].sum())
+    run_known = known[~known["run_device_hours"].isna()]
+    lines.append("")
+    lines.append(f"Total over {len(known)} of {len(frame)} runs with a speed report: "
+                 f"{total_train:.3g} training device-hours"
+                 + (f", {float(run_known['run_device_hours'].sum()):.3g} run device-hours "
+                    f"(over {len(run_known)} runs with timed validation)" if len(run_known)
+                    else "")
+                 + f"; model files {_bytes(int(frame['model_bytes'].sum()))}.")
+    lines.append(f"Training device-hours: median step time x optimiser steps; run device-hours "
+                 "add each epoch's validation (seconds per validation episode x the budget's "
+                 f"validation episodes). * early stopping: {assume_epochs} epochs assumed "
+                 "(--assume-epochs), at most the budget's maximum. Test evaluation and "
+                 "checkpoints are not in device-hours and not projected.")
+    missing = frame.attrs.get("commands", [])
+    if missing:
+        lines.append("\nNo speed report for this device and precision matches "
+                     f"{int((frame['missing'] != '').sum())} run(s); measure them with:\n")
+        lines += [f"    {command}" for command in missing]
+    return "\n".join(lines) + "\n"
+
+
+def save_plan(out_dir: Path, frame: pd.DataFrame, assume_epochs: int) -> Path:
+    """Merge ``frame``'s runs into ``<out_dir>/plans/plan.json`` (a later plan of a run
+    replaces its earlier one); atomic."""
+    path = Path(out_dir) / PLAN_FILE
+    runs: dict[str, Any] = {}
+    if path.exists():
+        try:
+            runs = dict(json.loads(path.read_text(encoding="utf-8")).get("runs", {}))
+        except (OSError, ValueError, AttributeError):
+            runs = {}
+    planned_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    for row in frame.to_dict(orient="records"):
+        if not math.isnan(row["train_device_hours"]):
+            runs[row["key"]] = {**{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                   for k, v in row.items() if k != "missing"},
+                                "assume_epochs": assume_epochs, "planned_at": planned_at}
+    write_text_atomic(path, json.dumps({"schema": PLAN_SCHEMA, "runs": runs}, indent=1,
+                                       sort_keys=True) + "\n")
+    return path
+
+
+def read_plan(folder: Path) -> dict[str, dict[str, Any]]:
+    """The saved plan's runs by key (empty without a readable plan)."""
+    path = Path(folder) / PLAN_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return dict(data.get("runs", {})) if isinstance(data, dict) else {}
+
+
+PLAN_VS_MEASURED_COLUMNS = ["key", "epochs_planned", "epochs_assumed", "epochs_run",
+                            "train_projected", "train_measured", "train_ratio",
+                            "run_projected", "run_measured", "run_ratio", "unit", "device"]
+
+
+def plan_vs_measured(results: Iterable[Mapping[str, Any]], plan: Mapping[str, Mapping[str, Any]]
+                     ) -> pd.DataFrame:
+    """Finished runs that were planned: projected vs measured device-hours; ratio = measured /
+    projected."""
+    rows = []
+    for run in results:
+        planned = plan.get(str(run.get("key")))
+        if run.get("status") != "ok" or planned is None:
+            continue
+        t = run["timings"]
+
+        def ratio(measured: float, projected: Any) -> float:
+            return measured / projected if projected else math.nan
+
+        run_projected = planned.get("run_device_hours")
+        rows.append({
+            "key": run["key"], "epochs_planned": planned["epochs"],
+            "epochs_assumed": bool(planned.get("epochs_assumed")),
+            "epochs_run": t.get("epochs"), "train_projected": planned["train_device_hours"],
+            "train_measured": t["train_device_hours"],
+            "train_ratio": ratio(t["train_device_hours"], planned["train_device_hours"]),
+            "run_projected": math.nan if run_projected is None else run_projected,
+            "run_measured": t["run_device_hours"],
+            "run_ratio": ratio(t["run_device_hours"], run_projected),
+            "unit": t.get("device_hours_unit", "device-hours"),
+            "device": run.get("provenance", {}).get("device", "?")})
+    return pd.DataFrame(rows, columns=PLAN_VS_MEASURED_COLUMNS)
+
+
+def plan_vs_measured_markdown(frame: pd.DataFrame) -> str:
+    header = ["run", "epochs (planned / run)", "train: projected", "train: measured",
+              "measured / projected", "run: projected", "run: measured", "measured / projected",
+              "device"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in frame.itertuples(index=False):
+        lines.append("| " + " | ".join([
+            r.key, f"{r.epochs_planned}{'*' if r.epochs_assumed else ''} / {r.epochs_run}",
+            f"{_hours(r.train_projected)} {r.unit}", f"{_hours(r.train_measured)} {r.unit}",
+            "–" if math.isnan(r.train_ratio) else f"{r.train_ratio:.2f}",
+            f"{_hours(r.run_projected)} {r.unit}", f"{_hours(r.run_measured)} {r.unit}",
+            "–" if math.isnan(r.run_ratio) else f"{r.run_ratio:.2f}", str(r.device)]) + " |")
+    return ("\n".join(lines) + "\n\nProjected by `bench plan` from a `bench speed` report "
+            "(median step time x steps; * early stopping: epochs assumed); measured: the "
+            "result's device-hours. A ratio far from 1 where the epochs agree means the speed "
+            "report does not describe this run's device (another load, another device).\n")
+
+
+def device_target(device_arg: str) -> tuple[str, str | None]:
+    """(device type, device name or None: any of that type) that a plan's reports must match:
+    the device ``--device`` resolves to here, or any CUDA device when it asks for one that
+    this machine lacks (planning a GPU sweep from a login node)."""
+    from bench import provenance
+    from bench.training import resolve_device
+
+    try:
+        device = resolve_device(device_arg)
+    except (RuntimeError, ValueError):
+        return ("cuda" if "cuda" in device_arg else "cpu"), None
+    return device.type, provenance.device_name(device)
+
+
+def cmd_plan(args: Any, configs: list) -> int:
+    """``bench plan`` / ``bench run --dry-run``: print the plan; ``bench plan`` saves it."""
+    device_type, device_name = device_target(args.device)
+    reports = load_speed_reports(args.speed_reports)
+    frame = plan_sweep(configs, reports, device_type, device_name, args.device,
+                       args.assume_epochs, getattr(args, "save_model", True))
+    where = device_name or f"any {device_type} device"
+    print(f"## Plan: {len(frame)} run(s) on {where}, {configs[0].precision if configs else ''}"
+          f" (speed reports from {args.speed_reports})\n")
+    print(plan_markdown(frame, args.assume_epochs))
+    if not reports:
+        print(f"(no bench speed report in {args.speed_reports}; `python -m bench speed --help`"
+              " measures one for this device)")
+    if getattr(args, "save_plan", False) and frame["train_device_hours"].notna().any():
+        print(f"(saved to {save_plan(args.out, frame, args.assume_epochs)}; after the sweep, "
+              f"`python -m bench table {args.out}` sets measured hours against it)")
+    return 0

@@ -1,0 +1,43 @@
+"""``--test-every`` is a recording option: it is in the result's config (so a reader knows the
+curve has test points) but not in the run's identity, key, checkpoint compatibility or the
+paired tables' cells; its test episodes are the first K of the run's own test episodes."""
+from dataclasses import replace
+
+import pytest
+
+from bench.cells import cell_settings
+from bench.checkpoint import normalized_config
+from bench.config import RunConfig, resolve_budget
+from datasets import load_dataset
+from datasets.episodes import EpisodeSampler
+from bench.training import stream_seed
+
+
+def config(**changes) -> RunConfig:
+    run = RunConfig("mtl", "glyphs", 5, 1, 0, resolve_budget("smoke", "mtl", "glyphs", 1),
+                    episodes=20)
+    return replace(run, **changes)
+
+
+def test_test_every_is_recorded_but_not_identity():
+    plain, along = config(), config(test_every=2, test_every_episodes=10)
+    assert along.key == plain.key and along.settings() == plain.settings()
+    assert "test_every" not in plain.to_dict()  # records without it are as before
+    assert along.to_dict()["test_every"] == 2 and along.to_dict()["test_every_episodes"] == 10
+    assert RunConfig.from_dict(along.to_dict()) == along
+    assert normalized_config(along.to_dict()) == normalized_config(plain.to_dict())
+    assert cell_settings(along.to_dict()) == cell_settings(plain.to_dict())
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ValueError, match="test_every must be >= 0"):
+        config(test_every=-1)
+    with pytest.raises(ValueError, match="between 1 and the run's test episodes"):
+        config(test_every=1, test_every_episodes=21)
+
+
+def test_the_reduced_episodes_are_the_first_of_the_test_episodes():
+    test = load_dataset("glyphs").test
+    whole = EpisodeSampler(test, 5, 1, 15, stream_seed(0, "test")).sample(20)
+    first = EpisodeSampler(test, 5, 1, 15, stream_seed(0, "test")).sample(8)
+    assert first.digest() == whole.slice(0, 8).digest()
