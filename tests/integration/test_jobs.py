@@ -1,6 +1,5 @@
 """``bench run --jobs``: parallel runs give the results sequential ones give, a killed run costs
 one failure record, and Ctrl-C stops every run at a checkpoint that a rerun resumes from."""
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,9 @@ from bench.pool import plan_slots, run_processes
 from bench.results import read_result, result_path
 
 REPO = Path(__file__).resolve().parents[2]
-KEYS = ["mtl_glyphs_5w1s_smoke_seed0", "protonet_glyphs_5w1s_smoke_seed0"]
+# 20 test episodes are not the budget's default, so the keys carry the settings hash
+KEYS = sorted(RunConfig(m, "glyphs", 5, 1, 0, resolve_budget("smoke", m, "glyphs", 1),
+                        episodes=20).key for m in ("mtl", "protonet"))
 SWEEP = ("run", "--methods", "mtl,protonet", "--dataset", "glyphs", "--shots", "1",
          "--budget", "smoke", "--episodes", "20", "--device", "cpu", "--no-progress",
          "--threads", "1")  # one thread per job: the thread count changes the last digits
