@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from core.registry import UnknownNameError
 
 EXIT_USAGE = 2
 EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved; rerun the same command to resume
+EXIT_INTERRUPTED = 130  # Ctrl-C: the same
 
 
 def _int_list(text: str) -> list[int]:
@@ -162,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--margin", type=_positive_float, default=1.0,
                        help="equivalence margin in accuracy points for the paired comparisons' "
                             "verdicts (two one-sided tests; default 1.0)")
+    table.add_argument("--brief", action="store_true",
+                       help="print accuracy, the paired difference from the baseline and the "
+                            "training cost with its ratio to the baseline's, a few lines each, "
+                            "then the files written (the files are those of the full tables)")
 
     listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
                                           "and budgets")
@@ -215,6 +221,7 @@ def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
                        help="run each (method, dataset, ways, shots, seed) in its own process: "
                             "a crash or out-of-memory kill writes one failure record and the "
                             "sweep goes on")
+    _add_parallel_arguments(group)
     group.add_argument("--launcher", choices=("local", "slurm"), default="local",
                        help="local (default): run here; slurm: submit one job per run through "
                             "submitit and return")
@@ -230,6 +237,63 @@ def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
                        metavar="KEY=VALUE",
                        help="any further sbatch option, e.g. account=proj or qos=long "
                             "(repeatable)")
+
+
+def _jobs_count(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of jobs >= 1 or auto, got {text!r}")
+    return value
+
+
+def _thread_count(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of threads >= 1, got {text!r}")
+    return value
+
+
+def _add_parallel_arguments(group: argparse._ArgumentGroup) -> None:
+    """``--jobs`` and ``--devices`` (:mod:`bench.pool`)."""
+    group.add_argument("--jobs", type=_jobs_count, default=None, metavar="N|auto",
+                       help="run up to N runs at once, each in its own process (as --isolate); "
+                            "on the CPU each gets an equal share of the cores (OMP_NUM_THREADS), "
+                            "with --devices one device each, round robin. auto: one per GPU, or "
+                            "on the CPU one single-threaded job per core")
+    group.add_argument("--devices", type=_name_list, default=None, metavar="cuda:0,cuda:1,...",
+                       help="devices the --jobs are spread over (job i on device i modulo the "
+                            "list); default: every visible GPU, else the CPU")
+    group.add_argument("--threads", type=_thread_count, default=None, metavar="N",
+                       help="intra-op threads per job (OMP_NUM_THREADS; default: the cores "
+                            "divided by --jobs). On the CPU the thread count changes the last "
+                            "digits of results (summation order)")
+
+
+def _parallel_slots(args: argparse.Namespace, runs: int) -> list | str:
+    """The :class:`bench.pool.Slot` s of ``--jobs`` (or a message saying what is wrong)."""
+    import torch
+
+    from bench.pool import auto_jobs, check_devices, cpu_cores, plan_slots
+
+    if args.devices is not None:
+        if args.device != "auto":
+            return "give either --device or --devices, not both"
+        devices = list(args.devices)
+        problem = check_devices(devices)
+        if problem:
+            return problem
+    elif args.device in ("auto", "cuda") and torch.cuda.is_available():
+        devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    else:
+        devices = [args.device if args.device != "auto" else "cpu"]
+    cores = cpu_cores()
+    jobs = auto_jobs(devices, cores, runs) if args.jobs == "auto" else args.jobs
+    return plan_slots(jobs, devices, cores, args.threads)
 
 
 def cmd_list(extra_methods: Sequence[str] = ()) -> int:
@@ -327,11 +391,16 @@ def selection_notes(configs: list, asked: str) -> list[str]:
 
 def _check_launch_flags(args: argparse.Namespace, world_size: int) -> str | None:
     """What is wrong with the combination of launch flags, if anything."""
-    if world_size > 1 and (args.isolate or args.launcher != "local"):
-        return ("--isolate and --launcher slurm start their own processes; do not combine "
-                "them with torchrun (use --slurm-gpus-per-job for data-parallel Slurm jobs)")
-    if args.isolate and args.launcher == "slurm":
-        return "--launcher slurm already runs every run in a job of its own; drop --isolate"
+    isolate = args.isolate or args.jobs is not None
+    if world_size > 1 and (isolate or args.launcher != "local"):
+        return ("--isolate, --jobs and --launcher slurm start their own processes; do not "
+                "combine them with torchrun (use --slurm-gpus-per-job for data-parallel Slurm "
+                "jobs)")
+    if isolate and args.launcher == "slurm":
+        return ("--launcher slurm already runs every run in a job of its own; drop --isolate "
+                "and --jobs")
+    if (args.devices is not None or args.threads is not None) and args.jobs is None:
+        return "--devices and --threads apply to --jobs; give --jobs too (e.g. --jobs auto)"
     if args.launcher == "slurm" and args.slurm_gpus_per_job < 0:
         return "--slurm-gpus-per-job must be 0 or more"
     return None
@@ -431,6 +500,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(note)
     for line in selection_notes(configs, args.select_on):
         print(line)
+    slots = _parallel_slots(args, len(configs)) if args.jobs is not None else None
+    if isinstance(slots, str):
+        print(f"error: {slots}", file=sys.stderr)
+        return EXIT_USAGE
     processes = args.slurm_gpus_per_job if args.launcher == "slurm" else world_size
     problem = _check_meta_batches(configs, processes)
     if problem:
@@ -454,10 +527,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.launcher == "slurm":
             return _submit_slurm(args, configs, roots, identities)
-        summary, is_main = _run_here(args, configs, datasets, roots, identities)
+        summary, is_main = _run_here(args, configs, datasets, roots, identities, slots)
     except Preempted as stop:
-        print(f"pre-empted: {stop}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        print(stop if stop.signum == signal.SIGINT else f"pre-empted: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt as stop:  # a second Ctrl-C, or one outside training
+        print(f"{stop or 'interrupted (Ctrl-C)'}: finished results and the last checkpoints in "
+              f"{args.out} are kept; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (StorageError, SweepStopped, DistributedSetupError, ResultConflict) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -484,14 +561,17 @@ def _jobs(args: argparse.Namespace, configs: list, roots: dict, identities: dict
 
 
 def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: dict,
-              identities: dict):
+              identities: dict, slots: list | None = None):
     """The sweep on this machine: in this process (data-parallel under torchrun) or, with
-    --isolate, each run in a child process. Returns (summary, whether this is rank 0)."""
+    --isolate or --jobs (``slots``), each run in a child process. Returns (summary, whether
+    this is rank 0)."""
     from bench.distributed import init_from_environment, shutdown
     from bench.launch import run_isolated
     from bench.sweep import CheckpointPolicy, run_sweep
     from bench.training import resolve_device
 
+    if slots is not None:
+        return _run_jobs(args, configs, roots, identities, slots), True
     if args.isolate:
         return run_isolated(_jobs(args, configs, roots, identities), args.out), True
     parallel, device_name = init_from_environment(args.device)
@@ -505,6 +585,18 @@ def _run_here(args: argparse.Namespace, configs: list, datasets: dict, roots: di
     finally:
         shutdown(parallel)
     return summary, parallel.is_main
+
+
+def _run_jobs(args: argparse.Namespace, configs: list, roots: dict, identities: dict,
+              slots: list):
+    """``--jobs``: the runs in child processes, several at once (:mod:`bench.pool`)."""
+    from bench.pool import run_processes
+
+    where = sorted({s.device for s in slots})
+    print(f"{len(configs)} run(s), up to {len(slots)} at once on {', '.join(where)} "
+          f"({slots[0].threads} thread(s) each); each run's output in {args.out}/logs/")
+    return run_processes(_jobs(args, configs, roots, identities), args.out, slots,
+                         progress=not args.no_progress)
 
 
 def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict,
@@ -542,7 +634,7 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
     folder). Files that cannot be written never cost the printed tables: without ``out`` a
     read-only folder is one line of note (exit 0); an unwritable ``out`` is an error (exit 2)
     after the tables are printed. ``args``: the paired tables' ``--baseline`` and
-    ``--margin``."""
+    ``--margin``, and ``--brief`` (:mod:`bench.summary` printed instead of the tables)."""
     from bench.evaluation_run import EvalFileError
     from bench.paired_tables import PairedOptions
     from bench.results import ResultFileError
@@ -550,6 +642,7 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
 
     paired = PairedOptions(args.baseline, args.margin) if args is not None else None
     target = out if out is not None else folder
+    brief = bool(getattr(args, "brief", False))
     try:
         check_results_folder(folder)
         if not table_inputs(folder):
@@ -565,6 +658,10 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
                 + (error.strerror or str(error))
             text = make_tables(folder, target, strict=strict, write=False,
                                paired=paired)
+        if brief:
+            from bench.summary import brief_summary
+
+            text = brief_summary(folder, target if why is None else None, paired, strict)
     except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -574,6 +671,8 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
                    + ("" if out is not None else "; pass --out DIR to write them elsewhere"))
         print(f"{'error' if out is not None else 'note'}: {message}", file=sys.stderr)
         return EXIT_USAGE if out is not None else 0
+    if brief:  # the summary ends with the files written
+        return 0
     print(f"(written to {target}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md, "
           "comparison.csv, comparison.md, time_to_accuracy.csv, time_to_accuracy.md and "
           "learning_curves_*.png; l2_penalty.csv, .md and .png too when it holds `bench eval` "
@@ -612,6 +711,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnknownNameError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

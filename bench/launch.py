@@ -1,12 +1,11 @@
-"""Runs in processes of their own: ``bench run --isolate`` and ``bench run --launcher slurm``.
+"""Runs in processes of their own: ``bench run --isolate``/``--jobs N`` and ``bench run
+--launcher slurm``.
 
-``--isolate`` runs every (method, dataset, ways, shots, seed) in a child process
-(``python -m bench.launch JOB_FILE``, a JSON file) while the parent holds the run's claim
-(:mod:`bench.locks`). A child that raises writes its own failure record; a child that dies
-(the out-of-memory killer's SIGKILL, a segmentation fault in native code) gets one written by
-the parent, with the end of its error output, and the sweep goes on. Its checkpoint stays, so
-rerunning the sweep resumes it. SIGTERM to the parent is passed on to the child, which
-checkpoints and stops; the sweep then stops too.
+``--isolate`` and ``--jobs`` run every (method, dataset, ways, shots, seed) in a child process
+(``python -m bench.launch JOB_FILE``, a JSON file, :func:`execute`) while the parent holds the
+run's claim (:mod:`bench.locks`); :mod:`bench.pool` starts, watches and stops the children. A
+child that raises writes its own failure record; a child that dies gets one written by the
+parent, and the sweep goes on. Its checkpoint stays, so rerunning the sweep resumes it.
 
 ``--launcher slurm`` submits one Slurm job per run through submitit (Meta's ``submitit``),
 as one job array, each job ``--slurm-gpus-per-job`` GPUs on one node with one task per GPU
@@ -17,35 +16,31 @@ returns once the jobs are submitted; ``bench table`` reads the results as they a
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
 import re
 import signal
-import subprocess
 import sys
-import threading
-import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import submitit
 
 from bench.config import RunConfig
-from core.atomic import write_json_atomic
 from bench.locks import ClaimBoard
+from bench.pool import PARENT_PID_VARIABLE, ProcessDied, death_error  # noqa: F401 (API)
 from bench.results import Existing, existing_result, result_path
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed and a failure record was written
 EXIT_STOPPED = 2  # nothing useful can run (storage, data or setup problem); stop the sweep
 EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved, rerun to resume (128 + SIGTERM)
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): the same (128 + SIGINT)
 if TYPE_CHECKING:
     from bench.sweep import SweepSummary
-
-_TAIL_BYTES = 6000
-_REPO = Path(__file__).resolve().parents[1]
 
 
 class SweepStopped(RuntimeError):
@@ -65,7 +60,8 @@ class RunJob:
     keep_checkpoints: bool = False
     save_model: bool = True  # write the selected model to <out>/models (--no-save-model)
     progress: bool = True
-    claim: bool = True  # False when the parent process holds the claim (--isolate)
+    claim: bool = True  # False when the parent process holds the claim (--isolate, --jobs)
+    announce_stop: bool = True  # False when the parent says where the checkpoints are
     data_fingerprint: str | None = None  # the dataset's, as the launching process saw it
 
     @property
@@ -102,8 +98,14 @@ def execute(job: RunJob) -> int:
                             parallel=parallel, claim=job.claim,
                             save_models=job.save_model)
     except Preempted as stop:
-        print(f"pre-empted: {stop}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        if job.announce_stop:
+            print(f"pre-empted: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt as stop:  # a second signal, or Ctrl-C outside training
+        if job.announce_stop:
+            print(f"{stop or 'interrupted'}; the last checkpoint in {job.out}/checkpoints is "
+                  "kept; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (StorageError, DatasetError, CheckpointError, DistributedSetupError, ResultConflict,
             ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -116,130 +118,29 @@ def execute(job: RunJob) -> int:
 
 # --------------------------------------------------------------------------- --isolate
 
-def child_command(job_file: Path) -> list[str]:
-    """The command that runs one isolated job (a seam for tests)."""
-    return [sys.executable, "-m", "bench.launch", str(job_file)]
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def _tee(stream: Any, tail: bytearray) -> None:
-    """Copy the child's stderr to ours and keep its last bytes (for a failure record)."""
-    out = getattr(sys.stderr, "buffer", None)
-    while True:
-        chunk = os.read(stream.fileno(), 65536)
-        if not chunk:
-            return
-        tail.extend(chunk)
-        del tail[:-_TAIL_BYTES]
-        if out is not None:
-            out.write(chunk)
-            out.flush()
-
-
-def run_child(job: RunJob, work_dir: Path) -> tuple[int, str]:
-    """Run ``job`` in a child process; returns (exit code, end of its stderr).
-
-    SIGTERM to this process is passed on to the child meanwhile.
-    """
-    name = Path(work_dir) / f".{job.key}.{uuid.uuid4().hex}.job"
-    write_json_atomic(name, asdict(job))
-    tail = bytearray()
-    previous = None
-    try:
-        proc = subprocess.Popen(child_command(Path(name)), env=_child_env(),
-                                stderr=subprocess.PIPE)
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM,
-                                     lambda signum, frame: proc.send_signal(signal.SIGTERM))
-        reader = threading.Thread(target=_tee, args=(proc.stderr, tail), daemon=True)
-        reader.start()
-        code = proc.wait()
-        reader.join(timeout=10)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        Path(name).unlink(missing_ok=True)
-    return code, tail.decode("utf-8", errors="replace")
-
-
-class ProcessDied(RuntimeError):
-    """An isolated run's process ended without writing a result or a failure record."""
-
-
-def death_error(code: int, tail: str) -> ProcessDied:
-    """Why a child ended with ``code`` (negative: killed by that signal)."""
-    if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ \
-            else f"signal {-code}"
-        hint = {"SIGKILL": "the out-of-memory killer sends this (see `dmesg`); lower the "
-                           "meta-batch or run it on a larger device",
-                "SIGSEGV": "a crash in native code (a driver or library bug)",
-                "SIGABRT": "an abort in native code (a failed assertion, CUDA error)"}
-        why = f"was killed by {name}" + (f": {hint[name]}" if name in hint else "")
-    else:
-        why = f"exited with code {code} without writing a result or a failure record"
-    last = [line for line in tail.strip().splitlines() if line.strip()][-1:]
-    return ProcessDied(f"the run's process {why}" + (f". Last output: {last[0]}" if last else ""))
-
-
 def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
-    """Each job in its own child process, one after the other (see the module docstring)."""
-    from bench.record import failure_record, write_result
-    from bench.session import Preempted
-    from bench.sweep import SweepSummary
-    from bench.training import resolve_device
+    """Each job in its own child process, one after the other, the child's output shown
+    live (:func:`bench.pool.run_processes` with one slot on the jobs' device)."""
+    from bench.pool import Slot, run_processes
 
-    out_dir = Path(out_dir)
-    board = ClaimBoard(out_dir / "claims")
-    summary = SweepSummary()
-    for job in jobs:
-        path = result_path(out_dir, job.key)
-        found = job.existing(out_dir) if not job.force else Existing()
-        if found.conflict:
-            raise SweepStopped(found.conflict)
-        if found.finished:
-            print(f"skip {job.key}: finished result exists at {path}{found.note} "
-                  "(--force reruns)")
-            summary.skipped.append(job.key)
-            continue
-        claim = board.try_claim(job.key)
-        if claim is None:
-            holder = board.holder(job.key)
-            print(f"busy {job.key}: being run by "
-                  f"{holder.describe() if holder else 'another process'}; skipped")
-            summary.busy.append(job.key)
-            continue
-        with claim:
-            if not job.force and job.existing(out_dir).finished:
-                summary.skipped.append(job.key)
-                continue
-            code, tail = run_child(replace(job, claim=False), board.folder)
-        if code == EXIT_OK:
-            (summary.finished if job.existing(out_dir).finished
-             else summary.skipped).append(job.key)
-        elif code == EXIT_FAILED:
-            summary.failed.append(job.key)
-        elif code in (EXIT_PREEMPTED, -signal.SIGTERM):
-            raise Preempted(f"{job.key}: its process stopped on SIGTERM (checkpoint saved); "
-                            "rerun the same command to resume")
-        elif code == EXIT_STOPPED:
-            last = [line for line in tail.strip().splitlines() if line.strip()][-1:]
-            raise SweepStopped(last[0] if last else f"{job.key}: its process stopped the sweep")
-        else:
-            error = death_error(code, tail)
-            record = failure_record(RunConfig.from_dict(job.config), resolve_device(job.device),
-                                    error)
-            record["traceback"] = tail[-4000:]
-            write_result(path, record)
-            print(f"FAILED {job.key}: {error} (failure record written to {path}; a rerun "
-                  "resumes from its last checkpoint)")
-            summary.failed.append(job.key)
-    return summary
+    slots = [Slot(jobs[0].device if jobs else "auto")]
+    return run_processes(jobs, out_dir, slots, live=True)
+
+
+def stop_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when the ``bench run`` that started
+    it dies (``PR_SET_PDEATHSIG``), so no orphan goes on training a run whose claim is gone;
+    it checkpoints and stops instead. Does nothing elsewhere or outside ``bench.pool``."""
+    parent = os.environ.get(PARENT_PID_VARIABLE)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # --------------------------------------------------------------------------- Slurm
@@ -353,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_STOPPED
     job = RunJob(**json.loads(Path(args[0]).read_text(encoding="utf-8")))
+    stop_with_parent()
     return execute(job)
 
 

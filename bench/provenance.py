@@ -70,6 +70,7 @@ def collect(device: torch.device, device_count: int = 1) -> dict:
         "device_type": device.type,
         "device_count": device_count,
         "cpu": cpu_model(),
+        "cpu_threads": torch.get_num_threads(),  # intra-op threads (OMP_NUM_THREADS)
         "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(Path(sys.argv[0]).name if i == 0 else a
                             for i, a in enumerate(sys.argv)),

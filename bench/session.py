@@ -1,10 +1,10 @@
 """The training session of one run: the loop, validation-based model selection, early
-stopping, checkpoints and SIGTERM.
+stopping, checkpoints and stop signals (SIGTERM, Ctrl-C).
 
 :class:`TrainSession` holds everything the loop reads and changes; its
 :meth:`~TrainSession.state_dict` is the checkpoint (:class:`RunCheckpoint`), saved atomically
-after every epoch and, on SIGTERM (:class:`StopSignal`), at the next step boundary
-(:mod:`bench.checkpoint`). Resuming from it continues exactly where it was taken, so a rerun
+after every epoch and, on SIGTERM or Ctrl-C (SIGINT; :class:`StopSignal`), at the next step
+boundary (:mod:`bench.checkpoint`); a second signal stops at once (:class:`StopNow`). Resuming from it continues exactly where it was taken, so a rerun
 reaches the same result as an uninterrupted run. The step itself is
 :func:`bench.training.parallel_train_step`; validation uses the run's selection protocol
 (``select_on``: the unified protocol for every method by default). Every epoch adds a point to
@@ -46,8 +46,23 @@ class NonFiniteLossError(RuntimeError):
 
 
 class Preempted(RuntimeError):
-    """SIGTERM arrived: a checkpoint was saved at a step boundary and the sweep stops;
-    rerunning the same command resumes."""
+    """SIGTERM or Ctrl-C (SIGINT) arrived: a checkpoint was saved at a step boundary and the
+    sweep stops; rerunning the same command resumes. ``signum`` says which signal it was."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopNow(KeyboardInterrupt):
+    """A second SIGTERM or Ctrl-C while a run was already stopping: stop at once, without
+    waiting for the next step boundary (the last checkpoint written stays usable)."""
+
+
+def signal_label(signum: int) -> str:
+    """How messages name a stop signal: "Ctrl-C (SIGINT)" or "SIGTERM"."""
+    name = signal.Signals(signum).name
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else name
 
 
 @dataclass
@@ -71,26 +86,30 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, Any]:
 
 
 class StopSignal:
-    """While active (in the main thread), SIGTERM only sets :attr:`requested`; the training
-    loop checkpoints at the next step boundary and stops (pre-emption, ``scancel``)."""
+    """While active (in the main thread), SIGTERM (pre-emption, ``scancel``) and SIGINT
+    (Ctrl-C) only set :attr:`requested` (and :attr:`signum`); the training loop checkpoints at
+    the next step boundary and stops. A second signal raises :class:`StopNow` at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
-        self._installed = False
+        self.signum: int = signal.SIGTERM
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
+        if self.requested:
+            raise StopNow(f"second {signal_label(signum)}: stopped at once")
+        self.requested, self.signum = True, signum
 
     def __enter__(self) -> "StopSignal":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-            self._installed = True
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 class RunCheckpoint:
@@ -206,20 +225,21 @@ class TrainSession:
     def run(self, timer: SectionTimer, progress: bool = True,
             checkpoint: RunCheckpoint | None = None) -> TrainOutcome:
         """Train until the budget's last epoch or early stopping; with ``checkpoint``, save
-        after every epoch, and on SIGTERM at the next step boundary (then :class:`Preempted`)."""
+        after every epoch, and on SIGTERM or Ctrl-C at the next step boundary (then
+        :class:`Preempted`)."""
         with StopSignal() as stop:
             while not self.finished:
                 if self._train_epoch(timer, progress, stop):
                     self._save(timer, checkpoint)
-                    raise Preempted(self._stop_message(checkpoint))
+                    raise Preempted(self._stop_message(checkpoint, stop.signum), stop.signum)
                 self._end_epoch(timer, progress)
                 self._save(timer, checkpoint)
                 if self._any_rank(stop.requested):
-                    raise Preempted(self._stop_message(checkpoint))
+                    raise Preempted(self._stop_message(checkpoint, stop.signum), stop.signum)
         return self.outcome
 
     def _train_epoch(self, timer: SectionTimer, progress: bool, stop: StopSignal) -> bool:
-        """The rest of the current epoch's steps; True when asked to stop (SIGTERM) midway."""
+        """The rest of the current epoch's steps; True when asked to stop (a signal) midway."""
         budget, o = self.config.budget, self.outcome
         epoch = o.epochs + 1
         self.method.train()
@@ -333,11 +353,12 @@ class TrainSession:
     def _any_rank(self, flag: bool) -> bool:
         return any(gather_objects(bool(flag), self.parallel))
 
-    def _stop_message(self, checkpoint: RunCheckpoint | None) -> str:
+    def _stop_message(self, checkpoint: RunCheckpoint | None, signum: int) -> str:
         where = (f"checkpoint saved to {checkpoint.path}" if checkpoint is not None
                  else "no checkpoint (checkpoints are off)")
-        return (f"{self.config.key}: stopped by SIGTERM after step {self.outcome.steps} "
-                f"(epoch {self.outcome.epochs + 1}); {where}. Rerun the same command to resume.")
+        return (f"{self.config.key}: stopped by {signal_label(signum)} after step "
+                f"{self.outcome.steps} (epoch {self.outcome.epochs + 1}); {where}. Rerun the "
+                "same command to resume.")
 
 
 def train(training: Training, dataset: FewShotDataset, config: RunConfig,

@@ -247,11 +247,16 @@ def _run_and_record(config: RunConfig, dataset: FewShotDataset, device: torch.de
         write_result(path, record)
         if store is not None and not policy.keep:
             store.discard()
-        unified, native = record["test"]["unified"], record["test"]["native"]
-        timings = record["timings"]
-        tqdm.write(f"done {config.key}: unified {unified['mean']:.2f} ± {unified['ci95']:.2f}%, "
-                   f"native {native['mean']:.2f} ± {native['ci95']:.2f}%, "
-                   f"{timings['train_seconds']:.1f} s training "
-                   f"({timings['run_seconds']:.1f} s with validation) x "
-                   f"{parallel.world_size} device(s) -> {path}")
+        tqdm.write(done_line(record, path))
     summary.finished.append(config.key)
+
+
+def done_line(record: dict, path: Path) -> str:
+    """The line a finished run is announced with (here and by ``--jobs``'s parent)."""
+    unified, native = record["test"]["unified"], record["test"]["native"]
+    world = record["provenance"].get("device_count", 1)
+    timings = record["timings"]
+    return (f"done {record['key']}: unified {unified['mean']:.2f} ± {unified['ci95']:.2f}%, "
+            f"native {native['mean']:.2f} ± {native['ci95']:.2f}%, "
+            f"{timings['train_seconds']:.1f} s training "
+            f"({timings['run_seconds']:.1f} s with validation) x {world} device(s) -> {path}")

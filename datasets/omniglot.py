@@ -88,12 +88,12 @@ def _missing_message(root: Path) -> str:
         f"Omniglot files not found under {root}{state}; looked in {root} and "
         f"{root / 'omniglot-py'}. Accepted: the archives {accepted}, or folders with the same "
         f"names (without .zip) extracted from them, laid out as "
-        f"<top>/<Alphabet>/characterNN/<charid>_<drawer>.png. To get them: on a machine with "
-        f"internet run torchvision.datasets.Omniglot(ROOT, background=True, download=True) and "
-        f"again with background=False, then use ROOT (its omniglot-py/ folder is found); or use "
-        f"the small archives shipped in the project's ../shared/data/omniglot/ "
-        f"(root='../shared/data/omniglot'). Without a root, $BRIDGEBENCH_DATA/omniglot "
-        f"(default ~/data/omniglot) is used."
+        f"<top>/<Alphabet>/characterNN/<charid>_<drawer>.png. To get them: `python -m bench "
+        f"data prepare omniglot --root {root} --download` (torchvision's mirrors), or on a "
+        f"machine with internet torchvision.datasets.Omniglot(ROOT, background=True, "
+        f"download=True) and again with background=False, then use ROOT (its omniglot-py/ "
+        f"folder is found). Without a root, $BRIDGEBENCH_DATA/omniglot (default "
+        f"~/data/omniglot) is used."
     )
 
 

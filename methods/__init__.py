@@ -28,10 +28,9 @@ def register_method(name: str, *aliases: str):
         own = vars(cls)
         if "display_name" not in own:
             cls.display_name = name
-        if "efficiency_reference" not in own:
-            cls.efficiency_reference = False
-        if "comparison_baseline" not in own:
-            cls.comparison_baseline = False
+        for fact in ("efficiency_reference", "comparison_baseline"):
+            if fact not in own:
+                setattr(cls, fact, False)
         if "reported_as" not in own:
             cls.reported_as = {}
         if cls.augmentation not in AUGMENTATION_POLICIES:
@@ -49,24 +48,25 @@ def register_method(name: str, *aliases: str):
     return decorator
 
 
+def _the_one_declaring(fact: str) -> type:
+    found = [METHODS.get(n) for n in METHODS.names() if getattr(METHODS.get(n), fact)]
+    if len(found) != 1:
+        raise LookupError(f"exactly one method must declare {fact} = True; "
+                          f"found {[cls.name for cls in found] or 'none'}")
+    return found[0]
+
+
 def efficiency_reference() -> type:
     """The registered method the paper's speed-ups are relative to (the one class that
     declares ``efficiency_reference = True``)."""
-    found = [METHODS.get(n) for n in METHODS.names() if METHODS.get(n).efficiency_reference]
-    if len(found) != 1:
-        raise LookupError(f"exactly one method must declare efficiency_reference = True; "
-                          f"found {[cls.name for cls in found] or 'none'}")
-    return found[0]
+    return _the_one_declaring("efficiency_reference")
 
 
 def comparison_baseline() -> type:
-    """The registered method that ``bench table``'s paired comparisons are against by default
-    (the one class that declares ``comparison_baseline = True``)."""
-    found = [METHODS.get(n) for n in METHODS.names() if METHODS.get(n).comparison_baseline]
-    if len(found) != 1:
-        raise LookupError(f"exactly one method must declare comparison_baseline = True; "
-                          f"found {[cls.name for cls in found] or 'none'}")
-    return found[0]
+    """The registered method the others are compared with episode by episode by default
+    (``bench table``'s paired comparisons, ``bench table --brief``; the one class that declares
+    ``comparison_baseline = True``)."""
+    return _the_one_declaring("comparison_baseline")
 
 
 # Importing the modules registers them.

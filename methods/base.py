@@ -53,9 +53,16 @@ class FewShotMethod(nn.Module):
       declared training augmentation) or ``"none"``; :meth:`training_augmentation` applies it;
     - ``efficiency_reference``: the paper's speed-ups are relative to this method (one method
       declares it: MetaOptNet, Table 4 and Figure 2);
-    - ``comparison_baseline``: ``bench table``'s paired comparisons set every method against
-      this one by default (one method declares it: MTL, the paper's question being whether
-      MTL is as accurate as meta-learning);
+    - ``comparison_baseline``: ``bench table``'s paired comparisons (and ``bench table
+      --brief``'s cost ratios) set every method against this one by default (one method
+      declares it: MTL, the paper's question being whether MTL is as accurate as
+      meta-learning);
+    - ``native_reuses_features``: its native adaptation sees every image only through
+      :meth:`task_features` in eval mode, so an image's features do not depend on the episode
+      it is in; the evaluator then embeds each distinct test image once, as the unified
+      protocol does, and calls :meth:`adapt_features` per episode (the method implements it).
+      Not for adaptations that normalise with a batch's statistics (MAML) or touch the
+      backbone;
     - ``reported_as``: the rows of the paper's tables (``results/reference/paper.csv``: a
       method name, with its head where the source names one, e.g. ``"MetaOptNet-SVM"``) that
       report this method under its paper budget, each with why, where the row is not simply
@@ -82,6 +89,7 @@ class FewShotMethod(nn.Module):
     augmentation: ClassVar[str] = "dataset"
     efficiency_reference: ClassVar[bool] = False
     comparison_baseline: ClassVar[bool] = False
+    native_reuses_features: ClassVar[bool] = False
     reported_as: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
@@ -153,6 +161,16 @@ class FewShotMethod(nn.Module):
         (``--select-on native``); the test-time :meth:`adapt` unless a method's reference
         validates differently (MetaOptNet: more solver iterations than at test)."""
         return self.adapt(support, support_labels)
+
+    def adapt_features(self, support: torch.Tensor, support_labels: torch.Tensor,
+                       selection: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`adapt` (``selection``: :meth:`adapt_for_selection`) from eval-mode support
+        features ``[T, S, D]`` (those of :meth:`task_features`); the predictor maps query
+        features ``[T, Q, D]`` to logits. Only for methods that declare
+        ``native_reuses_features``, where ``adapt(images)`` equals
+        ``adapt_features(task_features(images))`` applied to ``task_features(query)``."""
+        raise NotImplementedError(f"{self.name} does not adapt from features "
+                                  "(native_reuses_features is False)")
 
     def on_optimizer_step(self) -> None:
         """Called by the training step after every optimiser step (advances DropBlock's ramp)."""

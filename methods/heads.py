@@ -18,7 +18,7 @@ forward per batch, the head fitted on every task at once, cross-entropy on the q
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -225,8 +225,12 @@ class EpisodeHeadMethod(FewShotMethod):
       the head fitted on the support of every task at once, cross-entropy averaged over all
       queries of all tasks (with ``hparams["label_smoothing"]`` if the method has it).
     - :meth:`adapt`: the head fitted once on the support features; the predictor scores query
-      images ``[T, Q, C, H, W]`` -> logits ``[T, Q, ways]`` with ``ways = self.ways``.
+      images ``[T, Q, C, H, W]`` -> logits ``[T, Q, ways]`` with ``ways = self.ways``. It sees
+      images only through eval-mode features, so the evaluator may embed each test image once
+      (``native_reuses_features``, :meth:`adapt_features`).
     """
+
+    native_reuses_features = True
 
     def fit_head(self, support: torch.Tensor, support_labels: torch.Tensor, ways: int,
                  training: bool) -> torch.Tensor:
@@ -249,25 +253,30 @@ class EpisodeHeadMethod(FewShotMethod):
                                       float(self.hparams.get("label_smoothing", 0.0)))
 
     def adapt(self, support: torch.Tensor, support_labels: torch.Tensor) -> Predictor:
-        return self._fitted_predictor(support, support_labels, training=False)
+        return self._image_predictor(support, support_labels, selection=False)
 
     def adapt_for_selection(self, support: torch.Tensor, support_labels: torch.Tensor
                             ) -> Predictor:
         """The head as [MON] ``train.py`` validates it: fitted as in training (MetaOptNet: 15
         QP iterations, not ``test.py``'s 3), on eval-mode features."""
-        return self._fitted_predictor(support, support_labels, training=True)
+        return self._image_predictor(support, support_labels, selection=True)
 
-    def _fitted_predictor(self, support: torch.Tensor, support_labels: torch.Tensor,
-                          training: bool) -> Predictor:
-        features = self.task_features(support)
-        with full_precision(features):
-            fitted = self.fit_head(features.float(), support_labels, self.ways,
-                                   training=training)
+    def _image_predictor(self, support: torch.Tensor, support_labels: torch.Tensor,
+                         selection: bool) -> Predictor:
+        score = self.adapt_features(self.task_features(support), support_labels, selection)
+        return lambda query: score(self.task_features(query))
+
+    def adapt_features(self, support: torch.Tensor, support_labels: torch.Tensor,
+                       selection: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The head fitted on support features ``[T, S, D]`` (``selection``: as in training,
+        :meth:`adapt_for_selection`); the predictor scores query features ``[T, Q, D]``."""
+        with full_precision(support):
+            fitted = self.fit_head(support.float(), support_labels, self.ways,
+                                   training=selection)
 
         def predictor(query: torch.Tensor) -> torch.Tensor:
-            features = self.task_features(query)
-            with full_precision(features):
-                return self.head_logits(features.float(), fitted)
+            with full_precision(query):
+                return self.head_logits(query.float(), fitted)
 
         return predictor
 

@@ -120,7 +120,10 @@ def smoke_run(methods: str) -> tuple[str, ...]:
 
 
 def smoke_key(method: str) -> str:
-    return f"{method}_glyphs_5w1s_smoke_seed0"
+    """The key of ``smoke_run``'s run of ``method`` (20 test episodes are not the budget's
+    default, so it carries issue 10's settings hash)."""
+    return RunConfig(method, "glyphs", 5, 1, 0, resolve_budget("smoke", method, "glyphs", 1),
+                     episodes=20).key
 
 
 @pytest.fixture(scope="module")
@@ -151,14 +154,17 @@ def test_each_newer_method_killed_mid_epoch_resumes_to_the_same_run(method, tmp_
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_mid_epoch_and_resume_continues_from_that_step(tmp_path,
-                                                                          uninterrupted):
+@pytest.mark.parametrize("sig, code, name", [("SIGTERM", 143, "SIGTERM"),
+                                             ("SIGINT", 130, "Ctrl-C (SIGINT)")])
+def test_a_stop_signal_checkpoints_mid_epoch_and_resume_continues_from_that_step(
+        tmp_path, uninterrupted, sig, code, name):
     out = tmp_path / "out"
     along = ("--test-every", "1", "--test-every-episodes", "5")  # recorded, changes nothing
-    stopped = interrupted_bench(tmp_path, 8, "SIGTERM", *RUN, *along, "--out", out)
-    assert stopped.returncode == 143, stopped.stderr
-    assert "stopped by SIGTERM after step 8" in stopped.stderr
-    assert "Rerun the same command to resume" in stopped.stderr
+    stopped = interrupted_bench(tmp_path, 8, sig, *RUN, *along, "--out", out)
+    assert stopped.returncode == code, stopped.stderr
+    lines = [line for line in stopped.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"stopped by {name} after step 8" in lines[0], stopped.stderr
+    assert "Rerun the same command to resume" in lines[0]
     saved = load_checkpoint(checkpoint_path(out, KEY))
     assert saved["progress"]["epochs"] == 1 and saved["progress"]["step_in_epoch"] == 3
     resumed = bench(*RUN, *along, "--out", out)
@@ -169,6 +175,28 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_continues_from_that_step(tmp_p
     assert result["timings"]["steps"] == 10
     curve = result["learning_curve"]
     assert curve[0] == saved["curve"][0] and [p["test_episodes"] for p in curve] == [5, 5]
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_and_the_last_checkpoint_resumes(tmp_path,
+                                                                      uninterrupted):
+    out = tmp_path / "out"
+    script = tmp_path / "twice.py"  # two Ctrl-C in a row when step 8 starts
+    script.write_text(INTERRUPTED.replace("os.kill(os.getpid(), sig)",
+                                          "os.kill(os.getpid(), sig); os.kill(os.getpid(), sig)"))
+    stopped = subprocess.run([sys.executable, str(script), "8", "SIGINT", *RUN, "--out",
+                              str(out)], cwd=REPO, env=_env(), capture_output=True, text=True,
+                             timeout=300)
+    assert stopped.returncode == 130, stopped.stderr
+    lines = [line for line in stopped.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "stopped at once" in lines[0], stopped.stderr
+    assert "rerun the same command to resume" in lines[0]
+    saved = load_checkpoint(checkpoint_path(out, KEY))  # the end of epoch 1
+    assert saved["progress"]["epochs"] == 1 and saved["progress"]["step_in_epoch"] == 0
+    resumed = bench(*RUN, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(read_result(result_path(out, KEY)),
+                    load_checkpoint(checkpoint_path(out, KEY)), uninterrupted)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import submitit
 import submitit.slurm.slurm as submitit_slurm
 
 import bench.launch as launch
+import bench.pool as pool
 from bench.config import RunConfig, resolve_budget
 from bench.launch import RunJob, SlurmOptions, parse_slurm_time, run_isolated, submit
 from bench.results import read_result, result_path
@@ -43,7 +44,7 @@ def smoke_job(out: Path, seed: int, shots: int = 1) -> RunJob:
 def test_an_isolated_run_killed_like_an_oom_costs_one_row(tmp_path, monkeypatch):
     jobs = [smoke_job(tmp_path, 0), smoke_job(tmp_path, 1)]
     victim = jobs[0].key
-    real = launch.child_command
+    real = pool.child_command
 
     def command(job_file: Path) -> list[str]:
         if victim in job_file.name:  # dies the way the out-of-memory killer kills
@@ -52,7 +53,7 @@ def test_an_isolated_run_killed_like_an_oom_costs_one_row(tmp_path, monkeypatch)
                     "os.kill(os.getpid(), signal.SIGKILL)"]
         return real(job_file)
 
-    monkeypatch.setattr(launch, "child_command", command)
+    monkeypatch.setattr(pool, "child_command", command)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     summary = run_isolated(jobs, tmp_path)
     assert summary.failed == [victim] and summary.finished == [jobs[1].key]
