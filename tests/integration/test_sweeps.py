@@ -70,18 +70,27 @@ def test_an_isolated_run_killed_like_an_oom_costs_one_row(tmp_path, monkeypatch)
 @pytest.mark.slow
 def test_isolate_from_the_command_line_keeps_going_after_a_failing_run(tmp_path):
     out = tmp_path / "out"
-    # glyphs has 20 images per class: 30 shots + 15 queries cannot be drawn, so that run fails
+    # a method from outside the repository whose training step raises: its run fails in its
+    # own process (bad arguments would be refused before anything runs, issue 11)
+    (tmp_path / "exploding_method.py").write_text(
+        "from methods.mtl import MTL\n\n\n"
+        "class Exploding(MTL):\n"
+        "    display_name = 'Exploding'\n\n"
+        "    def loss(self, batch):\n"
+        "        raise RuntimeError('exploding on purpose')\n")
+    env = {**_env(), "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--methods", "mtl", "--dataset", "glyphs",
-         "--shots", "30,1", "--budget", "smoke", "--episodes", "20", "--device", "cpu",
-         "--no-progress", "--isolate", "--out", str(out), "--table"],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "bench", "run", "--methods", "exploding_method:Exploding,mtl",
+         "--dataset", "glyphs", "--shots", "1", "--budget", "smoke", "--episodes", "20",
+         "--device", "cpu", "--no-progress", "--isolate", "--out", str(out), "--table"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr  # one failed run
     assert "1 finished, 0 skipped, 1 failed" in proc.stdout
-    failed = read_result(result_path(out, smoke_key(shots=30)))
-    assert failed["status"] == "failed" and "at least 45 images" in failed["error"]
-    assert read_result(result_path(out, smoke_key(shots=1)))["status"] == "ok"
-    assert "Failed runs" in proc.stdout and smoke_key(shots=30) in proc.stdout
+    [failed_path] = (out / "runs").glob("exploding_glyphs_5w1s_smoke_seed0*.json")
+    failed = read_result(failed_path)
+    assert failed["status"] == "failed" and "exploding on purpose" in failed["error"]
+    assert read_result(result_path(out, smoke_key()))["status"] == "ok"
+    assert "Failed runs" in proc.stdout and failed_path.stem in proc.stdout
 
 
 @pytest.mark.slow
