@@ -43,12 +43,14 @@ def test_quick_budget_beats_chance_by_15_points(method, glyphs):
     config = RunConfig(method, "glyphs", 5, 5, 0, resolve_budget("quick", method, "glyphs", 5),
                        episodes=200)
     torch.manual_seed(config.seed)
-    untrained = evaluate_test_split(build_method(config, glyphs), glyphs, config,
-                                    torch.device("cpu"), progress=False)[0]["unified"]["mean"]
+    untrained = None
+    if method == "mtl":  # only MTL's check needs it (and MTL has no native protocol to pay for)
+        untrained = evaluate_test_split(build_method(config, glyphs), glyphs, config,
+                                        torch.device("cpu"), progress=False)[0]["unified"]["mean"]
     result = run_one(config, glyphs, torch.device("cpu"), progress=False)
     unified, native = result["test"]["unified"]["mean"], result["test"]["native"]["mean"]
-    print(f"{method}: untrained {untrained:.1f}% -> unified {unified:.1f}%, native "
+    print(f"{method}: untrained {untrained}% -> unified {unified:.1f}%, native "
           f"{native:.1f}%, {result['timings']['train_seconds']:.0f} s training")
     assert unified >= 35.0 and native >= 35.0
-    if method == "mtl":
+    if untrained is not None:
         assert unified >= untrained + 10.0
