@@ -177,3 +177,32 @@ def test_jobs_flags_are_checked_before_anything_runs(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and expect in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_two_jobs_sweeps_and_a_plain_one_on_one_folder_train_every_run_once(tmp_path):
+    """Issue 11: two ``--jobs 2`` sweeps and one sequential sweep started together on one
+    results folder: every run is trained exactly once, every result is valid, nothing is left
+    claimed or half-written."""
+    import re
+
+    out = tmp_path / "shared"
+    seeds = range(5)
+    sweep = [sys.executable, "-m", "bench", "run", "--methods", "mtl", "--dataset", "glyphs",
+             "--shots", "1", "--seeds", ",".join(map(str, seeds)), "--budget", "smoke",
+             "--episodes", "20", "--device", "cpu", "--no-progress", "--out", str(out)]
+    commands = [sweep + ["--jobs", "2", "--threads", "1"]] * 2 + [sweep]
+    procs = [subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for command in commands]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    keys = sorted(RunConfig("mtl", "glyphs", 5, 1, seed,
+                            resolve_budget("smoke", "mtl", "glyphs", 1), episodes=20).key
+                  for seed in seeds)
+    trained = sorted(key for stdout, _ in outputs
+                     for key in re.findall(r"^done (\S+):", stdout, re.M))
+    assert trained == keys, outputs  # each run trained once, by one of the three sweeps
+    for key in keys:
+        assert read_result(result_path(out, key))["status"] == "ok"
+    assert not list((out / "claims").iterdir()) and not list((out / "checkpoints").iterdir())
+    assert not list((out / "runs").glob(".*"))  # no temporary files left
