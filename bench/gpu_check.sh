@@ -3,7 +3,8 @@
 #
 # What it runs, writing JSON flat into $OUT (default results/speed/gpu_check, which
 # `bench table` skips):
-#   1. `python -m bench.speed` (= `python -m bench speed`) for all six methods under their
+#   1. `python -m bench.speed` (= `python -m bench speed`) for the paper's six methods (named,
+#      so the methods added later do not push a step past its time cap) under their
 #      paper budgets, at 84 px (mini-ImageNet shapes) and 32 px (CIFAR-FS shapes), in fp32 and
 #      bf16: four files <device>-<precision>-<size>.json;
 #   2. `python -m bench.solver_bench`: the batched episode solver against scikit-learn on 2000
@@ -98,14 +99,15 @@ PYEOF
 fi
 
 # ---- Settings --------------------------------------------------------------------------------
+PAPER_METHODS=mtl,anil,maml,r2d2,metaoptnet,protonet  # the paper's Table 3/4 methods
 if [ "$DRY_RUN" = 1 ]; then
   DEVICE=cpu
-  SPEED_ARGS=(--backbone conv4-32 --meta-batch 1 --steps 1 --warmup 1)
+  SPEED_ARGS=(--methods "$PAPER_METHODS" --backbone conv4-32 --meta-batch 1 --steps 1 --warmup 1)
   SOLVER_ARGS=(--episodes 40 --jobs 2)
   log "CPU dry run: tiny shapes (conv4-32, meta-batch 1, 1 step); the numbers mean nothing"
 else
   DEVICE=cuda
-  SPEED_ARGS=(--steps 20 --warmup 5)
+  SPEED_ARGS=(--methods "$PAPER_METHODS" --steps 20 --warmup 5)
   SOLVER_ARGS=(--episodes 2000 --jobs -1)
   if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     log "error: no CUDA device visible to $PY; use --cpu-dry-run on a machine without a GPU"
