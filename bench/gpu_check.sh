@@ -6,11 +6,11 @@
 #   1. `python -m bench.speed` (= `python -m bench speed`) for the paper's six methods (named,
 #      so the methods added later do not push a step past its time cap) under their
 #      paper budgets, at 84 px (mini-ImageNet shapes) and 32 px (CIFAR-FS shapes), in fp32 and
-#      bf16: four files <device>-<precision>-<size>.json;
+#      bf16: four files <device>-<precision>-<size>-<dataset>-<ways>w<shots>s.json;
 #   2. `python -m bench.solver_bench`: the batched episode solver against scikit-learn on 2000
 #      5-way 5-shot 640-d episodes: solver.json;
 #   3. if at least 150 s are left: MTL with --compile at 84 px bf16 (at most 180 s):
-#      <device>-bf16-84-compile.json, which says whether dynamo recompiled during the timed
+#      <device>-bf16-84-mini-5w<shots>s-compile.json, which says whether dynamo recompiled during the timed
 #      steps (it does, every step, while ResNet-12's DropBlock schedule is a Python int);
 #   and gpu_check.log with everything printed (nvidia-smi, versions, tables).
 # Every step runs under `timeout` (at most 150 s per speed run, 120 s for the solver) so the

@@ -596,7 +596,7 @@ def run(args: argparse.Namespace) -> int:
     report = measure_all(args, device, progress=lambda m: print(m, file=sys.stderr,
                                                                 flush=True))
     path = report_path(args.out, report["device"], report["precision"], report["image_size"],
-                       report["compile"])
+                       report["compile"], report["dataset"], report["ways"], report["shots"])
     write_json_atomic(path, report)
     print(format_report(report))
     print(f"(written to {path})")

@@ -159,9 +159,13 @@ def device_slug(name: str) -> str:
 
 
 def report_path(out_dir: Path, device: str, precision: str, image_size: int,
-                compiled: bool) -> Path:
+                compiled: bool, dataset: str, ways: int, shots: int) -> Path:
+    """One file per device, precision, image size, compile setting, dataset, ways and shots:
+    the settings a report's step shapes depend on, so measuring another shot count (as
+    ``bench plan`` asks, one command per dataset and shots) never overwrites a report."""
     suffix = "-compile" if compiled else ""
-    return Path(out_dir) / f"{device_slug(device)}-{precision}-{image_size}{suffix}.json"
+    return Path(out_dir) / (f"{device_slug(device)}-{precision}-{image_size}-{dataset}-"
+                            f"{ways}w{shots}s{suffix}.json")
 
 
 def backend_settings(device: torch.device) -> dict[str, Any]:

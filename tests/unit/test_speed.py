@@ -145,8 +145,12 @@ def test_device_slug_and_report_path():
     assert speed_report.device_slug("NVIDIA H200") == "nvidia-h200"
     assert speed_report.device_slug("cpu (Intel(R) Xeon(R) Gold 6230 CPU @ 2.10GHz)") == \
         "cpu-intel-xeon-gold-6230-cpu-2.10ghz"
-    path = speed_report.report_path(Path("out"), "NVIDIA H100 80GB HBM3", "bf16", 84, compiled=True)
-    assert path == Path("out/nvidia-h100-80gb-hbm3-bf16-84-compile.json")
+    path = speed_report.report_path(Path("out"), "NVIDIA H100 80GB HBM3", "bf16", 84,
+                                    compiled=True, dataset="mini", ways=5, shots=1)
+    assert path == Path("out/nvidia-h100-80gb-hbm3-bf16-84-mini-5w1s-compile.json")
+    other_shots = speed_report.report_path(Path("out"), "NVIDIA H100 80GB HBM3", "bf16", 84,
+                                           compiled=True, dataset="mini", ways=5, shots=5)
+    assert other_shots != path  # one report per shot count: bench plan needs both
 
 
 def test_synthetic_dataset_has_the_requested_shape():
@@ -172,7 +176,8 @@ def test_speed_report_schema_on_cpu(tmp_path, capsys):
     files = list(tmp_path.iterdir())
     assert len(files) == 1, files  # the atomic write leaves no temporary file behind
     report = json.loads(files[0].read_text())
-    assert files[0].name.endswith("-fp32-28.json") and files[0].name.startswith("cpu")
+    assert files[0].name.endswith(f"-fp32-28-glyphs-5w{report['shots']}s.json")
+    assert files[0].name.startswith("cpu")
     assert report["schema"] == speed.SPEED_SCHEMA
     assert report["device"].startswith("cpu") and report["device_type"] == "cpu"
     assert report["torch"] == torch.__version__
@@ -288,7 +293,7 @@ def test_compiled_run_reports_recompilation_during_timed_steps(tmp_path, monkeyp
     args = _args(tmp_path, "--methods", "protonet", "--compile", "--steps", "2")
     assert speed.run(args) == 0
     path = next(tmp_path.iterdir())
-    assert path.name.endswith("-fp32-28-compile.json")
+    assert path.name.endswith("-fp32-28-glyphs-5w5s-compile.json")
     report = json.loads(path.read_text())
     assert report["compile"] is True
     for part in ("step", "backbone_step"):
