@@ -47,6 +47,7 @@ from bench.checkpoint import checkpoint_path
 from bench.config import RunConfig
 from bench.locks import Claim, ClaimBoard
 from bench.results import Existing, read_result, result_path
+from bench.session import StopSignalHandlers
 from core.atomic import write_json_atomic
 
 if TYPE_CHECKING:  # bench.launch imports this module
@@ -258,17 +259,15 @@ def death_error(code: int, tail: str) -> ProcessDied:
 
 # --------------------------------------------------------------------------- signals
 
-class SignalRelay:
+class SignalRelay(StopSignalHandlers):
     """While active (in the main thread), SIGINT and SIGTERM to this process are counted and
     passed on to the children: SIGTERM the first two times, SIGKILL after that."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
     def __init__(self, children: list[Child]) -> None:
+        super().__init__()
         self.children = children
         self.count = 0
         self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
 
     @property
     def stopping(self) -> bool:
@@ -283,15 +282,6 @@ class SignalRelay:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.stop(signum)
-
-    def __enter__(self) -> "SignalRelay":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, previous in self._previous.items():
-            signal.signal(s, previous)
 
 
 # --------------------------------------------------------------------------- the pool

@@ -85,24 +85,19 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, Any]:
             for k, v in module.state_dict().items()}
 
 
-class StopSignal:
-    """While active (in the main thread), SIGTERM (pre-emption, ``scancel``) and SIGINT
-    (Ctrl-C) only set :attr:`requested` (and :attr:`signum`); the training loop checkpoints at
-    the next step boundary and stops. A second signal raises :class:`StopNow` at once."""
+class StopSignalHandlers:
+    """A context that installs :meth:`_handle` for SIGTERM and SIGINT while active (in the
+    main thread only: Python delivers signals there) and restores the previous handlers."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
-        self.requested = False
-        self.signum: int = signal.SIGTERM
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise StopNow(f"second {signal_label(signum)}: stopped at once")
-        self.requested, self.signum = True, signum
+        raise NotImplementedError
 
-    def __enter__(self) -> "StopSignal":
+    def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
@@ -110,6 +105,22 @@ class StopSignal:
     def __exit__(self, *exc: object) -> None:
         for s, previous in self._previous.items():
             signal.signal(s, previous)
+
+
+class StopSignal(StopSignalHandlers):
+    """While active (in the main thread), SIGTERM (pre-emption, ``scancel``) and SIGINT
+    (Ctrl-C) only set :attr:`requested` (and :attr:`signum`); the training loop checkpoints at
+    the next step boundary and stops. A second signal raises :class:`StopNow` at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requested = False
+        self.signum: int = signal.SIGTERM
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise StopNow(f"second {signal_label(signum)}: stopped at once")
+        self.requested, self.signum = True, signum
 
 
 class RunCheckpoint:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 # _BatchNorm is the base of every BatchNorm{1,2,3}d, their Lazy variants and SyncBatchNorm.
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -202,6 +203,23 @@ def maml_recipe(dataset: DatasetInfo, shots: int) -> TrainBudget:
         train_queries=queries, optimizer="adam", lr=1e-3, schedule="constant",
         early_stop_patience=None, val_episodes=600, hparams=dict(hparams), augmentation=None,
     )
+
+
+class AllLayersNetwork:
+    """The network of the methods whose inner loop adapts every layer (MAML, iMAML,
+    Meta-MinibatchProx): ``backbone`` then a linear ``head``, and the same network as a
+    function of its parameters. Mixed into a :class:`FewShotMethod` that sets both modules."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, ways]`` of the (unadapted) network on images ``[B, C, H, W]``."""
+        return self.head(self.backbone(images))
+
+    def functional_logits(self, params: Params, buffers: Params,
+                          images: torch.Tensor) -> torch.Tensor:
+        """Logits of the network with ``params`` (and ``buffers``, if any are given, else the
+        module's own), batch norm on batch statistics."""
+        with batch_statistics(self):
+            return functional_call(self, {**params, **buffers}, (images,))
 
 
 class InnerLoopMethod(FewShotMethod):

@@ -24,21 +24,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from core.budget import TrainBudget
 from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods import register_method
 from methods.base import Predictor
-from methods.inner_loop import (InnerLoopMethod, Order, Params, batch_statistics,
+from methods.inner_loop import (AllLayersNetwork, InnerLoopMethod, Order, Params,
                                 gradient_descent, inner_loop_hparams, maml_recipe,
                                 per_task_predictor, scratch_buffers)
 from methods.taxonomy import Table1Cell
 
 
 @register_method("maml")
-class MAML(InnerLoopMethod):
+class MAML(AllLayersNetwork, InnerLoopMethod):
     """MAML over all parameters (see the module docstring). Hyperparameters: those of
     :class:`methods.inner_loop.InnerLoopMethod`, with Finn et al.'s mini-ImageNet values as
     defaults (inner lr 0.01, 5 training steps, 10 test steps, second order)."""
@@ -62,16 +61,6 @@ class MAML(InnerLoopMethod):
         images their Omniglot setting (1 step of 0.4, 3 at test, Conv4-64, meta-batch 32)."""
         return maml_recipe(dataset, shots)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, ways]`` of the (unadapted) network on images ``[B, C, H, W]``."""
-        return self.head(self.backbone(images))
-
-    def functional_logits(self, params: Params, buffers: Params,
-                          images: torch.Tensor) -> torch.Tensor:
-        """Logits of the network with ``params`` (and ``buffers``, if any are given, else the
-        module's own), batch norm on batch statistics."""
-        with batch_statistics(self):
-            return functional_call(self, {**params, **buffers}, (images,))
 
     def adapted_params(self, support: torch.Tensor, labels: torch.Tensor, scratch: Params,
                        lr: float, steps: int, order: Order) -> Params:

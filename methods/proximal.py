@@ -35,12 +35,11 @@ from typing import Any, Callable, ClassVar, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from core.hparams import HParam
 from methods.backbones import Backbone
 from methods.base import FewShotMethod, Predictor
-from methods.inner_loop import (Order, Params, SupportLoss, batch_statistics, gradient_descent,
+from methods.inner_loop import (AllLayersNetwork, Order, Params, SupportLoss, gradient_descent,
                                 per_task_predictor, scratch_buffers)
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
@@ -142,7 +141,7 @@ def proximal_hparams(lam: float, inner_lr: float, train_steps: int, test_steps: 
 
 # ------------------------------------------------------------------ the shared base class
 
-class ProximalMethod(FewShotMethod):
+class ProximalMethod(AllLayersNetwork, FewShotMethod):
     """Base of iMAML and Meta-MinibatchProx: all parameters (backbone and the linear head
     ``nn.Linear(backbone.out_dim, ways)``) adapt by the proximal inner problem.
 
@@ -160,17 +159,7 @@ class ProximalMethod(FewShotMethod):
         self.head = nn.Linear(backbone.out_dim, ways)
 
     # -------------------------------------------------------------- the network as a function
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, ways]`` of the (unadapted) network on images ``[B, C, H, W]``."""
-        return self.head(self.backbone(images))
-
-    def functional_logits(self, params: Params, buffers: Params,
-                          images: torch.Tensor) -> torch.Tensor:
-        """Logits of the network with ``params`` (and ``buffers``, if any are given, else the
-        module's own), batch norm on batch statistics."""
-        with batch_statistics(self):
-            return functional_call(self, {**params, **buffers}, (images,))
+    # (forward and functional_logits: AllLayersNetwork)
 
     def task_loss(self, params: Params, buffers: Params, images: torch.Tensor,
                   labels: torch.Tensor) -> torch.Tensor:
