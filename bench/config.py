@@ -31,6 +31,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping
 
 from core.budget import DATASET_AUGMENTATION, TrainBudget, as_image_batches
+from core.convergence import PlateauRule
 from datasets import DATASETS, TRAIN_AUGMENTATIONS, DatasetInfo
 from methods import METHODS
 from methods.plugins import MethodImportError, method_class
@@ -38,7 +39,7 @@ from methods.plugins import MethodImportError, method_class
 if TYPE_CHECKING:
     from methods.base import FewShotMethod
 
-BUDGETS = ("smoke", "quick", "paper")
+BUDGETS = ("smoke", "quick", "converged", "paper")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +87,27 @@ def quick_budget(dataset: DatasetInfo, hparams: Mapping[str, Any] | None = None
     )
 
 
+#: The ``converged`` budget's stopping rule: less than half a point of validation accuracy gained
+#: over the last quarter of the epochs, read from epoch 8 (the quick budget's length) on.
+CONVERGED_RULE = PlateauRule(min_gain=0.5, window=0.25, min_epochs=8)
+CONVERGED_MAX_EPOCHS = 60
+
+
+def converged_budget(dataset: DatasetInfo, hparams: Mapping[str, Any] | None = None
+                     ) -> TrainBudget:
+    """The quick budget's tasks, steps and optimiser, trained until the validation curve has
+    plateaued (:data:`CONVERGED_RULE`, :mod:`core.convergence`) rather than for a fixed number
+    of epochs: at most :data:`CONVERGED_MAX_EPOCHS` epochs, the paper's ReduceLROnPlateau
+    patience (4 epochs; paper Sec. 5.2), no patience-based early stop (the rule replaces it) and
+    200 validation episodes per epoch, so the rule reads a curve with a standard error under one
+    point. Why these numbers: docs/findings.md ("How long MTL takes to plateau": MTL with its
+    defaults peaked at epoch 16 of 40, a faster head still gained at epoch 21, ProtoNet at
+    epoch 8)."""
+    quick = quick_budget(dataset, hparams)
+    return replace(quick, name="converged", epochs=CONVERGED_MAX_EPOCHS, plateau_patience=4,
+                   early_stop_patience=None, val_episodes=200, plateau_stop=CONVERGED_RULE)
+
+
 def resolve_budget(name: str, method: str | type[FewShotMethod], dataset: str | DatasetInfo,
                    shots: int) -> TrainBudget:
     """The budget ``name`` for ``method`` on ``dataset`` with ``shots`` test shots (names or
@@ -99,6 +121,8 @@ def resolve_budget(name: str, method: str | type[FewShotMethod], dataset: str | 
         budget = smoke_budget(info, cls.quick_hparams)
     elif name == "quick":
         budget = quick_budget(info, cls.quick_hparams)
+    elif name == "converged":
+        budget = converged_budget(info, cls.quick_hparams)
     else:
         budget = cls.paper_budget(info, shots)
     if name != "paper" and cls.training_batches == "images":
@@ -149,6 +173,7 @@ def describe_budgets() -> list[str]:
     small = "/".join(n for n in DATASETS.names() if DATASETS.get(n).small_images)
     classes = [METHODS.get(n) for n in METHODS.names()]
     s, q = smoke_budget(reference_dataset()), quick_budget(reference_dataset())
+    c = converged_budget(reference_dataset())
     exceptions = "".join(f"; {cls.display_name} with "
                          + ", ".join(f"{k}={v}" for k, v in cls.quick_hparams.items())
                          for cls in classes if cls.quick_hparams)
@@ -172,6 +197,9 @@ def describe_budgets() -> list[str]:
         f"quick  up to {q.epochs} epochs x {q.steps_per_epoch} steps x {q.meta_batch} tasks, "
         f"early stop {q.early_stop_patience}, RAdam lr {q.lr:g}; {QUICK_BACKBONE[True]} on "
         f"{small}, {QUICK_BACKBONE[False]} elsewhere{exceptions} (minutes on a CPU)",
+        f"converged  quick's shape and optimiser for up to {c.epochs} epochs, plateau patience "
+        f"{c.plateau_patience}, {c.val_episodes} val episodes; {c.plateau_stop.describe()} "
+        "(tens of minutes per run on a CPU)",
         "paper  the original papers' optimiser, schedule, epochs and episode shapes per "
         "(method, dataset, shots) (docs/references.md); on "
         f"{reference.name} 5-shot (epochs x steps x tasks): {', '.join(papers)}",
@@ -360,6 +388,7 @@ class RunConfig:
         ``--test-every``, so the records and checkpoints of registered methods are exactly
         those of before they existed."""
         data = dataclasses.asdict(self)
+        data["budget"] = self.budget.to_dict()
         if data["method_source"] is None:
             del data["method_source"]
         if not data["test_every"]:

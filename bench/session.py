@@ -320,8 +320,14 @@ class TrainSession:
             tqdm.write(f"{self.config.key}: epoch {epoch} val {val:.2f}% "
                        f"(best {o.best_val:.2f}% at epoch {o.best_epoch})")
         patience = budget.early_stop_patience
-        if epoch >= budget.epochs or (patience is not None and self.since_best >= patience):
+        plateaued = budget.plateau_stop is not None and \
+            budget.plateau_stop.has_plateaued(o.val_curve)
+        if epoch >= budget.epochs or plateaued or (patience is not None
+                                                   and self.since_best >= patience):
             self.finished = True
+            if plateaued and progress and self.parallel.is_main:
+                tqdm.write(f"{self.config.key}: validation has plateaued after epoch {epoch} "
+                           f"({budget.plateau_stop.describe()})")
 
     def test_along_the_way(self) -> float:
         """``--test-every``: unified-protocol accuracy on the first ``test_every_episodes``

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.convergence import PlateauRule
+
 #: The references' DropBlock ramp: the keep rate falls linearly over this many counts
 #: (``20*2000`` in [MON] ``models/ResNet12_embedding.py:62`` and [MTL] ``models/resnet.py:161``;
 #: ``40000`` in [L2L]). Upstream a count is one forward call of a block (training and
@@ -70,6 +72,10 @@ class TrainBudget:
     """Optimiser steps over which ResNet-12's DropBlock keep rate falls from 1 to
     1 - drop rate (0: the full drop rate from the first step; None: the ramp never advances,
     so DropBlock stays inactive). Backbones without DropBlock ignore it."""
+    plateau_stop: PlateauRule | None = None
+    """Stop training once the validation curve has plateaued by this rule
+    (:mod:`core.convergence`), in addition to ``early_stop_patience``; None: no such rule.
+    Stored only when set, so results written before it existed keep their identity."""
 
     def __post_init__(self) -> None:
         ramp = self.dropblock_ramp_steps
@@ -79,7 +85,10 @@ class TrainBudget:
                              f"got {ramp!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["plateau_stop"] is None:
+            del data["plateau_stop"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainBudget":
@@ -87,6 +96,8 @@ class TrainBudget:
         data = dict(data)
         for name in ("lr_epochs", "lr_factors"):
             data[name] = tuple(data[name])
+        if isinstance(data.get("plateau_stop"), dict):
+            data["plateau_stop"] = PlateauRule(**data["plateau_stop"])
         return cls(**data)
 
 

@@ -1,0 +1,101 @@
+"""The converged budget's stopping rule (core.convergence) on synthetic validation curves,
+and the budget that carries it (bench.config.converged_budget)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.config import CONVERGED_RULE, RunConfig, resolve_budget
+from core.budget import TrainBudget
+from core.convergence import PlateauRule, has_plateaued
+
+
+def first_stop(curve: list[float], rule: PlateauRule = CONVERGED_RULE) -> int | None:
+    """The epoch (1-based) after which the rule stops training on ``curve``, or None."""
+    for epoch in range(1, len(curve) + 1):
+        if rule.has_plateaued(curve[:epoch]):
+            return epoch
+    return None
+
+
+def saturating(epochs: int, top: float = 90.0, start: float = 50.0, rate: float = 0.15
+               ) -> list[float]:
+    return [top - (top - start) * math.exp(-rate * e) for e in range(1, epochs + 1)]
+
+
+def test_a_curve_that_keeps_climbing_never_stops() -> None:
+    assert first_stop([50.0 + e for e in range(60)]) is None
+
+
+def test_a_flat_curve_stops_at_the_first_epoch_the_rule_reads() -> None:
+    assert first_stop([70.0] * 30) == CONVERGED_RULE.min_epochs
+
+
+def test_a_saturating_curve_stops_where_the_last_quarter_gains_under_half_a_point() -> None:
+    curve = saturating(60)
+    stop = first_stop(curve)
+    assert stop is not None
+    # by hand: the last ceil(e/4) epochs gain less than 0.5 over the best before them
+    w = math.ceil(stop / 4)
+    assert curve[stop - 1] - curve[stop - w - 1] < 0.5
+    w_prev = math.ceil((stop - 1) / 4)
+    assert curve[stop - 2] - curve[stop - w_prev - 2] >= 0.5
+
+
+def test_a_peak_followed_by_decline_stops_once_the_peak_leaves_the_window() -> None:
+    # best at epoch 16, then overfitting: the window after epoch e is its last ceil(e/4)
+    # epochs, which no longer holds epoch 16 from e = 22 on (22 - ceil(22/4) = 16)
+    curve = [60 + 2 * e for e in range(1, 17)] + [92.0 - 0.3 * k for k in range(1, 30)]
+    assert first_stop(curve) == 22
+
+
+def test_a_gain_of_exactly_min_gain_keeps_training() -> None:
+    rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=2)
+    assert not rule.has_plateaued([80.0, 80.0, 80.0, 80.5])
+    assert rule.has_plateaued([80.0, 80.0, 80.0, 80.49])
+
+
+def test_noise_on_a_plateau_still_stops() -> None:
+    plateau = [80.0 + (1.0 if e % 2 else -1.0) for e in range(40)]
+    assert first_stop([60.0, 70.0] + plateau) is not None
+
+
+def test_the_rule_reads_nothing_before_min_epochs() -> None:
+    rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=8)
+    assert not rule.has_plateaued([70.0] * 7)
+    assert rule.has_plateaued([70.0] * 8)
+    assert has_plateaued([70.0] * 3, min_epochs=3)
+
+
+def test_gain_and_window_by_hand() -> None:
+    rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=2)
+    assert rule.window_epochs(8) == 2 and rule.window_epochs(9) == 3 and rule.window_epochs(2) == 1
+    assert rule.gain([50, 60, 70, 80, 81, 82, 82.2, 82.4]) == pytest.approx(82.4 - 82)
+
+
+@pytest.mark.parametrize("kwargs", [dict(min_gain=-1), dict(window=0), dict(window=1),
+                                    dict(min_epochs=1), dict(min_epochs=True)])
+def test_bad_rules_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        PlateauRule(**kwargs)
+
+
+def test_converged_budget_is_quick_trained_to_its_plateau() -> None:
+    quick = resolve_budget("quick", "mtl", "glyphs", 1)
+    converged = resolve_budget("converged", "mtl", "glyphs", 1)
+    assert converged.plateau_stop == CONVERGED_RULE
+    assert converged.early_stop_patience is None and converged.epochs >= 40
+    same = ("backbone", "steps_per_epoch", "meta_batch", "train_shots", "train_queries",
+            "optimizer", "lr", "schedule", "hparams")
+    assert all(getattr(quick, f) == getattr(converged, f) for f in same)
+    assert quick.plateau_stop is None and "plateau_stop" not in quick.to_dict()
+
+
+def test_converged_budget_round_trips_through_a_result_config() -> None:
+    budget = resolve_budget("converged", "protonet", "omniglot", 5)
+    config = RunConfig(method="protonet", dataset="omniglot", ways=5, shots=5, seed=0,
+                       budget=budget)
+    again = RunConfig.from_dict(config.to_dict())
+    assert again == config and again.key == config.key == "protonet_omniglot_5w5s_converged_seed0"
+    assert TrainBudget.from_dict(budget.to_dict()) == budget
