@@ -204,3 +204,18 @@ def _label_arms(cell: Cell) -> None:
 def seeds_text(seeds: Iterable[int]) -> str:
     """"0, 1, 2" (sorted)."""
     return ", ".join(str(s) for s in sorted(seeds))
+
+
+def unpaired_seed_notes(arm: Arm, other: Arm, arm_name: str, other_name: str) -> list[str]:
+    """Why seeds of one arm have no partner in the other, for a paired table's notes:
+    "``other_name`` failed for seed 1" (the other arm recorded a failure there) or "no
+    ``other_name`` result for seed 2", then the same for ``arm_name``."""
+    notes: list[str] = []
+    for side, mine, theirs in ((other_name, arm, other), (arm_name, other, arm)):
+        only = set(mine.runs) - set(theirs.runs)
+        failed = only & theirs.failed_seeds
+        if failed:
+            notes.append(f"{side} failed for seed {seeds_text(failed)}")
+        if only - failed:
+            notes.append(f"no {side} result for seed {seeds_text(only - failed)}")
+    return notes

@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
-from bench.cells import ARM_FIELDS, Arm, Cell, group_cells, seeds_text
+from bench.cells import (ARM_FIELDS, Arm, Cell, group_cells, seeds_text,
+                         unpaired_seed_notes)
 
 EQUIVALENT, BETTER, WORSE, INCONCLUSIVE = "equivalent", "better", "worse", "inconclusive"
 NOT_PAIRED = "not paired"
@@ -172,19 +173,7 @@ def _accuracies(run: Mapping[str, Any], protocol: str) -> list[float] | None:
 def _pair_seeds(arm: Arm, base: Arm, protocol: str, method_name: str,
                 baseline_name: str) -> tuple[list[int], list[str]]:
     """Seeds usable for a paired comparison, and notes on every seed left out."""
-    notes = []
-    only_arm = set(arm.runs) - set(base.runs)
-    only_base = set(base.runs) - set(arm.runs)
-    failed_base = only_arm & base.failed_seeds
-    failed_arm = only_base & arm.failed_seeds
-    if failed_base:
-        notes.append(f"{baseline_name} failed for seed {seeds_text(failed_base)}")
-    if only_arm - failed_base:
-        notes.append(f"no {baseline_name} result for seed {seeds_text(only_arm - failed_base)}")
-    if failed_arm:
-        notes.append(f"{method_name} failed for seed {seeds_text(failed_arm)}")
-    if only_base - failed_arm:
-        notes.append(f"no {method_name} result for seed {seeds_text(only_base - failed_arm)}")
+    notes = unpaired_seed_notes(arm, base, method_name, baseline_name)
     paired = []
     for seed in sorted(set(arm.runs) & set(base.runs)):
         a, b = arm.runs[seed], base.runs[seed]

@@ -37,7 +37,8 @@ from typing import Any, Callable, Collection, Iterable, Literal, Mapping, NotReq
 import numpy as np
 import pandas as pd
 
-from bench.cells import ARM_FIELDS, Arm, Cell, group_cells, seeds_text
+from bench.cells import (ARM_FIELDS, Arm, Cell, group_cells, seeds_text,
+                         unpaired_seed_notes)
 
 #: The result key holding the learning curve (a list of :class:`CurvePoint`, one per epoch).
 CURVE_KEY = "learning_curve"
@@ -211,14 +212,7 @@ def unit_of(run: Mapping[str, Any]) -> str:
 def _usable_seeds(arm: Arm, target: Arm, metric: str, method_name: str,
                   target_name: str) -> tuple[list[int], list[str], list[str]]:
     """(paired seeds, notes on the seeds left out, notes on the paired ones)."""
-    notes: list[str] = []
-    for side, mine, other in ((target_name, arm, target), (method_name, target, arm)):
-        only = set(mine.runs) - set(other.runs)
-        failed = only & other.failed_seeds
-        if failed:
-            notes.append(f"{side} failed for seed {seeds_text(failed)}")
-        if only - failed:
-            notes.append(f"no {side} result for seed {seeds_text(only - failed)}")
+    notes = unpaired_seed_notes(arm, target, method_name, target_name)
     seeds = []
     for seed in sorted(set(arm.runs) & set(target.runs)):
         a, t = arm.runs[seed], target.runs[seed]
