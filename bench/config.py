@@ -88,8 +88,9 @@ def quick_budget(dataset: DatasetInfo, hparams: Mapping[str, Any] | None = None
 
 
 #: The ``converged`` budget's stopping rule: less than half a point of validation accuracy gained
-#: over the last quarter of the epochs, read from epoch 8 (the quick budget's length) on.
-CONVERGED_RULE = PlateauRule(min_gain=0.5, window=0.25, min_epochs=8)
+#: over the last quarter of the epochs (at least the last 5), read from epoch 8 (the quick
+#: budget's length) on.
+CONVERGED_RULE = PlateauRule(min_gain=0.5, window=0.25, min_epochs=8, min_window=5)
 CONVERGED_MAX_EPOCHS = 60
 
 

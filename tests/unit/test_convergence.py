@@ -37,21 +37,29 @@ def test_a_saturating_curve_stops_where_the_last_quarter_gains_under_half_a_poin
     stop = first_stop(curve)
     assert stop is not None
     # by hand: the last ceil(e/4) epochs gain less than 0.5 over the best before them
-    w = math.ceil(stop / 4)
+    w = max(math.ceil(stop / 4), 5)
     assert curve[stop - 1] - curve[stop - w - 1] < 0.5
-    w_prev = math.ceil((stop - 1) / 4)
+    w_prev = max(math.ceil((stop - 1) / 4), 5)
     assert curve[stop - 2] - curve[stop - w_prev - 2] >= 0.5
 
 
 def test_a_peak_followed_by_decline_stops_once_the_peak_leaves_the_window() -> None:
-    # best at epoch 16, then overfitting: the window after epoch e is its last ceil(e/4)
-    # epochs, which no longer holds epoch 16 from e = 22 on (22 - ceil(22/4) = 16)
+    # best at epoch 16, then overfitting: the window after epoch e is its last
+    # max(ceil(e/4), 5) epochs, which no longer holds epoch 16 from e = 22 on (22 - 6 = 16)
     curve = [60 + 2 * e for e in range(1, 17)] + [92.0 - 0.3 * k for k in range(1, 30)]
     assert first_stop(curve) == 22
 
 
+def test_a_slow_climb_near_the_ceiling_is_not_a_plateau() -> None:
+    # MTL on Omniglot 5-way 5-shot (seed 0): a quarter of 12 epochs (3) gained only 0.42
+    # points while the curve still rose; the 5-epoch minimum window sees 1.9
+    curve = [79.1, 86.1, 87.7, 90.3, 91.2, 91.3, 92.9, 93.0, 94.4, 94.1, 94.7, 94.8]
+    assert not CONVERGED_RULE.has_plateaued(curve)
+    assert PlateauRule(min_window=1).has_plateaued(curve)
+
+
 def test_a_gain_of_exactly_min_gain_keeps_training() -> None:
-    rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=2)
+    rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=2, min_window=1)
     assert not rule.has_plateaued([80.0, 80.0, 80.0, 80.5])
     assert rule.has_plateaued([80.0, 80.0, 80.0, 80.49])
 
@@ -65,17 +73,20 @@ def test_the_rule_reads_nothing_before_min_epochs() -> None:
     rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=8)
     assert not rule.has_plateaued([70.0] * 7)
     assert rule.has_plateaued([70.0] * 8)
-    assert has_plateaued([70.0] * 3, min_epochs=3)
+    assert has_plateaued([70.0] * 3, min_epochs=3, min_window=1)
 
 
 def test_gain_and_window_by_hand() -> None:
-    rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=2)
+    rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=2, min_window=1)
     assert rule.window_epochs(8) == 2 and rule.window_epochs(9) == 3 and rule.window_epochs(2) == 1
     assert rule.gain([50, 60, 70, 80, 81, 82, 82.2, 82.4]) == pytest.approx(82.4 - 82)
+    assert CONVERGED_RULE.window_epochs(8) == 5 and CONVERGED_RULE.window_epochs(24) == 6
+    assert CONVERGED_RULE.gain([50, 60, 70, 80, 81, 82, 82.2, 82.4]) == pytest.approx(82.4 - 70)
 
 
 @pytest.mark.parametrize("kwargs", [dict(min_gain=-1), dict(window=0), dict(window=1),
-                                    dict(min_epochs=1), dict(min_epochs=True)])
+                                    dict(min_epochs=1), dict(min_epochs=True),
+                                    dict(min_window=0), dict(min_window=8)])
 def test_bad_rules_are_refused(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         PlateauRule(**kwargs)
