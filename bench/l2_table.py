@@ -8,7 +8,10 @@ head, for trained models re-evaluated by ``bench eval --logreg-c ...``.
   C, lambda, mean, 95% CI over episodes; the paper's Table 5 (``results/reference/paper.csv``,
   table 5, ``l2_penalty_<lambda>``) as ``reported`` rows;
 - ``l2_penalty.md``: one row per such curve, one column per lambda (2 significant digits, so
-  C = 3 and the paper's 0.33 share a column; more where one curve needs them);
+  C = 3 and the paper's 0.33 share a column; more where one curve needs them); then, for each
+  measured curve whose penalties were evaluated on the same episodes, the paired difference of
+  every lambda from the curve's best (mean per-episode difference, 95% CI over episodes): the
+  shape of a curve is a paired question, and its CI is far narrower than those of the means;
 - ``l2_penalty.png``: accuracy against lambda (log axis), one line per model, 95% CIs shaded,
   one panel per evaluation data, ways and shots; the reported curve dashed in its own panel.
 """
@@ -24,6 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bench.evaluation_run import load_evals
+from bench.stats import episode_ci95
 from bench.table import REFERENCE_CSV, display_name
 from core.atomic import atomic_file, write_text_atomic
 from datasets import by_benchmark
@@ -37,13 +41,15 @@ CURVE = ["model", "method", "backbone", "budget", "trained_on", "dataset", "spli
          "shots", "queries", "episodes", "seed", "source"]
 
 
+def _unified(evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in evals if r["settings"]["protocol"] == "unified"]
+
+
 def measured_rows(evals: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per unified-protocol eval result."""
     rows = []
-    for r in evals:
+    for r in _unified(evals):
         s = r["settings"]
-        if s["protocol"] != "unified":
-            continue
         config = r["model"]["config"]
         C = float(s["logreg_c"])
         rows.append({
@@ -54,8 +60,50 @@ def measured_rows(evals: list[dict[str, Any]]) -> pd.DataFrame:
             "shots": int(s["shots"]), "queries": int(s["queries"]),
             "episodes": int(s["episodes"]), "seed": int(s["seed"]), "C": C,
             "l2_penalty": 1.0 / C, "mean": float(r["result"]["mean"]),
-            "ci95": float(r["result"]["ci95"]), "source": "measured"})
-    return pd.DataFrame(rows, columns=COLUMNS)
+            "ci95": float(r["result"]["ci95"]), "source": "measured",
+            "_episode_hash": r["episode_hash"], "_accuracies": r["result"].get("accuracies")})
+    return pd.DataFrame(rows, columns=[*COLUMNS, "_episode_hash", "_accuracies"])
+
+
+def paired_markdown(measured: pd.DataFrame) -> str:
+    """Per measured curve evaluated on one episode set (one episode hash, per-episode
+    accuracies of equal length under every penalty): the paired difference of each lambda from
+    the curve's best, ``d ± CI`` in points (mean over episodes of the per-episode difference,
+    95% CI over episodes); ``best`` in the best lambda's column. Empty when no curve has two
+    penalties on one episode set."""
+    labels = penalty_labels([group["l2_penalty"].tolist() for _, group in
+                             measured.groupby(CURVE, sort=False, dropna=False)])
+    order = sorted(set(labels.values()), key=float)
+    rows = []
+    for _, group in measured.groupby(CURVE, sort=False, dropna=False):
+        accuracies = [a for a in group["_accuracies"] if a is not None]
+        if len(group) < 2 or group["_episode_hash"].nunique() != 1 \
+                or len(accuracies) != len(group) or len({len(a) for a in accuracies}) != 1:
+            continue
+        best = group.loc[group["mean"].idxmax()]
+        reference = np.asarray(best["_accuracies"], dtype=np.float64)
+        cells = {}
+        for _, row in group.iterrows():
+            label = labels[row["l2_penalty"]]
+            if row is best or row["l2_penalty"] == best["l2_penalty"]:
+                cells[label] = "best"
+                continue
+            diff = np.asarray(row["_accuracies"], dtype=np.float64) - reference
+            cells[label] = f"{diff.mean():+.2f} ± {episode_ci95(diff):.2f}"
+        first = group.iloc[0]
+        rows.append(f"| {first['method']} {first['budget']}: {first['model']} | "
+                    f"{first['dataset']} {first['split']} | {int(first['ways'])} | "
+                    f"{int(first['shots'])} | {int(first['episodes'])} | "
+                    + " | ".join(cells.get(v, "–") for v in order) + " |")
+    if not rows:
+        return ""
+    return ("\n### Paired difference from each curve's best λ (points)\n\n"
+            "| model | data | ways | shots | episodes | "
+            + " | ".join(f"λ={v}" for v in order) + " |\n"
+            + "|" + "---|" * (5 + len(order)) + "\n" + "\n".join(rows) + "\n"
+            "\nEvery λ of a curve was evaluated on the same episodes (one episode hash): "
+            "accuracy under λ minus accuracy under the curve's best λ, episode by episode; "
+            "mean ± 95% CI over episodes (1.96 · std / √episodes).\n")
 
 
 def reported_rows(reference_csv: Path = REFERENCE_CSV) -> pd.DataFrame:
@@ -188,6 +236,8 @@ def make_l2_table(folder: Path, out_dir: Path | None = None,
     measured = measured_rows(load_evals(folder, skipped))
     if measured.empty:
         return None
+    paired = paired_markdown(measured)
+    measured = measured.drop(columns=["_episode_hash", "_accuracies"])
     frame = _sort(pd.concat([measured, reported_rows(reference_csv)], ignore_index=True))
     markdown = ("## Test accuracy (%) against the L2 penalty of the unified head (Table 5)\n\n"
                 + l2_markdown(frame)
@@ -195,7 +245,8 @@ def make_l2_table(folder: Path, out_dir: Path | None = None,
                 "episode's L2-normalised support features (scikit-learn's C; `bench eval "
                 "--logreg-c`), shown to 2 significant digits (the CSV has C and λ exactly). "
                 "± 95% CI over test episodes of one model and one episode set. ‡ as reported "
-                "in the paper (Table 5, no CI), a model of its own, for the shape.\n")
+                "in the paper (Table 5, no CI), a model of its own, for the shape.\n"
+                + paired)
     if not write:
         return markdown
     write_text_atomic(out_dir / OUTPUTS[0], frame.to_csv(index=False, float_format="%.6g"))

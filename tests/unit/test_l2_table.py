@@ -33,8 +33,11 @@ def test_l2_table_content():
     # the paper's Table 5 as a reported row, in the paper's own columns
     assert ("| MTL (resnet12, reported) | mini test | 5 | 5 | – | – | 76.86‡ | 77.02‡ | "
             "77.28‡ | 77.61‡ | 77.72‡ | 77.55‡ | 76.82‡ | – |") in md
-    # a native eval is no point of the curve; two episode counts are two curves
-    assert "native" not in md and md.count("mtl_glyphs_5w5s_quick_seed0 (") == 2
+    # a native eval is no point of the curve; two episode counts are two curves (and only the
+    # 40-episode one, of several penalties, has a paired row)
+    main, paired = md.split("### Paired difference")
+    assert "native" not in md and main.count("mtl_glyphs_5w5s_quick_seed0 (") == 2
+    assert paired.count("mtl_glyphs_5w5s_quick_seed0 (") == 1
     csv = (GOLDEN / "l2_penalty.csv").read_text()
     assert "mtl_glyphs_5w5s_quick_seed1 (afcf0bb9),MTL,conv4-64,quick,glyphs,glyphs,test,5,5," \
            "15,40,0,0.1,10," in csv
@@ -68,3 +71,31 @@ def test_eval_results_and_models_are_not_run_results(tmp_path):
     for name in ("accuracy.csv", "accuracy.md", "efficiency.csv", "efficiency.md"):
         assert (tmp_path / "tables" / name).read_text() == (golden / name).read_text(), name
     assert "(Table 5)" in printed and (tmp_path / "tables" / "l2_penalty.md").exists()
+
+
+def test_paired_differences_from_the_best_penalty_by_hand():
+    """The paired section's cell = mean of per-episode differences from the curve's best
+    penalty, with 1.96 std / sqrt(n), read straight from the fixture files."""
+    import json
+
+    import numpy as np
+
+    md = make_l2_table(L2, write=False)
+    section = md[md.index("### Paired difference"):]
+    row = next(line for line in section.splitlines() if "mtl_glyphs_5w5s_quick_seed1" in line)
+    files = {c: L2 / "evals" / ("mtl_glyphs_5w5s_quick_seed1-afcf0bb9__glyphs_test_5w5s_15q_40ep"
+                                f"_seed0_unified_C{c}_sklearn_fp32.json")
+             for c in ("0.1", "0.33", "1", "3", "10")}
+    acc = {c: np.array(json.loads(p.read_text())["result"]["accuracies"]) for c, p in files.items()}
+    best = max(acc, key=lambda c: acc[c].mean())
+    assert best == "1"  # lambda = 1 is the best of this curve: its column says so
+    cells = [c.strip() for c in row.strip("|").split("|")][5:]
+    assert cells[2] == "best"
+    # columns are lambda = 0.1, 0.33, 1, 3, 10, i.e. C = 10, 3, 1, 0.33, 0.1
+    for cell, c in zip(cells, ("10", "3", "1", "0.33", "0.1")):
+        if c == best:
+            continue
+        d = acc[c] - acc[best]
+        assert cell == f"{d.mean():+.2f} ± {1.96 * d.std(ddof=1) / np.sqrt(d.size):.2f}"
+    # a curve of one penalty (the 80-episode evaluation) has no paired row
+    assert "| 80 |" not in section
