@@ -1,7 +1,8 @@
 """Run configuration and training budgets.
 
 A *budget* is a named preset per (method, dataset, shots): ``smoke`` (CI: seconds on a CPU),
-``quick`` (minutes on a CPU; meaningful on glyphs and Omniglot) and ``paper`` (the original
+``quick`` (minutes on a CPU; meaningful on glyphs and Omniglot), ``converged`` (quick trained
+until its validation curve plateaus, :func:`converged_budget`) and ``paper`` (the original
 papers' hyperparameters, which each method declares in its own
 :meth:`~methods.base.FewShotMethod.paper_budget`). Every result records the resolved budget.
 
