@@ -41,15 +41,13 @@ CURVE = ["model", "method", "backbone", "budget", "trained_on", "dataset", "spli
          "shots", "queries", "episodes", "seed", "source"]
 
 
-def _unified(evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in evals if r["settings"]["protocol"] == "unified"]
-
-
 def measured_rows(evals: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per unified-protocol eval result."""
     rows = []
-    for r in _unified(evals):
+    for r in evals:
         s = r["settings"]
+        if s["protocol"] != "unified":
+            continue
         config = r["model"]["config"]
         C = float(s["logreg_c"])
         rows.append({
@@ -85,7 +83,7 @@ def paired_markdown(measured: pd.DataFrame) -> str:
         cells = {}
         for _, row in group.iterrows():
             label = labels[row["l2_penalty"]]
-            if row is best or row["l2_penalty"] == best["l2_penalty"]:
+            if row["l2_penalty"] == best["l2_penalty"]:
                 cells[label] = "best"
                 continue
             diff = np.asarray(row["_accuracies"], dtype=np.float64) - reference

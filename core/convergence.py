@@ -1,19 +1,22 @@
 """When a learning curve has stopped improving: the stopping rule of the ``converged`` budget.
 
 Rule (:func:`has_plateaued`): after epoch ``e`` (at least ``min_epochs``), take the last
-``w = max(ceil(window x e), min_window)`` epochs of the validation curve. The curve has plateaued when the best
-accuracy among those ``w`` epochs is less than ``min_gain`` points above the best accuracy of
-the ``e - w`` epochs before them. With ``window = 0.25`` and ``min_gain = 0.5``: "less than half
-a point gained over the last quarter of the epochs". ``min_window`` (5) keeps the window
-from being a few epochs long early in training: with 12 epochs a quarter is 3, over which a
-curve near its ceiling can gain under half a point while still rising (MTL on Omniglot 5-shot
-did, by 0.42 points over epochs 10-12). A curve that never got better in its last
-quarter (the best lies earlier) has gained nothing and has plateaued; a curve still climbing
-has not.
+``w = max(ceil(window x e), min_window)`` epochs of the validation curve. The curve has plateaued
+when the best accuracy among those ``w`` epochs is less than ``min_gain`` points above the best
+accuracy of the ``e - w`` epochs before them. With ``window = 0.25`` and ``min_gain = 0.5``:
+"less than half a point gained over the last quarter of the epochs". ``min_window`` (5) keeps
+the window from being a few epochs long early in training: with 12 epochs a quarter is 3, over
+which a curve near its ceiling can gain under half a point while still rising (MTL on Omniglot
+5-shot did, by 0.42 points over epochs 10-12). A curve that never got better in its last quarter
+(the best lies earlier) has gained nothing and has plateaued; a curve still climbing has not.
 
-Validation accuracy over a few hundred episodes carries a standard error of about one point,
-and the recent window's best is the maximum of several noisy values, so noise makes the rule
-train longer, never stop early on a curve that is still rising by more than the noise.
+Validation accuracy over a few hundred episodes carries a standard error of about one point.
+Both bests are maxima of noisy values, the earlier one over more epochs, so noise can stop a
+curve that rises by less than the noise per window; the minimum window and the ``converged``
+budget's 200 validation episodes keep that small. The rule reads the curve at whatever learning
+rate it has: a curve that stalls before the plateau schedule cuts the rate can stop there and
+miss the gain a lower rate would bring (measured in docs/findings.md, "The stopping rule,
+checked").
 """
 from __future__ import annotations
 

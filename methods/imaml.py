@@ -126,12 +126,12 @@ class IMAML(ProximalMethod):
         "cg_steps": HParam(5, int, ge=0, doc="conjugate-gradient iterations per task for "
                                              "(I + H/lam)^-1; 0: first-order (the identity)"),
     }
-    # CPU budgets (smoke, quick, converged): 16 inner steps and 5 CG steps per task make a quick training
-    # step cost 4.5 times quick MAML's (one second-order step; measured on glyphs, shared CPU)
-    # and 16 test steps 5 times its native evaluation, so the quick runs keep the paper's rate
-    # and lam with the fewest steps that leave iMAML what it is: 2 inner steps (the proximal
-    # term acts from the second), 2 CG steps (one is only a rescaled first-order gradient), 4
-    # test steps. A step still costs twice quick MAML's (README, "Budgets").
+    # CPU budgets (smoke, quick, converged): 16 inner steps and 5 CG steps per task make a quick
+    # training step cost 4.5 times quick MAML's (one second-order step; measured on glyphs,
+    # shared CPU) and 16 test steps 5 times its native evaluation, so the quick runs keep the
+    # paper's rate and lam with the fewest steps that leave iMAML what it is: 2 inner steps (the
+    # proximal term acts from the second), 2 CG steps (one is only a rescaled first-order
+    # gradient), 4 test steps. A step still costs twice quick MAML's (README, "Budgets").
     quick_hparams = {"train_steps": 2, "cg_steps": 2, "test_steps": 4}
 
     @classmethod

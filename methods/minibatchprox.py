@@ -96,10 +96,10 @@ class MinibatchProx(ProximalMethod):
     citation = ("Zhou, Yuan, Xu, Yan & Feng 2019, Efficient Meta Learning via Minibatch Proximal "
                 "Update (NeurIPS)")
     hparam_spec = proximal_hparams(lam=0.1, inner_lr=0.1, train_steps=8, test_steps=50)
-    # CPU budgets (smoke, quick, converged): 8 inner steps on each task's 50 images make a quick training
-    # step cost 3.3 times quick MAML's (measured on glyphs, shared CPU) and 50 test steps 14
-    # times its native evaluation, so the quick runs take 3 inner steps and 8 test steps at the
-    # same rate and lam: 1.7 and 3.9 times MAML's (README, "Budgets").
+    # CPU budgets (smoke, quick, converged): 8 inner steps on each task's 50 images make a quick
+    # training step cost 3.3 times quick MAML's (measured on glyphs, shared CPU) and 50 test
+    # steps 14 times its native evaluation, so the quick runs take 3 inner steps and 8 test
+    # steps at the same rate and lam: 1.7 and 3.9 times MAML's (README, "Budgets").
     quick_hparams = {"train_steps": 3, "test_steps": 8}
 
     @classmethod
