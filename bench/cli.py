@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,plan,eval,table,list,speed,data,theory}``."""
+"""Command line: ``python -m bench {run,plan,eval,table,list,speed,tune,data,theory}``."""
 from __future__ import annotations
 
 import argparse
@@ -117,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the budget's feature mode")
     run.add_argument("--hparam", type=_hparam, action="append", default=[], metavar="KEY=VALUE",
                      help="override a method hyperparameter (repeatable)")
+    run.add_argument("--set", type=_hparam, action="append", default=[], metavar="FIELD=VALUE",
+                     help="override a field of the budget (repeatable): optimizer, lr, "
+                          "weight_decay, momentum, nesterov, schedule, lr_epochs, lr_factors, "
+                          "plateau_factor, plateau_patience, epochs, steps_per_epoch, "
+                          "meta_batch, train_shots, train_queries, early_stop_patience, "
+                          "val_episodes; e.g. --set optimizer=sgd --set lr_epochs=26,36")
+    run.add_argument("--tuned", type=Path, default=None, metavar="FILE|DIR",
+                     help="train with the settings `bench tune` found: a tuned/*.json file "
+                          "(its method, any shot count) or a folder of them (the file of each "
+                          "run's method, dataset, ways and shots); --set and --hparam "
+                          "override them")
     run.add_argument("--dropblock-ramp", type=_ramp, default=False, metavar="STEPS|never",
                      help="override the budget's DropBlock ramp (ResNet-12): optimiser steps "
                           "over which the drop rate reaches its full value (0: at once), or "
@@ -192,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import data_cli
 
     data_cli.add_arguments(data)
+
+    tune = sub.add_parser("tune", help="the same hyperparameter search for every method, on "
+                                       "validation data only (Optuna); <out>/tuned/*.json for "
+                                       "bench run --tuned")
+    from bench import tune_cli
+
+    tune_cli.add_arguments(tune, _name_list, _int_list, _hparam)
 
     theory = sub.add_parser("theory", help="the paper's Figure 1: MTL vs ANIL predictors "
                                            "from NTK/NNGP kernels and trained networks")
@@ -338,12 +356,26 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
 
     from methods import METHODS
 
+    from bench.tuned import TunedError, load_tuned
+    from core.budget import validate_budget_settings, with_settings
+
     configs, problems = [], []
+    try:
+        sets = validate_budget_settings(dict(args.set))
+    except ValueError as error:
+        return [], [str(error)]
+    try:
+        tuned = load_tuned(args.tuned) if args.tuned is not None else None
+    except TunedError as error:
+        return [], [str(error)]
     for name in dataset_names:
         for method, source in methods:
             for shots in args.shots:
                 try:
                     budget = resolve_budget(args.budget, METHODS.get(method), name, shots)
+                    if tuned is not None:
+                        budget = tuned.apply(budget, method, name, args.ways, shots)
+                    budget = with_settings(budget, sets)
                 except (NotImplementedError, ValueError) as error:
                     problems.append(f"--budget {args.budget} for {method} on {name} "
                                     f"{shots}-shot: {error}")
@@ -365,6 +397,9 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
                         compile=args.compile, logreg_c=args.logreg_c,
                         select_on=args.select_on, method_source=source,
                         **_test_every(args)))
+    if tuned is not None and not problems:
+        for line in tuned.notes([(c.method, c.dataset, c.ways, c.shots) for c in configs]):
+            print(line)
     return configs, list(dict.fromkeys(problems))
 
 
@@ -704,6 +739,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench import data_cli
 
             return data_cli.run(args)
+        if args.command == "tune":
+            from bench import tune_cli
+
+            return tune_cli.run(args)
         if args.command == "theory":
             from bench.theory import cli as theory_cli
 

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -176,8 +176,16 @@ class TrainSession:
     exactly where it was taken."""
 
     def __init__(self, training: Training, dataset: FewShotDataset, config: RunConfig,
-                 device: torch.device, parallel: Parallel = SINGLE) -> None:
+                 device: torch.device, parallel: Parallel = SINGLE, *,
+                 val_stream: str = "val",
+                 on_epoch: Callable[[int, float], None] | None = None) -> None:
+        """``val_stream``: the episode stream validation draws from the val split
+        (:func:`bench.training.stream_seed`; ``bench tune`` uses its own, ``"tune"``);
+        ``on_epoch(epoch, val_accuracy)``: called after each epoch's validation and model
+        selection (``bench tune`` reports to its pruner there; an exception it raises ends
+        training)."""
         budget = config.budget
+        self.val_stream, self.on_epoch = val_stream, on_epoch
         self.training, self.dataset, self.config = training, dataset, config
         self.method, self.optimizer = training.method, training.optimizer
         self.sampler, self.train_loader, self.augment = (training.sampler, training.loader,
@@ -285,7 +293,7 @@ class TrainSession:
         budget, config = self.config.budget, self.config
         val_sampler = EpisodeSampler(self.dataset.val, config.ways,
                                      budget.val_shots or config.shots, config.queries,
-                                     stream_seed(config.seed, "val"))
+                                     stream_seed(config.seed, self.val_stream))
         episodes = val_sampler.sample(budget.val_episodes)
         if config.select_on == "native" and self.method.has_native_adaptation:
             accs = sharded_map(lambda part: evaluate_native(
@@ -316,6 +324,8 @@ class TrainSession:
         else:
             self.since_best += 1
         o.epochs, self.step_in_epoch = epoch, 0
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, val)
         if progress and self.parallel.is_main:
             tqdm.write(f"{self.config.key}: epoch {epoch} val {val:.2f}% "
                        f"(best {o.best_val:.2f}% at epoch {o.best_epoch})")

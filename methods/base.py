@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from core.hparams import HParam, validate_hparams
+from core.search import SearchDim
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
 from methods.taxonomy import Table1
@@ -68,6 +69,10 @@ class FewShotMethod(nn.Module):
       report this method under its paper budget, each with why, where the row is not simply
       the method's own (``bench table`` shows the row next to the method and the why in its
       footnote); default: its display name;
+    - ``search_space``: what ``bench tune`` searches for it beyond the shared optimiser space
+      (:mod:`core.search`: a :class:`~core.search.Range` or :class:`~core.search.Choice` per
+      hyperparameter of ``hparam_spec``, inside its declared range); empty: only the shared
+      space;
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
     ``name`` is set by :func:`methods.register_method`; ``display_name``,
@@ -91,6 +96,7 @@ class FewShotMethod(nn.Module):
     comparison_baseline: ClassVar[bool] = False
     native_reuses_features: ClassVar[bool] = False
     reported_as: ClassVar[Mapping[str, str]] = {}
+    search_space: ClassVar[Mapping[str, SearchDim]] = {}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:
