@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -97,9 +98,23 @@ def build_specs(args: argparse.Namespace, datasets: dict) -> tuple[list, list[st
     return specs, list(dict.fromkeys(problems))
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this process when the command's process dies (killed, even by SIGKILL),
+    so no worker goes on alone; its trial then stays "running" and a rerun runs it again."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: a killed command may leave its workers to finish their trials
+    if os.getppid() != parent:  # the parent died before the line above
+        raise SystemExit(0)
+
+
 def _worker(spec: Any, storage: Any, lock_path: Path, dataset: str, root: Path | None,
-            device: str) -> None:
+            device: str, parent: int) -> None:
     """One ``--jobs`` process: its own copy of the data, trials until the study has them."""
+    _die_with_parent(parent)
     import torch
 
     from bench.session import Preempted
@@ -145,7 +160,7 @@ def _tune_one(spec: Any, args: argparse.Namespace, dataset: Any) -> bool:
         context = multiprocessing.get_context("spawn")
         workers = [context.Process(target=_worker, args=(spec, storage, lock_path,
                                                           spec.base.dataset, args.data_root,
-                                                          args.device))
+                                                          args.device, os.getpid()))
                    for _ in range(args.jobs)]
         for worker in workers:
             worker.start()
