@@ -320,6 +320,8 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
     from datasets import DATASETS
     from methods import METHODS
     from methods.plugins import resolve_method
+    from bench.tune import shared_space
+    from core.search import describe
     from methods.taxonomy import format_table1
 
     for spec in extra_methods:
@@ -344,6 +346,12 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
     print("budgets:")
     for line in describe_budgets():
         print(f"  {line}")
+    print("bench tune's search (every method: the shared space, plus its own):")
+    print("  shared: " + "; ".join(f"{k} {v}" for k, v in shared_space().items()))
+    for name in METHODS.names():
+        space = describe(dict(METHODS.get(name).search_space))
+        print(f"  {name:<{width}} " + ("; ".join(f"{k} {v}" for k, v in space.items())
+                                       or "(the shared space only)"))
     return 0
 
 
