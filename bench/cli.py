@@ -719,7 +719,7 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
     print(f"(written to {target}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md, "
           "comparison.csv, comparison.md, time_to_accuracy.csv, time_to_accuracy.md and "
           "learning_curves_*.png; l2_penalty.csv, .md and .png too when it holds `bench eval` "
-          "results)")
+          "results; tuning.csv and .md when it holds `bench tune` studies)")
     return 0
 
 

@@ -535,8 +535,11 @@ def make_tables(folder: Path, out_dir: Path | None = None,
     from bench.l2_table import make_l2_table  # Table 5, from the eval results (if any)
 
     l2_md = make_l2_table(folder, out_dir, reference_csv, skipped, write=write)
+    from bench.tuning_table import make_tuning_table  # bench tune's studies (if any)
+
+    tuning_md = make_tuning_table(folder, out_dir, results, skipped, write=write)
     return acc_md + "\n" + eff_md + "\n" + paired_md + (f"\n{l2_md}" if l2_md else "") \
-        + skipped_section(skipped or [])
+        + (f"\n{tuning_md}" if tuning_md else "") + skipped_section(skipped or [])
 
 
 def write_tables(out_dir: Path, accuracy: pd.DataFrame, efficiency: pd.DataFrame,

@@ -185,6 +185,13 @@ def test_bench_tune_then_bench_run_tuned_on_glyphs(tmp_path, capsys):
     assert budget["optimizer"] == data["best"]["settings"]["optimizer"]
     assert budget["lr"] == data["best"]["settings"]["lr"]
     assert budget["hparams"]["scale_init"] == data["best"]["hparams"]["scale_init"]
+    # the table shows what tuning cost next to the tuned run's cost
+    assert main(["table", str(out)]) == 0
+    tuning = (out / "tuning.csv").read_text().splitlines()
+    assert tuning[0].startswith("method,dataset,ways,shots,budget,trials,tuning_cpu_hours")
+    row = tuning[1].split(",")
+    assert row[:6] == ["protonet", "glyphs", "5", "1", "smoke", "3"] and row[7] == "1"
+    assert float(row[6]) == pytest.approx(data["cost"]["cpu_hours"], rel=1e-4)
     capsys.readouterr()
     # another study setup at the same name is refused before anything runs
     assert main(["tune", *args, "--trials", "3", "--seed", "1", "--out", str(out)]) == 2
