@@ -295,7 +295,9 @@ def paired_comparisons(results: Iterable[Mapping[str, Any]], baseline: str,
     (:mod:`bench.cells`) gets one row per (method arm, baseline arm, protocol); arms of the
     baseline method are baselines and are not compared with one another. A cell without a
     finished baseline run gets a "not paired" row per method arm saying so. Columns:
-    :data:`COMPARISON_COLUMNS`; differences are method - baseline in points.
+    :data:`COMPARISON_COLUMNS`; differences are method - baseline in points; the
+    :data:`HOLM_COLUMNS` correct each cell's rows against one baseline arm as a family
+    (module docstring).
     """
     if margin <= 0 or not math.isfinite(margin):
         raise ValueError(f"equivalence margin must be a positive number of points, got {margin}")
