@@ -5,7 +5,7 @@ head, for trained models re-evaluated by ``bench eval --logreg-c ...``.
 ``bench table`` writes it when the results folder holds eval results (``<out>/evals``):
 
 - ``l2_penalty.csv``: one row per (model, evaluation data, ways, shots, episodes, seed, C):
-  C, lambda, mean, 95% CI over episodes; the paper's Table 5 (``results/reference/paper.csv``,
+  C, lambda, mean, 95% CI over episodes; the paper's Table 5 (``bench/reference/paper.csv``,
   table 5, ``l2_penalty_<lambda>``) as ``reported`` rows;
 - ``l2_penalty.md``: one row per such curve, one column per lambda (2 significant digits, so
   C = 3 and the paper's 0.33 share a column; more where one curve needs them); then, for each

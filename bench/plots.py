@@ -5,7 +5,7 @@
   efficiency row, one panel per dataset, ways and shots. Speed-ups compare run device-hours
   (training plus validation, what the paper's GPU-hours count) measured under the same budget
   on the same device (:mod:`bench.timing`, :mod:`bench.table`), so MetaOptNet sits at 1x. The paper's own Table 4 point (mini-ImageNet 5-way 5-shot: 85.6 / 3.7 GPU-hours,
-  from ``results/reference/paper.csv``) is drawn hollow in the matching panel.
+  from ``bench/reference/paper.csv``) is drawn hollow in the matching panel.
 * :func:`accuracy_vs_device_hours`: accuracy against the (run) device-hours themselves,
   needing no MetaOptNet run; GPU-hours and CPU-hours get separate panels (they are not
   comparable).
@@ -28,10 +28,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from core.atomic import atomic_file
+from bench.reference import REFERENCE_CSV
 from bench.table import efficiency_reference
 from datasets import by_benchmark
-
-REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
 
 
 def no_reference() -> str:

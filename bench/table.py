@@ -11,7 +11,7 @@ the same way (``data 1a2b3c4d``). Two finished results of one identity and seed 
 - accuracy (Wang et al. 2021, Table 3 layout): a row per method, backbone, protocol, budget
   and variant; a column per dataset and shot count; cells "mean ± CI". Over two or more seeds
   the ± is a t-based 95% CI over seed means; a single-seed cell (marked †) shows the 95% CI
-  over episodes. The paper's reported numbers (``results/reference/paper.csv``) appear as extra
+  over episodes. The paper's reported numbers (``bench/reference/paper.csv``) appear as extra
   rows where a measured method claims them (:attr:`methods.base.FewShotMethod.reported_as`),
   labelled with their head where the source has several (MetaOptNet-SVM, MetaOptNet-RR).
 - efficiency (Table 4 layout): accuracy, both cost figures (training device-hours, and run
@@ -49,8 +49,8 @@ from methods.plugins import MethodImportError, import_method
 from methods.base import FewShotMethod
 from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
+from bench.reference import REFERENCE_CSV  # package data: the paper's reported numbers
 
-REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
 SKIP_DIRS = {"reference", "speed", "theory", "evals", "models", "plans"}
 """Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
 files, plans: ``bench plan``'s)."""
@@ -255,7 +255,7 @@ def accuracy_rows(results: list[RunResult]) -> pd.DataFrame:
 
 
 def reported_names(display: str) -> dict[str, str]:
-    """The reference rows (``results/reference/paper.csv``: method, or method-head) that the
+    """The reference rows (``bench/reference/paper.csv``: method, or method-head) that the
     registered method shown as ``display`` claims, each with why (its class's
     ``reported_as``; default: its own name)."""
     for name in METHODS.names():
@@ -319,7 +319,7 @@ def reference_notes(reference: pd.DataFrame) -> list[str]:
     return list(reference.attrs.get("notes", []))
 
 
-#: What the ``head`` column of ``results/reference/paper.csv`` abbreviates.
+#: What the ``head`` column of ``bench/reference/paper.csv`` abbreviates.
 HEADS = {"SVM": "SVM head", "RR": "ridge-regression head"}
 
 
@@ -515,7 +515,7 @@ def make_tables(folder: Path, out_dir: Path | None = None,
     acc_md = ("## Test accuracy (%), 95% confidence intervals\n\n"
               + accuracy_markdown(accuracy)
               + f"\n± over two or more seeds: {SEED_CI_RULE}. † one seed: {EPISODE_CI_RULE}. "
-              "‡ as reported in the paper (`results/reference/paper.csv`).\n"
+              "‡ as reported in the paper (`bench/reference/paper.csv`).\n"
               "Variant: the settings that differ from the budget's defaults (empty: the "
               "defaults); rows of different settings are never averaged. "
               + "".join(f"{note} " for note in reference_notes(reference))

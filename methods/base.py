@@ -64,7 +64,7 @@ class FewShotMethod(nn.Module):
       protocol does, and calls :meth:`adapt_features` per episode (the method implements it).
       Not for adaptations that normalise with a batch's statistics (MAML) or touch the
       backbone;
-    - ``reported_as``: the rows of the paper's tables (``results/reference/paper.csv``: a
+    - ``reported_as``: the rows of the paper's tables (``bench/reference/paper.csv``: a
       method name, with its head where the source names one, e.g. ``"MetaOptNet-SVM"``) that
       report this method under its paper budget, each with why, where the row is not simply
       the method's own (``bench table`` shows the row next to the method and the why in its
