@@ -72,6 +72,9 @@ def _diff(row: object) -> str:
     if row.verdict == NOT_PAIRED or math.isnan(row.mean_diff):
         return f"not paired ({row.note})" if row.note else "not paired"
     verdict = "equivalent" if row.verdict == EQUIVALENT else str(row.verdict)
+    holm = getattr(row, "verdict_holm", row.verdict)  # the verdict after Holm's correction
+    if holm != row.verdict:
+        verdict += f" (Holm: {'equivalent' if holm == EQUIVALENT else holm})"
     return f"{row.mean_diff:+.2f} [{row.ci95_low:+.2f}, {row.ci95_high:+.2f}] {verdict}"
 
 
@@ -88,7 +91,7 @@ def _paired_lines(pairs: pd.DataFrame, baseline: str, margin: float) -> list[str
                      (_diff(native) if native is not None else "–")])
     rows.sort(key=lambda r: r[0].lower())
     return ([f"Paired difference from {baseline} on the same test episodes (method - "
-             f"{baseline}, points;", f"[95% CI] and verdict at a ±{margin:g}-point margin; "
+             f"{baseline}, points;", f"[95% CI] and verdict at a ±{margin:g}-point margin, Holm's where it differs; "
              "comparison.md says how):"] + _table(header, rows))
 
 
