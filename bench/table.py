@@ -356,7 +356,11 @@ def accuracy_markdown(long: pd.DataFrame) -> str:
 EFFICIENCY_COLUMNS = ["method", "backbone", "budget", "dataset", "ways", "shots", "seeds",
                       "accuracy_unified", "accuracy_native", "train_device_hours",
                       "run_device_hours", "device_hours", "unit", "device", "device_count",
-                      "images_seen", "steps", "variant"]
+                      "images_seen", "steps", "variant", "accuracy_unified_ci95",
+                      "train_device_hours_sd", "run_device_hours_sd"]
+"""``accuracy_unified_ci95``: the accuracy table's 95% CI of the unified mean (over seeds
+where there are two or more, else over the episodes of one seed); ``*_device_hours_sd``: the
+standard deviation of the device-hours over the row's seeds (NaN for one seed)."""
 
 
 def _device(run: RunResult) -> tuple[str, int, str]:
@@ -373,6 +377,17 @@ def _is_reference_default(config: dict[str, Any]) -> bool:
     except (TypeError, ValueError, KeyError):
         return False
     return default is not None and default.settings()["budget"] == run.settings()["budget"]
+
+
+def _unified_ci(runs: list[RunResult]) -> float:
+    """The accuracy table's 95% CI of the unified mean of ``runs`` (:func:`accuracy_rows`)."""
+    if len(runs) >= 2:
+        return float(seed_ci95([r["test"]["unified"]["mean"] for r in runs]))
+    return float(runs[0]["test"]["unified"]["ci95"])
+
+
+def _sd(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else float("nan")
 
 
 def efficiency_rows(results: list[RunResult]) -> pd.DataFrame:
@@ -403,6 +418,9 @@ def efficiency_rows(results: list[RunResult]) -> pd.DataFrame:
                 "images_seen": int(np.mean([t["images_seen"] for t in timings])),
                 "steps": int(np.mean([t["steps"] for t in timings])),
                 "variant": experiment.variant,
+                "accuracy_unified_ci95": _unified_ci(runs),
+                "train_device_hours_sd": _sd([t["train_device_hours"] for t in timings]),
+                "run_device_hours_sd": _sd([t["run_device_hours"] for t in timings]),
             })
             cells.append((canonical_json(cell_settings(c)), device, count, unit,
                           c["method"] == efficiency_reference().name, c))
