@@ -682,6 +682,7 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
     from bench.paired_tables import PairedOptions
     from bench.results import ResultFileError
     from bench.table import check_results_folder, make_tables, output_problem, table_inputs
+    from bench.written import snapshot, written_since
 
     paired = PairedOptions(args.baseline, args.margin) if args is not None else None
     target = out if out is not None else folder
@@ -693,6 +694,7 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
                   "written", file=sys.stderr)
             return EXIT_USAGE
         why = output_problem(target)
+        before = snapshot(target)
         try:
             text = make_tables(folder, target, strict=strict, write=why is None,
                                paired=paired)
@@ -704,7 +706,8 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
         if brief:
             from bench.summary import brief_summary
 
-            text = brief_summary(folder, target if why is None else None, paired, strict)
+            text = brief_summary(folder, None, paired, strict,
+                                 written_since(target, before) if why is None else None)
     except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -716,10 +719,8 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
         return EXIT_USAGE if out is not None else 0
     if brief:  # the summary ends with the files written
         return 0
-    print(f"(written to {target}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md, "
-          "comparison.csv, comparison.md, time_to_accuracy.csv, time_to_accuracy.md and "
-          "learning_curves_*.png; l2_penalty.csv, .md and .png too when it holds `bench eval` "
-          "results; tuning.csv and .md when it holds `bench tune` studies)")
+    names = [p.name for p in written_since(target, before)]
+    print(f"(written to {target}: {', '.join(names) or 'nothing'})")
     return 0
 
 
