@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,plan,eval,table,list,speed,tune,data,theory}``."""
+"""Command line: ``python -m bench {run,plan,eval,table,report,list,speed,tune,data,theory}``."""
 from __future__ import annotations
 
 import argparse
@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print accuracy, the paired difference from the baseline and the "
                             "training cost with its ratio to the baseline's, a few lines each, "
                             "then the files written (the files are those of the full tables)")
+
+    report = sub.add_parser("report", help="one self-contained HTML page of a results folder: "
+                                           "tables, figures, footnotes and provenance")
+    from bench import html_report
+
+    html_report.add_arguments(report)
 
     listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
                                           "and budgets")
@@ -736,6 +742,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "table":
             return cmd_table(args.folder, args.out, args.strict, args)
+        if args.command == "report":
+            from bench import html_report
+
+            return html_report.run(args)
         if args.command == "speed":
             from bench import speed as speed_cli
 
