@@ -253,10 +253,10 @@ def device_hours_figure(efficiency: pd.DataFrame, warn: Callable[[str], None] = 
             x, y, ci = float(getattr(row, column)), float(row.accuracy_unified), _ci(row)
             sd = float(getattr(row, spread, float("nan")))
             xerr = [[min(sd, 0.5 * x)], [sd]] if row.seeds > 1 and math.isfinite(sd) else None
+            style = styles[row.legend_name]
             axis.errorbar([x], [y], xerr=xerr, yerr=None if math.isnan(ci) else [[ci], [ci]],
-                          color=styles[row.legend_name]["color"], marker=styles[row.legend_name]["marker"],
-                          markersize=7, capsize=3, linestyle="none", label=row.legend_name,
-                          zorder=3)
+                          color=style["color"], marker=style["marker"], markersize=7, capsize=3,
+                          linestyle="none", label=row.legend_name, zorder=3)
             xs += [x - (xerr[0][0] if xerr else 0.0), x + (xerr[1][0] if xerr else 0.0)]
             ys += [y - ci, y + ci] if not math.isnan(ci) else [y]
         log_axis(axis, min(xs) / 1.6, max(xs) * 1.6)
