@@ -94,8 +94,8 @@ def _paired_lines(pairs: pd.DataFrame, baseline: str, margin: float) -> list[str
                      (_diff(native) if native is not None else "–")])
     rows.sort(key=lambda r: r[0].lower())
     return ([f"Paired difference from {baseline} on the same test episodes (method - "
-             f"{baseline}, points;", f"[95% CI] and verdict at a ±{margin:g}-point margin, Holm's where it differs; "
-             "comparison.md says how):"] + _table(header, rows))
+             f"{baseline}, points;", f"[95% CI] and verdict at a ±{margin:g}-point margin, "
+             "Holm's where it differs; comparison.md says how):"] + _table(header, rows))
 
 
 def _cost_lines(cost: pd.DataFrame, shots: list[int], baseline: str) -> list[str]:
