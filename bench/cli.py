@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from bench.config import BUDGETS, RunConfig, describe_budgets, resolve_budget
 from bench.precision import PRECISIONS
+from core.budget import BUDGETS
 from core.registry import UnknownNameError
 
 EXIT_USAGE = 2
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     speed = sub.add_parser("speed", help="steady-state training throughput of every method vs "
                                          "its bare backbone, and paper-budget device-hours")
-    from bench import speed as speed_cli
+    from bench import speed_args as speed_cli  # the options alone: --help imports no torch
 
     speed_cli.add_arguments(speed)
 
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     theory = sub.add_parser("theory", help="the paper's Figure 1: MTL vs ANIL predictors "
                                            "from NTK/NNGP kernels and trained networks")
-    from bench.theory import cli as theory_cli
+    from bench.theory import options as theory_cli  # the options alone: no torch for --help
 
     theory_cli.add_arguments(theory)
     return parser
@@ -300,7 +300,7 @@ def _add_parallel_arguments(group: argparse._ArgumentGroup) -> None:
 
 def _parallel_slots(args: argparse.Namespace, runs: int) -> list | str:
     """The :class:`bench.pool.Slot` s of ``--jobs`` (or a message saying what is wrong)."""
-    import torch
+    import torch  # here, not at the top: --help and `bench list` need no torch at start
 
     from bench.pool import auto_jobs, check_devices, cpu_cores, plan_slots
 
@@ -323,6 +323,7 @@ def _parallel_slots(args: argparse.Namespace, runs: int) -> list | str:
 def cmd_list(extra_methods: Sequence[str] = ()) -> int:
     """Methods (with where each came from), datasets and budgets; ``extra_methods``: import
     paths to load and list too."""
+    from bench.config import describe_budgets  # here: the registries import torch
     from datasets import DATASETS
     from methods import METHODS
     from methods.plugins import resolve_method
@@ -368,6 +369,7 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
     :func:`methods.plugins.resolve_method` gives them."""
     from dataclasses import replace
 
+    from bench.config import RunConfig, resolve_budget  # here: bench.config imports torch
     from methods import METHODS
 
     from bench.tuned import TunedError, load_tuned

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping
 
-from core.budget import DATASET_AUGMENTATION, TrainBudget, as_image_batches
+from core.budget import BUDGETS, DATASET_AUGMENTATION, TrainBudget, as_image_batches
 from core.convergence import PlateauRule
 from datasets import DATASETS, TRAIN_AUGMENTATIONS, DatasetInfo
 from methods import METHODS
@@ -40,7 +40,6 @@ from methods.plugins import MethodImportError, method_class
 if TYPE_CHECKING:
     from methods.base import FewShotMethod
 
-BUDGETS = ("smoke", "quick", "converged", "long", "paper")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,14 +17,11 @@ anything changed.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
-
-from datasets.base import DatasetError
 
 if TYPE_CHECKING:
     from datasets.cache import DatasetSpec
@@ -113,7 +110,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"warning: non-standard split accepted: {problem}")
     manifest = write_cache(spec, located, splits, root, folder, problems, log=print)
-    total = sum(np.prod(e["shape"]) for e in manifest["splits"].values())
+    total = sum(math.prod(e["shape"]) for e in manifest["splits"].values())
     print(f"prepared {spec.title}: {_summary(manifest)}; {total / 1e9:.2f} GB in {folder} "
           f"({time.perf_counter() - started:.0f} s)")
     if args.cache is not None:
@@ -141,6 +138,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run ``bench data <command>``; returns the exit status (0 ok, 1 verify failed, 2 error)."""
     from core.registry import UnknownNameError
+    from datasets.base import DatasetError  # here: datasets imports torch (--help does not)
 
     try:
         if args.data_command == "prepare":

@@ -21,11 +21,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bench.precision import PRECISIONS
+
+if TYPE_CHECKING:
+    import torch
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -117,6 +118,8 @@ def _model_files(paths: list[Path]) -> tuple[list[Path], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not at the top: building the command line needs no torch
+
     from bench import provenance
     from bench.api import rebuild_method
     from bench.checkpoint import StorageError, ensure_writable

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from typing import TYPE_CHECKING, ContextManager
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -14,5 +15,7 @@ def autocast(device: torch.device, precision: str) -> ContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":
+        import torch  # here, not at the top: the command line reads PRECISIONS without torch
+
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")

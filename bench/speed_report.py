@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from bench.reference import REFERENCE_CSV
 
@@ -171,6 +172,8 @@ def report_path(out_dir: Path, device: str, precision: str, image_size: int,
 
 def backend_settings(device: torch.device) -> dict[str, Any]:
     """Switches that change kernel choice and hence speed."""
+    import torch  # here: bench.speed_args reads this module's constants without torch
+
     settings: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         settings.update({

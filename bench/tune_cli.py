@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser, name_list: Any, int_list: Any
                   pair: Any) -> None:
     """``bench tune``'s options (``name_list``, ``int_list`` and ``pair`` are bench.cli's
     parsers of comma lists and KEY=VALUE, so the flags read as ``bench run``'s)."""
-    from bench.config import BUDGETS
+    from core.budget import BUDGETS  # the names alone: bench.config imports torch
 
     parser.add_argument("--methods", type=name_list, required=True,
                         help="comma-separated method names or import paths; one study each")

@@ -15,6 +15,10 @@ from typing import Any, Mapping
 from core.convergence import PlateauRule
 from core.hparams import HParam, HParamError
 
+#: The named budget presets, resolved by :func:`bench.config.resolve_budget`; here, in the
+#: neutral layer, so the command line lists them without importing torch.
+BUDGETS = ("smoke", "quick", "converged", "long", "paper")
+
 #: The references' DropBlock ramp: the keep rate falls linearly over this many counts
 #: (``20*2000`` in [MON] ``models/ResNet12_embedding.py:62`` and [MTL] ``models/resnet.py:161``;
 #: ``40000`` in [L2L]). Upstream a count is one forward call of a block (training and

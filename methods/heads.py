@@ -22,7 +22,6 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from qpth.qp import QPFunction
 
 from core.budget import DATASET_AUGMENTATION, TrainBudget, ramp_steps_ending_at_epoch
 from datasets import DatasetInfo
@@ -140,6 +139,9 @@ def svm_dual_coefficients(support: torch.Tensor, support_labels: torch.Tensor, w
     if double_precision:
         qp = tuple(x.double() for x in qp)
     q, p, g, h, a, b = qp
+    # Here, not at the top: qpth imports cvxpy and scipy (3 s), which only this solve needs.
+    from qpth.qp import QPFunction
+
     solver = QPFunction(verbose=_QPTH_SILENT, maxIter=max_iter, check_Q_spd=False)
     try:
         alpha = solver(q, p, g, h, a, b)  # only Q depends on the features

@@ -36,8 +36,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-HE_W_STD = math.sqrt(2.0)
-"""He et al. (2015) weight standard deviation for ReLU networks."""
+from bench.theory.options import HE_W_STD  # noqa: E402,F401  (defined without torch)
 
 
 @dataclass(frozen=True)

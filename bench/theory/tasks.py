@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 Normalization = Literal["sphere", "standardize"]
-NORMALIZATIONS: tuple[str, ...] = ("sphere", "standardize")
+from bench.theory.options import NORMALIZATIONS  # noqa: E402  (defined without torch)
 
 
 @dataclass(frozen=True)
