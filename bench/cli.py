@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train and test methods; one result file per run")
     run.add_argument("--methods", type=_name_list, required=True,
-                     help="comma-separated method names (see `bench list`) or import paths "
-                          "of methods of your own (package.module:Class)")
+                     help="comma-separated method names (see `bench list`; all: every "
+                          "registered method) or import paths of methods of your own "
+                          "(package.module:Class)")
     run.add_argument("--dataset", type=_name_list, required=True,
                      help="dataset name(s), comma-separated (see `bench list`)")
     run.add_argument("--ways", type=int, default=5)
@@ -475,9 +476,11 @@ def _collapse_lists(args: argparse.Namespace) -> tuple[list[tuple[str, str | Non
     ``args.shots`` and ``args.seeds`` are collapsed in place."""
     from bench.validate_sweep import collapse_duplicates
     from datasets import DATASETS
+    from methods import METHODS
     from methods.plugins import resolve_method
 
-    methods, note_m = collapse_duplicates([(m, resolve_method(m)) for m in args.methods],
+    names = [n for m in args.methods for n in (METHODS.names() if m.lower() == "all" else [m])]
+    methods, note_m = collapse_duplicates([(m, resolve_method(m)) for m in names],
                                           "--methods", key=lambda p: p[1][0],
                                           show=lambda p: p[0])
     datasets, note_d = collapse_duplicates([(d, DATASETS.canonical(d)) for d in args.dataset],

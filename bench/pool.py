@@ -15,6 +15,11 @@ its intra-op thread count, set in its environment before it starts (``OMP_NUM_TH
 ``MKL_NUM_THREADS``; ``torch.set_num_threads(k > 1)`` corrupts batched LU solves on torch
 2.14's CPU build, so it is never called). :func:`auto_jobs` is the ``--jobs auto`` rule.
 
+**Order.** With several slots the costliest runs start first (:func:`expected_cost`: the
+method's declared ``relative_cost``, then more shots), so the sweep does not end on one long
+run while the other slots idle; and a CPU run that starts when every other run has ended gets
+the threads of every CPU slot (:func:`last_run_slot`), set before it starts, as any run's.
+
 **Output.** With several jobs each child's output goes to ``<out>/logs/<key>.log``; this
 process prints one line per finished run and an overall bar (runs done / total, elapsed, and
 the remaining time estimated from the runs finished so far).
@@ -155,6 +160,34 @@ def check_devices(devices: Sequence[str]) -> str | None:
                         + (" (CUDA_VISIBLE_DEVICES is set)"
                            if os.environ.get("CUDA_VISIBLE_DEVICES") is not None else ""))
     return None
+
+
+def expected_cost(job: "RunJob") -> tuple[float, int, int]:
+    """What ``job`` is expected to cost, for ordering runs only (larger: costlier): its
+    method's declared ``relative_cost`` (:class:`methods.base.FewShotMethod`), then its shots
+    and its test episodes (more images per episode, more episodes)."""
+    from methods.plugins import method_class
+
+    config = job.config
+    cls = method_class(config["method"], config.get("method_source"))
+    return float(getattr(cls, "relative_cost", 1.0)), int(config["shots"]), \
+        int(config["episodes"])
+
+
+def costliest_first(jobs: Sequence["RunJob"]) -> list["RunJob"]:
+    """``jobs`` with the costliest first (:func:`expected_cost`; ties keep their order)."""
+    return sorted(jobs, key=expected_cost, reverse=True)
+
+
+def last_run_slot(slot: Slot, slots: Sequence[Slot]) -> Slot:
+    """The slot of a run that starts alone with nothing left after it: on the CPU, the
+    threads of every CPU slot (the cores the sweep was given), so the sweep's last run does not
+    leave them idle. Set through ``OMP_NUM_THREADS`` before the child starts, never by
+    ``torch.set_num_threads`` (which corrupts batched LU solves, tests/conftest.py)."""
+    cpu = [s for s in slots if s.gpu_index is None and not s.device.startswith("cuda")]
+    if slot not in cpu or len(cpu) < 2 or any(s.threads is None for s in cpu):
+        return slot
+    return replace(slot, threads=sum(s.threads for s in cpu))
 
 
 # --------------------------------------------------------------------------- children
@@ -304,7 +337,7 @@ def run_processes(jobs: Sequence["RunJob"], out_dir: Path, slots: Sequence[Slot]
     board = ClaimBoard(out_dir / "claims")
     summary = SweepSummary()
     todo: deque = deque()
-    for job in jobs:
+    for job in costliest_first(jobs) if len(slots) > 1 else jobs:
         if _skip_finished(job, out_dir, summary, live):
             continue
         todo.append(job)
@@ -323,7 +356,8 @@ def run_processes(jobs: Sequence["RunJob"], out_dir: Path, slots: Sequence[Slot]
         while running or (todo and not relay.stopping and fatal is None):
             while free and todo and not relay.stopping and fatal is None:
                 job = todo.popleft()
-                child = _start(job, free[0], board, out_dir, summary, live, say)
+                slot = free[0] if todo or running else last_run_slot(free[0], slots)
+                child = _start(job, slot, board, out_dir, summary, live, say)
                 if child is None:
                     bar.total -= 1
                     continue

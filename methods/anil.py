@@ -57,6 +57,8 @@ class ANIL(InnerLoopMethod):
     table1 = Table1Cell("last layer", "early stopping")
     citation = ("Raghu, Raghu, Bengio & Vinyals 2020, Rapid Learning or Feature Reuse? (ICLR); "
                 "Wang, Zhao & Li 2021, Eq. 3-5")
+    # CPU seconds per glyphs quick run, mean of 1/5-shot: 207 vs MTL's 81 (performance.md)
+    relative_cost = 2.5
     hparam_spec = {
         **inner_loop_hparams(inner_lr=0.1, train_steps=5, test_steps=5),
         "freeze_head_init": HParam(False, bool, doc="Eq. 5: the head starts every inner loop "

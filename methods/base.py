@@ -73,6 +73,11 @@ class FewShotMethod(nn.Module):
       (:mod:`core.search`: a :class:`~core.search.Range` or :class:`~core.search.Choice` per
       hyperparameter of ``hparam_spec``, inside its declared range); empty: only the shared
       space;
+    - ``relative_cost``: what one of its runs costs on a CPU relative to MTL's at the same
+      budget, shape and test episodes (training, validation and both test protocols; 1.0:
+      as MTL), from the main job's per-run profile (docs/performance.md). ``bench run
+      --jobs`` starts the costliest runs first, so no long run finishes alone at the end;
+      a rough figure is enough (it only orders runs);
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
     ``name`` is set by :func:`methods.register_method`; ``display_name``,
@@ -97,6 +102,7 @@ class FewShotMethod(nn.Module):
     native_reuses_features: ClassVar[bool] = False
     reported_as: ClassVar[Mapping[str, str]] = {}
     search_space: ClassVar[Mapping[str, SearchDim]] = {}
+    relative_cost: ClassVar[float] = 1.0
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:

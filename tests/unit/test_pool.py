@@ -92,3 +92,32 @@ def test_children_run_on_their_slots_device_with_its_threads(tmp_path, monkeypat
     assert not list((tmp_path / "claims").iterdir())  # claims and job files cleaned up
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == sorted(
         f"{_job(tmp_path, s).key}.log" for s in range(4))
+
+
+def _method_job(out: Path, method: str, shots: int) -> RunJob:
+    config = RunConfig(method, "glyphs", 5, shots, 0,
+                       resolve_budget("smoke", method, "glyphs", shots), episodes=20)
+    return RunJob(config=config.to_dict(), out=str(out), device="cpu", progress=False)
+
+
+def test_the_costliest_runs_start_first_by_the_methods_declared_cost(tmp_path):
+    jobs = [_method_job(tmp_path, m, s) for m, s in
+            (("mtl", 1), ("mtl", 5), ("metaoptnet", 1), ("maml", 1), ("anil", 5))]
+    order = [(j.config["method"], j.config["shots"]) for j in pool.costliest_first(jobs)]
+    assert order == [("maml", 1), ("anil", 5), ("metaoptnet", 1), ("mtl", 5), ("mtl", 1)]
+
+
+def test_the_last_run_alone_gets_every_cpu_slots_threads(tmp_path, monkeypatch):
+    cpu = plan_slots(2, ["cpu"], cores=2)
+    assert pool.last_run_slot(cpu[0], cpu) == Slot("cpu", 2)
+    gpu = plan_slots(2, ["cuda:0", "cuda:1"], cores=8)
+    assert pool.last_run_slot(gpu[0], gpu) == gpu[0]  # a GPU run keeps its share
+    assert pool.last_run_slot(Slot("cpu"), [Slot("cpu"), Slot("cpu")]) == Slot("cpu")
+    # through the pool: one run left, nothing else running -> both cores, set at its start
+    script = tmp_path / "fake_child.py"
+    script.write_text(FAKE_CHILD)
+    monkeypatch.setattr(pool, "child_command", lambda job_file: [sys.executable, str(script),
+                                                                 str(job_file)])
+    run_processes([_job(tmp_path, 0)], tmp_path, cpu, progress=False)
+    seen = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+    assert [s["threads"] for s in seen] == ["2"]
