@@ -66,6 +66,8 @@ SPEED_SCHEMA = "bridgebench.speed/1"
 FLOP_NOTE = ("FLOPs of one step counted once with torch.utils.flop_counter.FlopCounterMode "
              "(matmul/bmm/conv and their backward, 2 FLOPs per multiply-add; element-wise ops "
              "and non-matmul linear algebra are not counted)")
+#: Compiled runs: warm-up steps run beyond ``--warmup`` until one compiles no new graph.
+MAX_SETTLE_STEPS = 10
 CPU_MEMORY_NOTE = "peak device memory is measured on CUDA only; on a CPU it is reported as None"
 
 
@@ -110,6 +112,7 @@ class StepTiming:
             "min_s": min(self.seconds), "max_s": max(self.seconds),
             "times_s": [round(s, 6) for s in self.seconds],
             "first_step_s": self.first_step, "warmup_s": sum(self.warmup_seconds),
+            "warmup_steps": len(self.warmup_seconds),
             "images_per_step": self.images_per_step,
             "images_per_s": self.images_per_second,
             "images_per_s_mean": (sum(self.images) / sum(self.seconds)
@@ -118,20 +121,29 @@ class StepTiming:
 
 
 def time_steps(step: Callable[[], int], steps: int, warmup: int, timer: SectionTimer,
-               after_warmup: Callable[[], None] | None = None) -> StepTiming:
+               after_warmup: Callable[[], None] | None = None,
+               graphs: Callable[[], int] | None = None) -> StepTiming:
     """Run ``warmup`` steps, then time each of ``steps`` steps alone.
 
     ``step`` performs one step and returns the number of images it processed. Every step,
     warm-up included, lies between two :meth:`SectionTimer.now` reads, each of which
     synchronises the device first; warm-up seconds are kept apart and excluded from the
     statistics. ``after_warmup`` is called once between the two phases (untimed).
+
+    ``graphs`` (compiled runs: the number of graphs compiled so far) makes the warm-up go on,
+    by up to :data:`MAX_SETTLE_STEPS` steps, until a warm-up step compiles nothing, so the
+    timed steps are steady-state ones (at least one warm-up step runs then).
     """
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
     if warmup < 0:
         raise ValueError(f"--warmup must be 0 or more, got {warmup}")
     warm: list[float] = []
-    for _ in range(warmup):
+    compiled = graphs() if graphs is not None else 0
+    for done in range(warmup + (MAX_SETTLE_STEPS if graphs is not None else 0)):
+        if done >= max(warmup, 1) and (graphs is None or graphs() == compiled):
+            break  # the last warm-up step compiled nothing: steady state
+        compiled = graphs() if graphs is not None else 0
         start = timer.now()
         step()
         warm.append(timer.now() - start)
@@ -277,7 +289,8 @@ def _measure(step: Callable[[], int], compile_fn: Callable[[], None] | None, ste
     graphs: list[int] = []
     timing = time_steps(step, steps, warmup, timer_factory(),
                         after_warmup=(lambda: graphs.append(dynamo_graphs()))
-                        if compile_fn is not None else None)
+                        if compile_fn is not None else None,
+                        graphs=dynamo_graphs if compile_fn is not None else None)
     out = timing.to_dict()
     if compile_fn is not None:
         out["compile"] = {"graphs_compiled_while_timed": dynamo_graphs() - graphs[0],

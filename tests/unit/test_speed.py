@@ -65,6 +65,27 @@ def test_median_of_an_even_number_of_steps_is_the_middle_mean():
     assert timing.first_step is None
 
 
+def test_compiled_warmup_goes_on_until_a_step_compiles_nothing():
+    compiled = [0]
+    calls = []
+
+    def step() -> int:  # the first three calls compile a graph each, as recompiles would
+        calls.append(1)
+        if len(calls) <= 3:
+            compiled[0] += 1
+        return 1
+
+    timer = SectionTimer("cpu")
+    timing = speed.time_steps(step, steps=2, warmup=1, timer=timer, graphs=lambda: compiled[0])
+    assert len(timing.warmup_seconds) == 4 and timing.to_dict()["warmup_steps"] == 4
+    assert len(timing.seconds) == 2 and compiled[0] == 3  # nothing compiled while timed
+    # even --warmup 0 runs one warm-up step when compiling; never more than the cap
+    compiled[0], calls[:] = 0, []
+    assert len(speed.time_steps(lambda: 1, 1, 0, timer, graphs=lambda: 0).warmup_seconds) == 1
+    forever = speed.time_steps(step, 1, 0, timer, graphs=lambda: len(calls))
+    assert len(forever.warmup_seconds) == speed.MAX_SETTLE_STEPS
+
+
 def test_time_steps_rejects_bad_counts():
     timer = SectionTimer("cpu")
     with pytest.raises(ValueError, match="--steps must be at least 1"):
