@@ -650,7 +650,7 @@ def _run_jobs(args: argparse.Namespace, configs: list, roots: dict, identities: 
     print(f"{len(configs)} run(s), up to {len(slots)} at once on {', '.join(where)} "
           f"({slots[0].threads} thread(s) each); each run's output in {args.out}/logs/")
     return run_processes(_jobs(args, configs, roots, identities), args.out, slots,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, widen_last=args.threads is None)
 
 
 def _submit_slurm(args: argparse.Namespace, configs: list, roots: dict,

@@ -17,8 +17,10 @@ its intra-op thread count, set in its environment before it starts (``OMP_NUM_TH
 
 **Order.** With several slots the costliest runs start first (:func:`expected_cost`: the
 method's declared ``relative_cost``, then more shots), so the sweep does not end on one long
-run while the other slots idle; and a CPU run that starts when every other run has ended gets
-the threads of every CPU slot (:func:`last_run_slot`), set before it starts, as any run's.
+run while the other slots idle; and, unless ``--threads`` fixes the count, a CPU run that
+starts when every other run has ended gets the threads of every CPU slot
+(:func:`last_run_slot`), set before it starts, as any run's (its result records them in
+``provenance.cpu_threads``).
 
 **Output.** With several jobs each child's output goes to ``<out>/logs/<key>.log``; this
 process prints one line per finished run and an overall bar (runs done / total, elapsed, and
@@ -320,9 +322,13 @@ class SignalRelay(StopSignalHandlers):
 # --------------------------------------------------------------------------- the pool
 
 def run_processes(jobs: Sequence["RunJob"], out_dir: Path, slots: Sequence[Slot], *,
-                  live: bool = False, progress: bool = True) -> "SweepSummary":
+                  live: bool = False, progress: bool = True,
+                  widen_last: bool = True) -> "SweepSummary":
     """Run ``jobs`` in child processes, one per slot at a time (see the module docstring).
 
+    ``widen_last``: a CPU run that starts alone, last, gets every CPU slot's threads
+    (:func:`last_run_slot`; off when ``--threads`` fixes the count, since the thread count
+    changes the last digits of CPU results).
     ``live``: children print to our terminal (``--isolate``, one slot); otherwise each writes
     ``<out>/logs/<key>.log`` and this process prints a line per finished run and an overall
     bar (``progress``). Raises :class:`bench.session.Preempted` after a stop signal (every
@@ -356,7 +362,8 @@ def run_processes(jobs: Sequence["RunJob"], out_dir: Path, slots: Sequence[Slot]
         while running or (todo and not relay.stopping and fatal is None):
             while free and todo and not relay.stopping and fatal is None:
                 job = todo.popleft()
-                slot = free[0] if todo or running else last_run_slot(free[0], slots)
+                alone = widen_last and not todo and not running
+                slot = last_run_slot(free[0], slots) if alone else free[0]
                 child = _start(job, slot, board, out_dir, summary, live, say)
                 if child is None:
                     bar.total -= 1

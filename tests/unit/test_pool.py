@@ -121,3 +121,14 @@ def test_the_last_run_alone_gets_every_cpu_slots_threads(tmp_path, monkeypatch):
     run_processes([_job(tmp_path, 0)], tmp_path, cpu, progress=False)
     seen = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
     assert [s["threads"] for s in seen] == ["2"]
+
+
+def test_the_last_run_keeps_its_threads_when_they_were_fixed(tmp_path, monkeypatch):
+    script = tmp_path / "fake_child.py"
+    script.write_text(FAKE_CHILD)
+    monkeypatch.setattr(pool, "child_command", lambda job_file: [sys.executable, str(script),
+                                                                 str(job_file)])
+    run_processes([_job(tmp_path, 0)], tmp_path, plan_slots(2, ["cpu"], cores=2, threads=1),
+                  progress=False, widen_last=False)  # what --threads 1 asks for
+    seen = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+    assert [s["threads"] for s in seen] == ["1"]
