@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.config import BUDGETS, RunConfig, describe_budgets, resolve_budget
+from bench.config_file import ConfigFileError, add_config_argument, apply_config_file
 from bench.precision import PRECISIONS
 from core.registry import UnknownNameError
 
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--table", action="store_true",
                      help="print the accuracy and efficiency tables of --out afterwards")
     _add_survival_arguments(run)
+    add_config_argument(run)
 
     plan = sub.add_parser("plan", add_help=False,
                           help="the cost of a `bench run` sweep before it runs: the same "
@@ -187,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import eval_cli
 
     eval_cli.add_arguments(evaluation)
+    add_config_argument(evaluation)
 
     data = sub.add_parser("data", help="prepare or verify a dataset's files (prepare/verify)")
     from bench import data_cli
@@ -523,6 +526,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             for line in problems:
                 print(f"error: {line}", file=sys.stderr)
             return EXIT_USAGE
+    problem = _save_sweep_options(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     started = time.perf_counter()
     try:
         if args.launcher == "slurm":
@@ -546,6 +553,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.table:
             cmd_table(args.out)
     return 1 if summary.failed else 0
+
+
+def _save_sweep_options(args: argparse.Namespace) -> str | None:
+    """Write the sweep's resolved options (defaults, ``--config`` and the command line) to
+    ``<out>/sweeps/<UTC start time>-<pid>.yaml``, one file per sweep (several sweeps may share
+    one --out, at once too), which ``--config`` reads back; only the first process of a
+    torchrun group writes it. Returns what went wrong, if anything."""
+    import datetime as dt
+    import os
+
+    from bench import command_line
+    from bench.config_file import (resolved_options, subcommand, write_config_file)
+
+    if os.environ.get("RANK", "0") != "0":
+        return None
+    now = dt.datetime.now(dt.timezone.utc)
+    path = args.out / "sweeps" / f"{now:%Y%m%dT%H%M%SZ}-{os.getpid()}.yaml"
+    options = resolved_options(subcommand(build_parser(), "run"), args)
+    options.pop("config", None)
+    header = [f"bridgebench sweep started {now.isoformat(timespec='seconds')}: the options "
+              "of `run` after defaults, --config and the command line",
+              f"command: {command_line.current()}",
+              f"rerun (finished runs are skipped): {command_line.program()} run --config "
+              f"{path}"]
+    try:
+        write_config_file(path, options, header)
+    except OSError as error:
+        return f"cannot write the sweep's configuration {path}: {error.strerror or error}"
+    print(f"sweep configuration: {path}")
+    return None
 
 
 def _jobs(args: argparse.Namespace, configs: list, roots: dict, identities: dict) -> list:
@@ -681,10 +718,23 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bench import command_line
+
     argv = list(sys.argv[1:] if argv is None else argv)
     plan = bool(argv) and argv[0] == "plan"  # `bench run --dry-run` that also saves the plan
-    args = build_parser().parse_args(["run", "--dry-run", *argv[1:]] if plan else argv)
+    parser, parsed = build_parser(), ["run", "--dry-run", *argv[1:]] if plan else argv
+    try:
+        apply_config_file(parser, parsed)  # --config FILE: defaults that flags override
+    except ConfigFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(parsed)
     args.save_plan = plan
+    with command_line.remembered(argv):  # provenance's command, in child processes too
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "list":
             return cmd_list(args.methods)
