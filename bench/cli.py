@@ -65,6 +65,16 @@ def _ramp(text: str) -> int | None:
     return value
 
 
+def _log_formats(text: str) -> list[str]:
+    from bench.epoch_log import LOG_FORMATS
+
+    formats = list(dict.fromkeys(_name_list(text)))
+    if not formats or any(f not in LOG_FORMATS for f in formats):
+        raise argparse.ArgumentTypeError(f"expected {' or '.join(LOG_FORMATS)} (or both, "
+                                         f"comma-separated), got {text!r}")
+    return formats
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -130,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--test-every-episodes", type=int, default=None, metavar="K",
                      help="test episodes of each --test-every evaluation: the first K of the "
                           "run's test episodes (default: 100, at most --episodes)")
+    run.add_argument("--log", type=_log_formats, default=[], metavar="tensorboard,csv",
+                     help="live learning curves of every run in <out>/logs/<key>/: "
+                          "tensorboard (event files: training loss, validation accuracy, "
+                          "learning rate, cumulative device-hours per epoch; needs the "
+                          "tensorboard package) and/or csv (epochs.csv); records only, not "
+                          "part of the run's identity")
     run.add_argument("--dry-run", action="store_true",
                      help="print the sweep's projected device-hours and model-file disk (from "
                           "`bench speed` reports, see --speed-reports) and start nothing")
@@ -367,7 +383,7 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
                         precision=args.precision, solver=args.solver,
                         compile=args.compile, logreg_c=args.logreg_c,
                         select_on=args.select_on, method_source=source,
-                        **_test_every(args)))
+                        log=tuple(args.log), **_test_every(args)))
     return configs, list(dict.fromkeys(problems))
 
 
@@ -455,6 +471,7 @@ def _refuse_sweep(problems: list[str]) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.checkpoint import StorageError, ensure_writable
     from bench.distributed import DistributedSetupError, environment_world_size
+    from bench.epoch_log import check_formats
     from bench.launch import SweepStopped
     from bench.session import Preempted
     from bench.sweep import (ResultConflict, data_identities, preflight_checkpoints,
@@ -484,7 +501,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # One validation pass over the whole sweep before anything trains or is written.
     problems = argument_problems(args.ways, args.shots, args.queries, args.episodes,
                                  args.seeds)
-    problems += [p for p in [out_problem(args.out)] if p]
+    problems += [p for p in [out_problem(args.out), check_formats(args.log)] if p]
     datasets, roots = {}, {}
     for name in dataset_names:
         roots[name] = args.data_root if len(dataset_names) == 1 or args.data_root is None \
