@@ -581,14 +581,13 @@ def _save_sweep_options(args: argparse.Namespace) -> str | None:
     import os
 
     from bench import command_line
-    from bench.config_file import (resolved_options, subcommand, write_config_file)
+    from bench.config_file import resolved_options, subcommand, write_config_file
 
     if os.environ.get("RANK", "0") != "0":
         return None
     now = dt.datetime.now(dt.timezone.utc)
     path = args.out / "sweeps" / f"{now:%Y%m%dT%H%M%SZ}-{os.getpid()}.yaml"
     options = resolved_options(subcommand(build_parser(), "run"), args)
-    options.pop("config", None)
     header = [f"bridgebench sweep started {now.isoformat(timespec='seconds')}: the options "
               "of `run` after defaults, --config and the command line",
               f"command: {command_line.current()}",

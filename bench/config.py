@@ -395,8 +395,8 @@ class RunConfig:
         """The configuration as stored in result files and checkpoints (``config``).
 
         ``method_source`` appears only when set, and the recording options only when set
-        (``--test-every``, ``--log``), so the records and checkpoints of registered methods are exactly
-        those of before they existed."""
+        (``--test-every``, ``--log``), so the records and checkpoints of registered methods
+        are exactly those of before they existed."""
         data = dataclasses.asdict(self)
         data["budget"] = self.budget.to_dict()
         if data["method_source"] is None:
