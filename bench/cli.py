@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,plan,eval,table,list,speed,data,theory}``."""
+"""Command line: ``python -m bench {run,plan,eval,table,report,list,speed,tune,data,theory}``."""
 from __future__ import annotations
 
 import argparse
@@ -128,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the budget's feature mode")
     run.add_argument("--hparam", type=_hparam, action="append", default=[], metavar="KEY=VALUE",
                      help="override a method hyperparameter (repeatable)")
+    run.add_argument("--set", type=_hparam, action="append", default=[], metavar="FIELD=VALUE",
+                     help="override a field of the budget (repeatable): optimizer, lr, "
+                          "weight_decay, momentum, nesterov, schedule, lr_epochs, lr_factors, "
+                          "plateau_factor, plateau_patience, epochs, steps_per_epoch, "
+                          "meta_batch, train_shots, train_queries, early_stop_patience, "
+                          "val_episodes; e.g. --set optimizer=sgd --set lr_epochs=26,36")
+    run.add_argument("--tuned", type=Path, default=None, metavar="FILE|DIR",
+                     help="train with the settings `bench tune` found: a tuned/*.json file "
+                          "(its method, any shot count) or a folder of them (the file of each "
+                          "run's method, dataset, ways and shots); --set and --hparam "
+                          "override them")
     run.add_argument("--dropblock-ramp", type=_ramp, default=False, metavar="STEPS|never",
                      help="override the budget's DropBlock ramp (ResNet-12): optimiser steps "
                           "over which the drop rate reaches its full value (0: at once), or "
@@ -187,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "training cost with its ratio to the baseline's, a few lines each, "
                             "then the files written (the files are those of the full tables)")
 
+    report = sub.add_parser("report", help="one self-contained HTML page of a results folder: "
+                                           "tables, figures, footnotes and provenance")
+    from bench import html_report
+
+    html_report.add_arguments(report)
+
     listing = sub.add_parser("list", help="list methods (and where each came from), datasets "
                                           "and budgets")
     listing.add_argument("--methods", type=_name_list, default=[],
@@ -211,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import data_cli
 
     data_cli.add_arguments(data)
+
+    tune = sub.add_parser("tune", help="the same hyperparameter search for every method, on "
+                                       "validation data only (Optuna); <out>/tuned/*.json for "
+                                       "bench run --tuned")
+    from bench import tune_cli
+
+    tune_cli.add_arguments(tune, _name_list, _int_list, _hparam)
+    add_config_argument(tune)
 
     theory = sub.add_parser("theory", help="the paper's Figure 1: MTL vs ANIL predictors "
                                            "from NTK/NNGP kernels and trained networks")
@@ -321,6 +346,8 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
     from datasets import DATASETS
     from methods import METHODS
     from methods.plugins import resolve_method
+    from bench.tune import shared_space
+    from core.search import describe
     from methods.taxonomy import format_table1
 
     for spec in extra_methods:
@@ -345,6 +372,12 @@ def cmd_list(extra_methods: Sequence[str] = ()) -> int:
     print("budgets:")
     for line in describe_budgets():
         print(f"  {line}")
+    print("bench tune's search (every method: the shared space, plus its own):")
+    print("  shared: " + "; ".join(f"{k} {v}" for k, v in shared_space().items()))
+    for name in METHODS.names():
+        space = describe(dict(METHODS.get(name).search_space))
+        print(f"  {name:<{width}} " + ("; ".join(f"{k} {v}" for k, v in space.items())
+                                       or "(the shared space only)"))
     return 0
 
 
@@ -357,12 +390,26 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
 
     from methods import METHODS
 
+    from bench.tuned import TunedError, load_tuned
+    from core.budget import validate_budget_settings, with_settings
+
     configs, problems = [], []
+    try:
+        sets = validate_budget_settings(dict(args.set))
+    except ValueError as error:
+        return [], [str(error)]
+    try:
+        tuned = load_tuned(args.tuned) if args.tuned is not None else None
+    except TunedError as error:
+        return [], [str(error)]
     for name in dataset_names:
         for method, source in methods:
             for shots in args.shots:
                 try:
                     budget = resolve_budget(args.budget, METHODS.get(method), name, shots)
+                    if tuned is not None:
+                        budget = tuned.apply(budget, method, name, args.ways, shots)
+                    budget = with_settings(budget, sets)
                 except (NotImplementedError, ValueError) as error:
                     problems.append(f"--budget {args.budget} for {method} on {name} "
                                     f"{shots}-shot: {error}")
@@ -384,6 +431,9 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
                         compile=args.compile, logreg_c=args.logreg_c,
                         select_on=args.select_on, method_source=source,
                         log=tuple(args.log), **_test_every(args)))
+    if tuned is not None and not problems:
+        for line in tuned.notes([(c.method, c.dataset, c.ways, c.shots) for c in configs]):
+            print(line)
     return configs, list(dict.fromkeys(problems))
 
 
@@ -692,6 +742,7 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
     from bench.paired_tables import PairedOptions
     from bench.results import ResultFileError
     from bench.table import check_results_folder, make_tables, output_problem, table_inputs
+    from bench.written import snapshot, written_since
 
     paired = PairedOptions(args.baseline, args.margin) if args is not None else None
     target = out if out is not None else folder
@@ -703,6 +754,7 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
                   "written", file=sys.stderr)
             return EXIT_USAGE
         why = output_problem(target)
+        before = snapshot(target)
         try:
             text = make_tables(folder, target, strict=strict, write=why is None,
                                paired=paired)
@@ -714,7 +766,8 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
         if brief:
             from bench.summary import brief_summary
 
-            text = brief_summary(folder, target if why is None else None, paired, strict)
+            text = brief_summary(folder, None, paired, strict,
+                                 written_since(target, before) if why is None else None)
     except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -726,10 +779,8 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
         return EXIT_USAGE if out is not None else 0
     if brief:  # the summary ends with the files written
         return 0
-    print(f"(written to {target}/accuracy.csv, accuracy.md, efficiency.csv, efficiency.md, "
-          "comparison.csv, comparison.md, time_to_accuracy.csv, time_to_accuracy.md and "
-          "learning_curves_*.png; l2_penalty.csv, .md and .png too when it holds `bench eval` "
-          "results)")
+    names = [p.name for p in written_since(target, before)]
+    print(f"(written to {target}: {', '.join(names) or 'nothing'})")
     return 0
 
 
@@ -758,6 +809,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cmd_run(args)
         if args.command == "table":
             return cmd_table(args.folder, args.out, args.strict, args)
+        if args.command == "report":
+            from bench import html_report
+
+            return html_report.run(args)
         if args.command == "speed":
             from bench import speed as speed_cli
 
@@ -770,6 +825,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             from bench import data_cli
 
             return data_cli.run(args)
+        if args.command == "tune":
+            from bench import tune_cli
+
+            return tune_cli.run(args)
         if args.command == "theory":
             from bench.theory import cli as theory_cli
 

@@ -30,6 +30,20 @@ native comparison with its unified accuracies):
   baseline?"), and the two procedures have the same 5% error rate. Such a row keeps its
   ``significant`` flag and the Markdown says "equivalent (better by a significant +0.20,
   within the margin)", so nothing is hidden.
+
+* Several comparisons with one baseline: Holm's step-down correction (Holm 1979,
+  :func:`bench.stats.holm`), per *family*: every paired row of one cell (dataset, ways,
+  shots, budget and sweep settings) against one baseline arm (the baseline's runs in that
+  cell; a second baseline variant is a second family), both protocols included, so m = the
+  number of such rows with a p-value (a "not paired" row, or one of a single episode, has
+  none and is not counted). The p-values corrected are those the verdict rests on, each
+  kind over the family's m rows: TOST's p (the larger one-sided p) for equivalence, the
+  two-sided p for a difference. ``verdict_holm`` is the rule above on the adjusted
+  p-values: "equivalent" when the adjusted TOST p < 5%, else "better"/"worse" (the sign of
+  the difference) when the adjusted two-sided p < 5%, else "inconclusive"; so each kind of
+  claim keeps a family-wise error rate of at most 5%. ``p_holm`` is the adjusted p of the
+  test the uncorrected verdict rests on (TOST's for "equivalent", the two-sided one
+  otherwise). A family of one row is unchanged. The uncorrected columns keep their meaning.
 """
 from __future__ import annotations
 
@@ -43,6 +57,7 @@ from scipy import stats as _st
 
 from bench.cells import (ARM_FIELDS, Arm, Cell, group_cells, seeds_text,
                          unpaired_seed_notes)
+from bench.stats import holm
 
 EQUIVALENT, BETTER, WORSE, INCONCLUSIVE = "equivalent", "better", "worse", "inconclusive"
 NOT_PAIRED = "not paired"
@@ -50,11 +65,20 @@ VERDICTS = (EQUIVALENT, BETTER, WORSE, INCONCLUSIVE)
 DEFAULT_MARGIN = 1.0
 ALPHA = 0.05
 
+#: Holm's correction over the row's family (module docstring): the family's size, the adjusted
+#: two-sided and TOST p-values, the adjusted p of the test the uncorrected verdict rests on,
+#: and the verdict on the adjusted p-values.
+HOLM_COLUMNS = ["holm_m", "p_value_holm", "p_tost_holm", "p_holm", "verdict_holm"]
+#: The columns that name a family: one cell against one baseline arm.
+FAMILY_COLUMNS = ["dataset", "ways", "shots", "budget", "settings", "baseline",
+                  "baseline_variant"]
+
 COMPARISON_COLUMNS = [
     "dataset", "ways", "shots", "budget", "settings", "method", "variant", "baseline",
     "baseline_variant", "protocol", "seeds", "paired_seeds", "episodes", "ci_over",
     "method_mean", "baseline_mean", "mean_diff", "ci95_low", "ci95_high", "ci90_low",
-    "ci90_high", "df", "t", "p_value", "p_tost", "margin", "significant", "verdict", "note",
+    "ci90_high", "df", "t", "p_value", "p_tost", "margin", "significant", "verdict",
+    *HOLM_COLUMNS, "note",
 ]
 
 
@@ -99,6 +123,19 @@ def verdict(ci90: tuple[float, float], ci95: tuple[float, float], margin: float)
         return BETTER
     if ci95[1] < 0:
         return WORSE
+    return INCONCLUSIVE
+
+
+def verdict_from_p(p_value: float, p_tost: float, mean: float) -> str:
+    """The same rule as :func:`verdict`, from p-values (used on Holm-adjusted ones):
+    "equivalent" when ``p_tost`` < 5%, else "better"/"worse" (the sign of ``mean``) when the
+    two-sided ``p_value`` < 5%, else "inconclusive" (also when a p-value is undefined)."""
+    if math.isnan(p_value) or math.isnan(p_tost):
+        return INCONCLUSIVE
+    if p_tost < ALPHA:
+        return EQUIVALENT
+    if p_value < ALPHA:
+        return BETTER if mean > 0 else WORSE
     return INCONCLUSIVE
 
 
@@ -205,7 +242,8 @@ def _empty_stats() -> dict[str, Any]:
     return {"seeds": 0, "paired_seeds": "", "episodes": 0, "ci_over": "", "method_mean": nan,
             "baseline_mean": nan, "mean_diff": nan, "ci95_low": nan, "ci95_high": nan,
             "ci90_low": nan, "ci90_high": nan, "df": 0, "t": nan, "p_value": nan,
-            "p_tost": nan, "significant": False, "verdict": NOT_PAIRED}
+            "p_tost": nan, "significant": False, "verdict": NOT_PAIRED, "holm_m": 0,
+            "p_value_holm": nan, "p_tost_holm": nan, "p_holm": nan, "verdict_holm": NOT_PAIRED}
 
 
 def _stats(diff: PairedDifference, seeds: list[int]) -> dict[str, Any]:
@@ -257,13 +295,16 @@ def paired_comparisons(results: Iterable[Mapping[str, Any]], baseline: str,
     (:mod:`bench.cells`) gets one row per (method arm, baseline arm, protocol); arms of the
     baseline method are baselines and are not compared with one another. A cell without a
     finished baseline run gets a "not paired" row per method arm saying so. Columns:
-    :data:`COMPARISON_COLUMNS`; differences are method - baseline in points.
+    :data:`COMPARISON_COLUMNS`; differences are method - baseline in points; the
+    :data:`HOLM_COLUMNS` correct each cell's rows against one baseline arm as a family
+    (module docstring).
     """
     if margin <= 0 or not math.isfinite(margin):
         raise ValueError(f"equivalence margin must be a positive number of points, got {margin}")
     rows: list[dict[str, Any]] = []
     for cell in group_cells(results, arm_fields):
         bases = [a for a in cell.arms if a.method == baseline and a.runs]
+        families: list[list[dict[str, Any]]] = [[] for _ in bases]  # one per baseline arm
         for arm in cell.arms:
             if arm.method == baseline or not arm.runs:
                 continue
@@ -278,9 +319,28 @@ def paired_comparisons(results: Iterable[Mapping[str, Any]], baseline: str,
                                  "margin": float(margin), **_empty_stats(),
                                  "note": why})
                 continue
-            for base in bases:
-                rows.extend(_compare_arms(cell, arm, base, margin, display))
+            for base, family in zip(bases, families):
+                compared = _compare_arms(cell, arm, base, margin, display)
+                family.extend(compared)
+                rows.extend(compared)
+        for family in families:
+            _apply_holm(family)
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _apply_holm(family: list[dict[str, Any]]) -> None:
+    """Fill :data:`HOLM_COLUMNS` of one family's rows in place (module docstring); rows
+    without a p-value are outside the family and keep their verdict."""
+    tested = [r for r in family if not (math.isnan(r["p_value"]) or math.isnan(r["p_tost"]))]
+    p_value = holm([r["p_value"] for r in tested])
+    p_tost = holm([r["p_tost"] for r in tested])
+    for row in family:
+        row.update(holm_m=0, p_value_holm=math.nan, p_tost_holm=math.nan, p_holm=math.nan,
+                   verdict_holm=row["verdict"])
+    for row, pv, pt in zip(tested, p_value, p_tost):
+        row.update(holm_m=len(tested), p_value_holm=float(pv), p_tost_holm=float(pt),
+                   p_holm=float(pt if row["verdict"] == EQUIVALENT else pv),
+                   verdict_holm=verdict_from_p(float(pv), float(pt), row["mean_diff"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +362,36 @@ def comparison_footer(margin: float = DEFAULT_MARGIN) -> str:
         "otherwise better or worse when the 95% CI excludes 0; otherwise inconclusive. "
         "Equivalence is decided first: a significant difference inside the margin is "
         "reported as equivalent, with its direction noted, because the margin declares "
-        "differences that small immaterial.")
+        "differences that small immaterial. Several methods against one baseline: Holm's "
+        "step-down correction, per family = every paired row of one dataset, ways, shots, "
+        "budget and sweep settings against one baseline configuration, both protocols "
+        "included (m = its rows with a p-value). Each kind of p-value a verdict rests on is "
+        "corrected over the family's m rows: TOST's p (the larger one-sided p) for "
+        "equivalence, the two-sided p for a difference. p (Holm): the adjusted p of the test "
+        "behind the uncorrected verdict (marked TOST for equivalence). Verdict (Holm): the same "
+        "rule on the adjusted p-values (equivalent when the adjusted TOST p < 5%, else better "
+        "or worse when the adjusted two-sided p < 5%, else inconclusive), so each kind of "
+        "claim has a family-wise error rate of at most 5%.")
+
+
+def holm_footer(frame: pd.DataFrame) -> str:
+    """The sentence that says over how many comparisons Holm's correction was applied, per
+    family (:data:`FAMILY_COLUMNS`); "" when no row was tested."""
+    tested = frame[frame["holm_m"] > 0]
+    if tested.empty:
+        return ""
+    parts = []
+    for key, group in tested.groupby(FAMILY_COLUMNS, sort=False):
+        family = dict(zip(FAMILY_COLUMNS, key))
+        m = int(group["holm_m"].iloc[0])
+        where = (f"{family['dataset']} {family['ways']}-way {family['shots']}-shot "
+                 f"{family['budget']}" + (f" ({family['settings']})" if family["settings"]
+                                          else ""))
+        base = family["baseline"] + (f" ({family['baseline_variant']})"
+                                     if family["baseline_variant"] else "")
+        parts.append(f"{m} comparison{'s' if m != 1 else ''} in {where} against {base}"
+                     + (" (a family of one: nothing to correct)" if m == 1 else ""))
+    return "Holm's correction was applied over " + "; ".join(parts) + "."
 
 
 def _fmt(value: float, spec: str = "+.2f") -> str:
@@ -323,6 +412,11 @@ def _p_text(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _p_holm_text(row: Any) -> str:
+    text = _p_text(row.p_holm)
+    return f"{text} (TOST)" if row.verdict == EQUIVALENT and text != "–" else text
+
+
 def comparison_markdown(frame: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> str:
     """``comparison.md``: one table row per frame row, then the footer stating the method."""
     if frame.empty:
@@ -330,7 +424,7 @@ def comparison_markdown(frame: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> 
     show_settings = bool(frame["settings"].astype(str).str.len().gt(0).any())
     header = ["dataset", "budget", *(["settings"] if show_settings else []), "method",
               "baseline", "protocol", "seeds", "episodes", "difference [95% CI]", "p",
-              "verdict", "note"]
+              "verdict", "p (Holm)", "verdict (Holm)", "note"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in frame.itertuples(index=False):
         method = row.method + (f" ({row.variant})" if row.variant else "")
@@ -343,9 +437,11 @@ def comparison_markdown(frame: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> 
                  *([str(row.settings)] if show_settings else []), method, base,
                  str(row.protocol), str(row.seeds) if row.seeds else "–",
                  str(row.episodes) if row.episodes else "–", diff, _p_text(row.p_value),
-                 _verdict_cell(row), str(row.note)]
+                 _verdict_cell(row), _p_holm_text(row), str(row.verdict_holm), str(row.note)]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    return "\n".join(lines) + "\n\n" + comparison_footer(margin) + "\n"
+    counts = holm_footer(frame)
+    return ("\n".join(lines) + "\n\n" + comparison_footer(margin) + "\n"
+            + (f"\n{counts}\n" if counts else ""))
 
 
 def comparison_csv(frame: pd.DataFrame) -> str:

@@ -5,7 +5,7 @@ head, for trained models re-evaluated by ``bench eval --logreg-c ...``.
 ``bench table`` writes it when the results folder holds eval results (``<out>/evals``):
 
 - ``l2_penalty.csv``: one row per (model, evaluation data, ways, shots, episodes, seed, C):
-  C, lambda, mean, 95% CI over episodes; the paper's Table 5 (``results/reference/paper.csv``,
+  C, lambda, mean, 95% CI over episodes; the paper's Table 5 (``bench/reference/paper.csv``,
   table 5, ``l2_penalty_<lambda>``) as ``reported`` rows;
 - ``l2_penalty.md``: one row per such curve, one column per lambda (2 significant digits, so
   C = 3 and the paper's 0.33 share a column; more where one curve needs them); then, for each
@@ -27,9 +27,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from bench.evaluation_run import load_evals
+from bench.figure_kit import finish, grid, log_axis, save_png, short_names, style_map
 from bench.stats import episode_ci95
 from bench.table import REFERENCE_CSV, display_name
-from core.atomic import atomic_file, write_text_atomic
+from core.atomic import write_text_atomic
 from datasets import by_benchmark
 
 REFERENCE_TABLE = "5"
@@ -186,39 +187,57 @@ def _panel_title(key: tuple) -> str:
 
 
 def l2_plot(frame: pd.DataFrame, path: Path) -> Path:
-    """Accuracy against lambda (log axis), one line per curve with its 95% CI shaded, one
-    panel per (evaluation data, ways, shots)."""
+    """Write :func:`l2_figure` to ``path`` atomically."""
+    return save_png(l2_figure(frame), path)
+
+
+def l2_figure(frame: pd.DataFrame) -> Figure:
+    """Accuracy against lambda (log axis), one line per curve with its 95% CI shaded (a curve
+    of one penalty: a point with its CI as a bar), one panel per (evaluation data, ways,
+    shots). Legend names are the methods (lettered where one method has several curves); the
+    footnote says which model, episodes and seed each stands for."""
     panels = list(frame.groupby(["dataset", "ways", "shots"], sort=True))
-    cols = min(len(panels), 3)
-    rows = math.ceil(len(panels) / cols)
-    figure = Figure(figsize=(5.6 * cols, 4.4 * rows + 0.6))
-    for i, (key, panel) in enumerate(panels):
-        axes = figure.add_subplot(rows, cols, i + 1)
-        for j, (_, curve) in enumerate(panel.groupby(CURVE, sort=True, dropna=False)):
-            curve = curve.sort_values("l2_penalty")
-            first = curve.iloc[0]
-            reported = first["source"] != "measured"
-            label = first["model"] if reported else (
-                f"{first['method']} {first['backbone']} {first['budget']} "
-                f"({first['trained_on']}, seed {int(first['seed'])})")
-            x, y, ci = curve["l2_penalty"], curve["mean"], curve["ci95"]
-            line, = axes.plot(x, y, "--" if reported else "-", marker="s" if reported else "o",
-                              color=f"C{j % 10}", label=label)
-            if not reported:
-                axes.fill_between(x, y - ci, y + ci, color=line.get_color(), alpha=0.2,
-                                  linewidth=0)
-        axes.set_xscale("log")
-        axes.set_xlabel("L2 penalty λ = 1/C of the logistic-regression head (log)")
-        axes.set_ylabel("test accuracy (%)")
-        axes.set_title(_panel_title(key))
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=7)
-    figure.suptitle("Unified protocol accuracy against the L2 penalty (Wang et al. 2021, "
-                    "Table 5); shaded: 95% CI over episodes")
-    figure.tight_layout()
-    with atomic_file(path) as handle:
-        figure.savefig(handle, dpi=130, format="png")
-    return path
+    curves = [(key, curve.sort_values("l2_penalty")) for key, panel in panels
+              for _, curve in panel.groupby(CURVE, sort=True, dropna=False)]
+    entries = []
+    for _, curve in curves:
+        first = curve.iloc[0]
+        reported = first["source"] != "measured"
+        entries.append((f"{first['method']}" + (" (paper)" if reported else ""), [
+            ("model", "" if reported else str(first["model"])),
+            ("backbone", str(first["backbone"])),
+            ("budget", "" if reported else str(first["budget"])),
+            ("trained on", "" if reported else str(first["trained_on"])),
+            ("test episodes", "" if reported else f"{int(first['episodes'])}"),
+            ("episode seed", "" if reported else f"{int(first['seed'])}"),
+            ("source", str(first["source"]) if reported else "")]))
+    names, notes = short_names(entries)
+    styles = style_map(names)
+    figure, axes = grid(len(panels), width=5.6, height=4.4)
+    by_panel = {key: axis for (key, _), axis in zip(panels, axes)}
+    for (key, curve), name in zip(curves, names):
+        axis, style = by_panel[key], styles[name]
+        reported = curve.iloc[0]["source"] != "measured"
+        x, y, ci = curve["l2_penalty"], curve["mean"], curve["ci95"]
+        if reported or len(curve) > 1:
+            axis.plot(x, y, "--" if reported else "-", marker=style["marker"],
+                      color=style["color"], label=name)
+        if not reported and len(curve) > 1:
+            axis.fill_between(x, y - ci, y + ci, color=style["color"], alpha=0.2, linewidth=0)
+        elif not reported:
+            axis.errorbar(x, y, yerr=ci, marker=style["marker"], color=style["color"],
+                          capsize=3, linestyle="none", label=name)
+    for (key, panel), axis in zip(panels, axes):
+        low, high = float(panel["l2_penalty"].min()), float(panel["l2_penalty"].max())
+        log_axis(axis, low / 2.0, high * 2.0)
+        axis.set_xlabel("L2 penalty λ = 1/C of the logistic-regression head (log scale)")
+        axis.set_ylabel("test accuracy, unified protocol (%)")
+        axis.set_title(_panel_title(key), fontsize=10)
+        axis.grid(True, which="major", alpha=0.3)
+    notes = notes + ["Shaded and bars: 95% CI over the test episodes of one model and one "
+                     "episode set; dashed: as reported in the paper (Table 5, no CI)."]
+    return finish(figure, axes, "Unified-protocol test accuracy against the L2 penalty of its "
+                  "head (Wang et al. 2021, Table 5)", notes)
 
 
 def make_l2_table(folder: Path, out_dir: Path | None = None,

@@ -4,7 +4,8 @@ time to accuracy, written next to the accuracy and efficiency tables.
 Files (into the table's output folder):
 
 - ``comparison.csv`` / ``comparison.md``: every method against the baseline on identical test
-  episodes, with a TOST verdict against an equivalence margin (:mod:`bench.compare`);
+  episodes, with a TOST verdict against an equivalence margin and, next to it, the verdict
+  after Holm's correction over each cell's comparisons with the baseline (:mod:`bench.compare`);
 - ``time_to_accuracy.csv`` / ``time_to_accuracy.md``: the device-hours at which each method's
   validation accuracy first reaches each gradient-based meta-learning method's best, and the
   speed-ups, on both cost clocks (training, and training + validation: what the paper's

@@ -21,7 +21,11 @@ Test evaluation, checkpoint writing and ``--test-every`` are outside device-hour
 results), so they are not projected. A run without a matching report says which ``bench
 speed`` command would measure it. ``bench plan`` saves the plan as
 ``<out>/plans/plan.json``, so that after the sweep ``bench table`` can set each run's measured
-hours against its projection (:func:`plan_vs_measured`). Nothing here names a method or a dataset.
+hours against its projection (:func:`plan_vs_measured`); it says so when it saves nothing (no
+run to do has a matching report) and fails with one ``error:`` line when it cannot write. A run
+whose finished result is already in ``--out`` is marked "(finished)" and left out of the totals
+and the saved plan, since ``bench run`` skips it (``--force``: it reruns, so it counts). Nothing
+here names a method or a dataset.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import datetime as _dt
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -44,7 +48,9 @@ STEP_SHAPE = ("backbone", "feature_mode", "meta_batch", "train_shots", "train_qu
 
 PLAN_COLUMNS = ["key", "method", "dataset", "ways", "shots", "seed", "budget", "epochs",
                 "epochs_assumed", "steps", "step_seconds", "train_device_hours",
-                "run_device_hours", "model_bytes", "device", "speed_report", "missing"]
+                "run_device_hours", "model_bytes", "device", "speed_report", "missing", "finished"]
+"""``finished``: a finished result of the run (same settings) is already in ``--out``, so
+``bench run`` would skip it (:func:`finished_runs`)."""
 
 
 def load_speed_reports(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -149,12 +155,22 @@ def project(config: Any, entry: Mapping[str, Any], assume_epochs: int) -> dict[s
             "run_device_hours": run_hours}
 
 
+def finished_runs(configs: Iterable[Any], out_dir: Path) -> set[str]:
+    """Keys of the runs whose finished result of the same settings is already in ``out_dir``
+    (:func:`bench.results.existing_result`; the data is not read, so its fingerprint is not
+    checked: ``bench run`` checks it before it skips)."""
+    from bench.results import existing_result, result_path
+
+    return {c.key for c in configs
+            if existing_result(result_path(out_dir, c.key), c, None).finished}
+
+
 def plan_sweep(configs: Iterable[Any], reports: Sequence[tuple[Path, dict[str, Any]]],
                device_type: str, device_name: str | None, device_arg: str,
                assume_epochs: int = DEFAULT_ASSUMED_EPOCHS,
-               save_models: bool = True) -> pd.DataFrame:
+               save_models: bool = True, finished: Collection[str] = ()) -> pd.DataFrame:
     """One row per run (:data:`PLAN_COLUMNS`); NaN hours and a ``missing`` command where no
-    report matches."""
+    report matches; ``finished``: keys of the runs already finished."""
     rows, sizes, unmatched = [], {}, []
     for config in configs:
         budget = config.budget
@@ -171,7 +187,7 @@ def plan_sweep(configs: Iterable[Any], reports: Sequence[tuple[Path, dict[str, A
                "steps": epochs * budget.steps_per_epoch, "step_seconds": math.nan,
                "train_device_hours": math.nan, "run_device_hours": math.nan,
                "model_bytes": sizes.get(shape_key, 0), "device": device_name or device_type,
-               "speed_report": "", "missing": ""}
+               "speed_report": "", "missing": "", "finished": config.key in finished}
         match = matching_entry(config, reports, device_type, device_name)
         if match is None:
             row["missing"] = "no matching speed report"
@@ -197,30 +213,43 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def plan_markdown(frame: pd.DataFrame, assume_epochs: int) -> str:
-    """The table ``bench plan`` prints, its totals, and the commands for missing reports."""
+def plan_markdown(frame: pd.DataFrame, assume_epochs: int, rerun_finished: bool = False) -> str:
+    """The table ``bench plan`` prints, its totals, and the commands for missing reports.
+    Finished runs are marked, and left out of the totals unless ``rerun_finished``
+    (``--force``)."""
     if frame.empty:
         return "_No runs in this sweep._\n"
+    if "finished" not in frame:
+        frame = frame.assign(finished=False)
     header = ["run", "epochs", "steps", "step ms", "train device-hours", "run device-hours",
               "model file", "device", "speed report"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in frame.itertuples(index=False):
         lines.append("| " + " | ".join([
-            r.key, f"{r.epochs}{'*' if r.epochs_assumed else ''}", f"{r.steps:,}",
+            f"{r.key} (finished)" if r.finished else r.key,
+            f"{r.epochs}{'*' if r.epochs_assumed else ''}", f"{r.steps:,}",
             "–" if math.isnan(r.step_seconds) else f"{r.step_seconds * 1e3:.1f}",
             _hours(r.train_device_hours), _hours(r.run_device_hours),
             _bytes(int(r.model_bytes)) if r.model_bytes else "–", str(r.device),
             r.speed_report or "none"]) + " |")
-    known = frame[~frame["train_device_hours"].isna()]
+    done = int(frame["finished"].sum())
+    todo = frame if rerun_finished else frame[~frame["finished"]]
+    known = todo[~todo["train_device_hours"].isna()]
     total_train = float(known["train_device_hours"].sum())
     run_known = known[~known["run_device_hours"].isna()]
     lines.append("")
-    lines.append(f"Total over {len(known)} of {len(frame)} runs with a speed report: "
+    if done:
+        lines.append(f"{done} of {len(frame)} runs are finished already (marked): `bench run` "
+                     + ("reruns them (--force), so they are in the totals." if rerun_finished
+                        else "skips them, so they are not in the totals (--force reruns "
+                             "them)."))
+    lines.append(f"Total over {len(known)} of {len(todo)} runs"
+                 f"{' to run' if done and not rerun_finished else ''} with a speed report: "
                  f"{total_train:.3g} training device-hours"
                  + (f", {float(run_known['run_device_hours'].sum()):.3g} run device-hours "
                     f"(over {len(run_known)} runs with timed validation)" if len(run_known)
                     else "")
-                 + f"; model files {_bytes(int(frame['model_bytes'].sum()))}.")
+                 + f"; model files {_bytes(int(todo['model_bytes'].sum()))}.")
     lines.append(f"Training device-hours: median step time x optimiser steps; run device-hours "
                  "add each epoch's validation (seconds per validation episode x the budget's "
                  f"validation episodes). * early stopping: {assume_epochs} epochs assumed "
@@ -248,7 +277,7 @@ def save_plan(out_dir: Path, frame: pd.DataFrame, assume_epochs: int) -> Path:
     for row in frame.to_dict(orient="records"):
         if not math.isnan(row["train_device_hours"]):
             runs[row["key"]] = {**{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                                   for k, v in row.items() if k != "missing"},
+                                   for k, v in row.items() if k not in ("missing", "finished")},
                                 "assume_epochs": assume_epochs, "planned_at": planned_at}
     write_text_atomic(path, json.dumps({"schema": PLAN_SCHEMA, "runs": runs}, indent=1,
                                        sort_keys=True) + "\n")
@@ -334,19 +363,40 @@ def device_target(device_arg: str) -> tuple[str, str | None]:
 
 
 def cmd_plan(args: Any, configs: list) -> int:
-    """``bench plan`` / ``bench run --dry-run``: print the plan; ``bench plan`` saves it."""
+    """``bench plan`` / ``bench run --dry-run``: print the plan, finished runs marked;
+    ``bench plan`` saves it (the runs still to do, or every run with ``--force``), says when
+    there is nothing to save, and exits 2 with one ``error:`` line when it cannot be saved."""
+    import sys
+
     device_type, device_name = device_target(args.device)
     reports = load_speed_reports(args.speed_reports)
+    force = bool(getattr(args, "force", False))
     frame = plan_sweep(configs, reports, device_type, device_name, args.device,
-                       args.assume_epochs, getattr(args, "save_model", True))
+                       args.assume_epochs, getattr(args, "save_model", True),
+                       finished_runs(configs, args.out))
     where = device_name or f"any {device_type} device"
     print(f"## Plan: {len(frame)} run(s) on {where}, {configs[0].precision if configs else ''}"
           f" (speed reports from {args.speed_reports})\n")
-    print(plan_markdown(frame, args.assume_epochs))
+    print(plan_markdown(frame, args.assume_epochs, rerun_finished=force))
     if not reports:
         print(f"(no bench speed report in {args.speed_reports}; `python -m bench speed --help`"
               " measures one for this device)")
-    if getattr(args, "save_plan", False) and frame["train_device_hours"].notna().any():
-        print(f"(saved to {save_plan(args.out, frame, args.assume_epochs)}; after the sweep, "
-              f"`python -m bench table {args.out}` sets measured hours against it)")
+    if not getattr(args, "save_plan", False):
+        return 0
+    todo = frame if force else frame[~frame["finished"]]
+    if not todo["train_device_hours"].notna().any():
+        why = ("every run is finished already" if todo.empty else
+               "no run still to do has a matching speed report")
+        print(f"(no plan saved in {Path(args.out) / PLAN_FILE}: {why}, so there is nothing to "
+              "set measured hours against)")
+        return 0
+    try:
+        path = save_plan(args.out, todo, args.assume_epochs)
+    except OSError as error:
+        print(f"error: the plan could not be saved to {Path(args.out) / PLAN_FILE} "
+              f"({error.strerror or error}); pass a writable --out, or use `bench run "
+              "--dry-run` to print the plan only", file=sys.stderr)
+        return 2
+    print(f"(saved to {path}; after the sweep, `python -m bench table {args.out}` sets "
+          "measured hours against it)")
     return 0

@@ -1,19 +1,22 @@
 """Efficiency figures of ``bench table``, drawn from :func:`bench.table.efficiency_rows`.
 
-* :func:`figure2`: the shape of Figure 2 of Wang, Zhao & Li (ICML 2021): test accuracy against
-  the training speed-up relative to MetaOptNet-SVM (Lee et al., CVPR 2019), one point per
-  efficiency row, one panel per dataset, ways and shots. Speed-ups compare run device-hours
-  (training plus validation, what the paper's GPU-hours count) measured under the same budget
-  on the same device (:mod:`bench.timing`, :mod:`bench.table`), so MetaOptNet sits at 1x. The paper's own Table 4 point (mini-ImageNet 5-way 5-shot: 85.6 / 3.7 GPU-hours,
-  from ``results/reference/paper.csv``) is drawn hollow in the matching panel.
-* :func:`accuracy_vs_device_hours`: accuracy against the (run) device-hours themselves,
-  needing no MetaOptNet run; GPU-hours and CPU-hours get separate panels (they are not
-  comparable).
+* :func:`figure2`: the shape of Figure 2 of Wang, Zhao & Li (ICML 2021): test accuracy (with
+  its 95% CI) against the speed-up relative to MetaOptNet-SVM (Lee et al., CVPR 2019), one
+  point per efficiency row, one panel per dataset, ways and shots. Both speed-ups are drawn:
+  filled, run device-hours (training plus validation, what the paper's GPU-hours count);
+  hollow, training device-hours only; both measured under the same budget on the same device
+  (:mod:`bench.timing`, :mod:`bench.table`), so MetaOptNet sits at 1x. The paper's own Table 4
+  point (mini-ImageNet 5-way 5-shot: 85.6 / 3.7 GPU-hours, from
+  ``bench/reference/paper.csv``) is a black circle in the matching panel.
+* :func:`accuracy_vs_device_hours`: accuracy against the (run) device-hours themselves, with
+  bars over seeds, needing no MetaOptNet run; GPU-hours and CPU-hours get separate panels
+  (they are not comparable).
 
-Both write PNGs atomically (:mod:`core.atomic`) with
-matplotlib's Agg renderer through :class:`matplotlib.figure.Figure` (no pyplot, so no global
-backend switch) and return the path, or None with a message on stderr when there is nothing
-to draw.
+Legend names are short (the method, lettered where one method has several rows); the
+footnote says what each stands for. ``*_figure`` functions return the
+:class:`matplotlib.figure.Figure` (Agg, no pyplot: no global backend switch); ``figure2`` and
+``accuracy_vs_device_hours`` write it atomically (:mod:`bench.figure_kit`) and return the
+path, or None with a message on stderr when there is nothing to draw.
 """
 from __future__ import annotations
 
@@ -21,87 +24,48 @@ import csv
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.lines import Line2D
 
-from core.atomic import atomic_file
-from bench.table import efficiency_reference
+from bench.figure_kit import (finish, grid, log_axis, padded_range, save_png, short_names,
+                              style_map, unique_handles)
+from bench.reference import REFERENCE_CSV
+from bench.table import CLOCK_NOTES, efficiency_reference
 from datasets import by_benchmark
-
-REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
 
 
 def no_reference() -> str:
     """Why Figure 2 is missing when the reference method has not run."""
     return f"no {efficiency_reference().display} run to compare with"
 
-_MARKERS = "osD^vP*Xh<>p"
 _PANEL_KEYS = ["dataset", "ways", "shots"]
+_DETAILS = (("backbone", "backbone"), ("budget", "budget"), ("variant", "settings"),
+            ("device", "device"))
 
 
 def _warn(message: str) -> None:
     print(f"{message}", file=sys.stderr)
 
 
-def _save_atomic(figure: Figure, path: Path) -> Path:
-    """Render ``figure`` to ``path`` atomically (:mod:`core.atomic`)."""
-    path = Path(path)
-    with atomic_file(path) as handle:
-        figure.savefig(handle, dpi=130, format="png")
-    return path
-
-
-def _label(row: Any) -> str:
-    variant = getattr(row, "variant", "")
-    device = getattr(row, "device", "")
-    return (f"{row.method} ({row.backbone}, {row.budget}"
-            + (f", {variant}" if variant else "") + (f"; {device}" if device else "") + ")")
-
-
-def _style_map(labels: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """One colour and marker per label, stable across panels."""
-    return {label: {"color": f"C{i % 10}", "marker": _MARKERS[i % len(_MARKERS)]}
-            for i, label in enumerate(sorted(set(labels), key=str.lower))}
+def legend_names(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Short legend names (the method, lettered where one method has several rows that
+    differ) and the footnotes that say what each name stands for (:func:`short_names`)."""
+    entries = []
+    for row in rows.itertuples(index=False):
+        device = str(getattr(row, "device", "") or "")
+        count = int(getattr(row, "device_count", 1) or 1)
+        details = [(label, str(getattr(row, field, "") or "")) for field, label in _DETAILS]
+        details[-1] = ("device", device + (f" x{count}" if count > 1 else ""))
+        entries.append((str(row.method), details))
+    return short_names(entries)
 
 
 def _panels(frame: pd.DataFrame, keys: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
     return [(key if isinstance(key, tuple) else (key,), group)
             for key, group in frame.groupby(keys, sort=True)]
-
-
-def _grid(n_panels: int, width: float = 5.2, height: float = 4.2) -> tuple[Figure, list]:
-    cols = min(n_panels, 3)
-    rows = math.ceil(n_panels / cols)
-    figure = Figure(figsize=(width * cols, height * rows + 0.9))
-    axes = [figure.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
-    return figure, axes
-
-
-def _legend_and_save(figure: Figure, axes: list, title: str, path: Path) -> Path:
-    handles, labels = [], []
-    for axis in axes:
-        for handle, label in zip(*axis.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8)
-    figure.suptitle(title, fontsize=10)
-    rows = math.ceil(len(labels) / 3)
-    height = figure.get_figheight()
-    bottom = min(0.4, (0.25 + 0.22 * rows) / height)
-    figure.tight_layout(rect=(0, bottom, 1, 1))  # leaves room for the suptitle itself
-    return _save_atomic(figure, path)
-
-
-def _log_axis(axis: Any, fmt: str) -> None:
-    """Log-scale x axis with plain tick labels at 1, 2 and 5 times powers of ten."""
-    axis.set_xscale("log")
-    axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: fmt.format(value)))
-    axis.xaxis.set_minor_formatter(NullFormatter())
 
 
 def paper_points(reference_csv: Path = REFERENCE_CSV) -> pd.DataFrame:
@@ -132,13 +96,24 @@ def paper_points(reference_csv: Path = REFERENCE_CSV) -> pd.DataFrame:
 def figure2(efficiency: pd.DataFrame, out_png: Path,
             reference_csv: Path = REFERENCE_CSV,
             warn: Callable[[str], None] = _warn) -> Path | None:
+    """Draw :func:`figure2_figure` into ``out_png``; returns the path, or None (and says why
+    through ``warn``) when no row has a speed-up."""
+    figure = figure2_figure(efficiency, reference_csv, warn)
+    return None if figure is None else save_png(figure, out_png)
+
+
+def figure2_figure(efficiency: pd.DataFrame, reference_csv: Path = REFERENCE_CSV,
+                   warn: Callable[[str], None] = _warn) -> Figure | None:
     """Accuracy (unified protocol) against speed-up relative to MetaOptNet: Figure 2's shape.
 
     ``efficiency`` is :func:`bench.table.efficiency_rows`' frame. One panel per dataset, ways
-    and shots that has a MetaOptNet row (speed-ups are only defined there); x is the speed-up
-    (log scale, MetaOptNet at 1x, dotted), y the mean test accuracy, with MetaOptNet's accuracy
-    dashed. Returns ``out_png``, or None (and says why through ``warn``) when no row has a
-    speed-up.
+    and shots that has a MetaOptNet row (speed-ups are only defined there). Each row is drawn
+    twice on the log x axis: filled at its run device-hours speed-up (training plus
+    validation, what the paper's GPU-hours count) and hollow at its training-only speed-up,
+    joined by a thin line; vertical bars are the accuracy's 95% CI, and the y range is chosen
+    from those CIs. MetaOptNet's accuracy is dashed, 1x dotted. Legend names are short; what
+    each stands for (backbone, budget, settings, device) is in the footnote. None (said
+    through ``warn``) when no row has a speed-up.
     """
     if efficiency.empty:
         warn(f"figure 2 not drawn: no finished results ({no_reference()})")
@@ -146,7 +121,7 @@ def figure2(efficiency: pd.DataFrame, out_png: Path,
     reference = efficiency_reference()
     has_reference = bool((efficiency["method"] == reference.display).any())
     speedup = efficiency[reference.speedup_column]
-    rows = efficiency[speedup.notna() & (speedup > 0)]
+    rows = efficiency[speedup.notna() & (speedup > 0)].reset_index(drop=True)
     if not has_reference or rows.empty:
         cells = sorted({f"{d} {w}-way {s}-shot" for d, w, s in
                         zip(efficiency["dataset"], efficiency["ways"], efficiency["shots"])})
@@ -155,55 +130,83 @@ def figure2(efficiency: pd.DataFrame, out_png: Path,
              "shots and budget)")
         return None
     paper = paper_points(reference_csv)
-    styles = _style_map(_label(r) for r in rows.itertuples(index=False))
+    names, notes = legend_names(rows)
+    rows = rows.assign(legend_name=names)
+    styles = style_map(names)
     panels = _panels(rows, _PANEL_KEYS)
-    figure, axes = _grid(len(panels))
+    figure, axes = grid(len(panels))
     for axis, ((dataset, ways, shots), group) in zip(axes, panels):
-        _draw_figure2_panel(axis, group, styles)
-        _draw_paper_points(axis, paper, dataset, ways, shots)
+        _draw_figure2_panel(axis, group, styles, paper, dataset, ways, shots)
         axis.set_title(f"{dataset} {ways}-way {shots}-shot", fontsize=10)
-    title = (f"Accuracy vs training speed-up relative to {reference.display}\n"
-             "(shape of Wang, Zhao & Li 2021, Figure 2; same budget and device unit)")
-    return _legend_and_save(figure, axes, title, out_png)
+    handles, labels = unique_handles(axes)
+    handles += [Line2D([], [], color="0.3", marker="o", linestyle="none"),
+                Line2D([], [], color="0.3", marker="o", markerfacecolor="none",
+                       linestyle="none")]
+    labels += ["filled: run device-hours (training + validation)",
+               "hollow: training device-hours only"]
+    title = (f"Test accuracy against speed-up relative to {reference.display} "
+             f"({reference.display}'s device-hours / the method's)\n"
+             "filled: run device-hours, as the paper's Figure 2 counts GPU-hours; "
+             "hollow: training steps only")
+    drawn = {(d, w, s) for (d, w, s), _ in panels}
+    notes = notes + [
+        "Bars: 95% CI of the accuracy (over seeds where there are two or more, else over the "
+        f"test episodes of one seed). Each speed-up is against {reference.display} in the "
+        "same panel with the same budget, sweep settings, device and device count."
+        + (" Black circles: the paper's Table 4 (4x V100 GPU-hours, no CI)."
+           if any(key in drawn for key in zip(paper["dataset"], paper["ways"], paper["shots"]))
+           else "")]
+    return finish(figure, axes, title, notes, (handles, labels), columns=4)
 
 
-def _draw_figure2_panel(axis: Any, group: pd.DataFrame, styles: dict[str, dict]) -> None:
+def _draw_figure2_panel(axis: Any, group: pd.DataFrame, styles: dict[str, dict],
+                        paper: pd.DataFrame, dataset: str, ways: int, shots: int) -> None:
     reference = efficiency_reference()
-    column = reference.speedup_column
-    for row, speedup in zip(group.itertuples(index=False), group[column]):
-        label = _label(row)
-        axis.scatter([speedup], [row.accuracy_unified], s=45, label=label, zorder=3,
-                     **styles[label])
-        axis.annotate(f"{speedup:.1f}x", (speedup, row.accuracy_unified),
-                      textcoords="offset points", xytext=(5, 4), fontsize=7)
+    run, train = reference.speedup("run"), reference.speedup("train")
+    xs, ys = [], []
+    for row in group.itertuples(index=False):
+        style = styles[row.legend_name]
+        x_run, x_train = float(getattr(row, run)), float(getattr(row, train))
+        y, ci = float(row.accuracy_unified), _ci(row)
+        axis.errorbar([x_run], [y], yerr=None if math.isnan(ci) else [[ci], [ci]],
+                      color=style["color"], marker=style["marker"], markersize=7, capsize=3,
+                      linestyle="none", label=row.legend_name, zorder=3)
+        xs.append(x_run)
+        if math.isfinite(x_train) and x_train > 0:
+            axis.plot([x_train], [y], linestyle="none", marker=style["marker"], markersize=7,
+                      markerfacecolor="none", color=style["color"], zorder=3)
+            axis.plot([x_train, x_run], [y, y], color=style["color"], linewidth=0.8,
+                      alpha=0.6, zorder=2)
+            xs.append(x_train)
+        axis.annotate(f"{x_run:.1f}x" + (f" (training {x_train:.1f}x)"
+                                         if math.isfinite(x_train) else ""),
+                      (x_run, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        ys += [y - ci, y + ci] if not math.isnan(ci) else [y]
     ref = group[group["method"] == reference.display]
     if not ref.empty:
         axis.axhline(float(ref["accuracy_unified"].iloc[0]), color="0.5", linestyle="--",
                      linewidth=0.8)
     axis.axvline(1.0, color="0.5", linestyle=":", linewidth=0.8)
-    axis.margins(y=0.15)
-    _log_axis(axis, "{:g}x")
-    lo = min(0.8, float(group[column].min()) / 1.5)
-    hi = max(1.25, float(group[column].max()) * 1.5)
-    axis.set_xlim(lo, hi)
-    axis.set_xlabel(f"speed-up vs {reference.display} ({group['unit'].iloc[0]})")
-    axis.set_ylabel("test accuracy, unified protocol (%)")
-    axis.grid(alpha=0.3, which="both")
-
-
-def _draw_paper_points(axis: Any, paper: pd.DataFrame, dataset: str, ways: int,
-                       shots: int) -> None:
     here = paper[(paper["dataset"] == dataset) & (paper["ways"] == ways)
                  & (paper["shots"] == shots)]
     for row in here.itertuples(index=False):
         axis.scatter([row.speedup], [row.accuracy], s=60, facecolors="none", edgecolors="k",
-                     marker="o", zorder=2, label="paper, Table 4 (4x V100 GPU-hours)")
+                     marker="o", zorder=2)
         axis.annotate(f"{row.method} (paper)", (row.speedup, row.accuracy),
                       textcoords="offset points", xytext=(5, -10), fontsize=7)
-    if not here.empty:
-        left, right = axis.get_xlim()
-        axis.set_xlim(min(left, float(here["speedup"].min()) / 1.5),
-                      max(right, float(here["speedup"].max()) * 1.5))
+        xs.append(float(row.speedup))
+        ys.append(float(row.accuracy))
+    lo, hi = min([*xs, 1.0]), max([*xs, 1.0])
+    log_axis(axis, lo / 1.5, hi * 1.5, "{:g}x")
+    axis.set_ylim(*padded_range(ys, least=1.0))
+    axis.set_xlabel(f"speed-up vs {reference.display} ({group['unit'].iloc[0]}, log scale)")
+    axis.set_ylabel("test accuracy, unified protocol (%)")
+    axis.grid(alpha=0.3, which="major")
+
+
+def _ci(row: Any) -> float:
+    value = getattr(row, "accuracy_unified_ci95", float("nan"))
+    return float(value) if value is not None else float("nan")
 
 
 CLOCK_LABELS = {"train": "training", "run": "run (training + validation)"}
@@ -212,12 +215,22 @@ CLOCK_LABELS = {"train": "training", "run": "run (training + validation)"}
 def accuracy_vs_device_hours(efficiency: pd.DataFrame, out_png: Path,
                              warn: Callable[[str], None] = _warn, clock: str = "run"
                              ) -> Path | None:
+    """Draw :func:`device_hours_figure` into ``out_png``; returns the path, or None when the
+    frame has no row with device-hours."""
+    figure = device_hours_figure(efficiency, warn, clock)
+    return None if figure is None else save_png(figure, out_png)
+
+
+def device_hours_figure(efficiency: pd.DataFrame, warn: Callable[[str], None] = _warn,
+                        clock: str = "run") -> Figure | None:
     """Accuracy (unified protocol) against measured device-hours (log scale) of ``clock``:
     ``"run"`` (training plus validation, what the paper's GPU-hours count; the default) or
     ``"train"`` (the timing rule's training steps).
 
     One panel per dataset, ways, shots and unit, so CPU-hours and GPU-hours never share an
-    axis; needs no MetaOptNet run. Returns ``out_png``, or None when the frame is empty.
+    axis; needs no MetaOptNet run. Where a row has several seeds, bars show the accuracy's 95%
+    CI and one standard deviation of the device-hours over its seeds (one seed: the CI over
+    its test episodes, no horizontal bar). None when the frame has no device-hours.
     """
     column = f"{clock}_device_hours"
     if column not in efficiency.columns:
@@ -227,21 +240,35 @@ def accuracy_vs_device_hours(efficiency: pd.DataFrame, out_png: Path,
     if rows.empty:
         warn("device-hours plot not drawn: no finished results with measured device-hours")
         return None
-    styles = _style_map(_label(r) for r in rows.itertuples(index=False))
+    rows = rows.reset_index(drop=True)
+    names, notes = legend_names(rows)
+    rows = rows.assign(legend_name=names)
+    styles = style_map(names)
     panels = _panels(rows, _PANEL_KEYS + ["unit"])
-    figure, axes = _grid(len(panels))
+    figure, axes = grid(len(panels))
+    spread = f"{column}_sd"
     for axis, ((dataset, ways, shots, unit), group) in zip(axes, panels):
+        xs, ys = [], []
         for row in group.itertuples(index=False):
-            label = _label(row)
-            axis.scatter([getattr(row, column)], [row.accuracy_unified], s=45, label=label,
-                         zorder=3, **styles[label])
-        axis.margins(y=0.15)
-        _log_axis(axis, "{:g}")
-        lo, hi = float(group[column].min()), float(group[column].max())
-        axis.set_xlim(lo / 2.0, hi * 2.0)
-        axis.set_xlabel(f"{CLOCK_LABELS[clock]} {unit} (timing rule of bench.timing)")
+            x, y, ci = float(getattr(row, column)), float(row.accuracy_unified), _ci(row)
+            sd = float(getattr(row, spread, float("nan")))
+            xerr = [[min(sd, 0.5 * x)], [sd]] if row.seeds > 1 and math.isfinite(sd) else None
+            style = styles[row.legend_name]
+            axis.errorbar([x], [y], xerr=xerr, yerr=None if math.isnan(ci) else [[ci], [ci]],
+                          color=style["color"], marker=style["marker"], markersize=7, capsize=3,
+                          linestyle="none", label=row.legend_name, zorder=3)
+            xs += [x - (xerr[0][0] if xerr else 0.0), x + (xerr[1][0] if xerr else 0.0)]
+            ys += [y - ci, y + ci] if not math.isnan(ci) else [y]
+        log_axis(axis, min(xs) / 1.6, max(xs) * 1.6)
+        axis.set_ylim(*padded_range(ys, least=1.0))
+        axis.set_xlabel(f"{CLOCK_LABELS[clock]} {unit} per run (log scale)")
         axis.set_ylabel("test accuracy, unified protocol (%)")
         axis.set_title(f"{dataset} {ways}-way {shots}-shot, {unit}", fontsize=10)
-        axis.grid(alpha=0.3, which="both")
-    return _legend_and_save(figure, axes, f"Accuracy vs {CLOCK_LABELS[clock]} device-hours",
-                            out_png)
+        axis.grid(alpha=0.3, which="major")
+    clock_note = CLOCK_NOTES[clock]
+    notes = notes + [f"x: {clock_note} (mean over seeds; bars: one standard deviation over "
+                     "seeds, shown where a row has several). y: mean test accuracy; bars: its "
+                     "95% CI (over seeds where there are two or more, else over the test "
+                     "episodes of one seed)."]
+    return finish(figure, axes, f"Test accuracy against {CLOCK_LABELS[clock]} device-hours",
+                  notes)

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -177,10 +177,18 @@ class TrainSession:
     exactly where it was taken."""
 
     def __init__(self, training: Training, dataset: FewShotDataset, config: RunConfig,
-                 device: torch.device, parallel: Parallel = SINGLE,
+                 device: torch.device, parallel: Parallel = SINGLE, *,
+                 val_stream: str = "val",
+                 on_epoch: Callable[[int, float], None] | None = None,
                  epoch_log: EpochLogger | None = None) -> None:
-        """``epoch_log``: handed each epoch's numbers (``--log``, :mod:`bench.epoch_log`)."""
+        """``val_stream``: the episode stream validation draws from the val split
+        (:func:`bench.training.stream_seed`; ``bench tune`` uses its own, ``"tune"``);
+        ``on_epoch(epoch, val_accuracy)``: called after each epoch's validation and model
+        selection (``bench tune`` reports to its pruner there; an exception it raises ends
+        training); ``epoch_log``: handed each epoch's numbers (``--log``,
+        :mod:`bench.epoch_log`)."""
         budget = config.budget
+        self.val_stream, self.on_epoch = val_stream, on_epoch
         self.training, self.dataset, self.config = training, dataset, config
         self.method, self.optimizer = training.method, training.optimizer
         self.sampler, self.train_loader, self.augment = (training.sampler, training.loader,
@@ -291,7 +299,7 @@ class TrainSession:
         budget, config = self.config.budget, self.config
         val_sampler = EpisodeSampler(self.dataset.val, config.ways,
                                      budget.val_shots or config.shots, config.queries,
-                                     stream_seed(config.seed, "val"))
+                                     stream_seed(config.seed, self.val_stream))
         episodes = val_sampler.sample(budget.val_episodes)
         if config.select_on == "native" and self.method.has_native_adaptation:
             accs = sharded_map(lambda part: evaluate_native(
@@ -322,6 +330,8 @@ class TrainSession:
         else:
             self.since_best += 1
         o.epochs, self.step_in_epoch, self.epoch_loss = epoch, 0, 0.0
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, val)
         if progress and self.parallel.is_main:
             tqdm.write(f"{self.config.key}: epoch {epoch} val {val:.2f}% "
                        f"(best {o.best_val:.2f}% at epoch {o.best_epoch})")
@@ -396,7 +406,7 @@ def train(training: Training, dataset: FewShotDataset, config: RunConfig,
           epoch_log: EpochLogger | None = None) -> TrainOutcome:
     """The timed training loop with validation-based model selection and early stopping;
     resumes from ``checkpoint`` when it holds one; ``epoch_log`` gets each epoch's numbers."""
-    session = TrainSession(training, dataset, config, device, parallel, epoch_log)
+    session = TrainSession(training, dataset, config, device, parallel, epoch_log=epoch_log)
     if checkpoint is not None:
         _resume(session, checkpoint, timer)
     return session.run(timer, progress, checkpoint)

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
+from bench.reference import REFERENCE_CSV
+
 #: MTL's paper budget stops early (docs/references.md#mtl) and the paper does not say after how
 #: many epochs; the extrapolation assumes this many unless ``--assume-epochs`` says otherwise.
 #: It is MetaOptNet's own epoch count (60): a neutral choice, not a measured one. The break-even
@@ -44,7 +45,7 @@ def paper_ratio(method: str, reference: str, reference_csv: Path = REFERENCE_CSV
     return {"method_gpu_hours": float(mine["value"]), "reference_gpu_hours": float(ref["value"]),
             "ratio": float(ref["value"]) / float(mine["value"]),
             "source": f"{ref['source']}, {ref['dataset']} {ref['ways']}-way {ref['shots']}-shot "
-                      "(results/reference/paper.csv)"}
+                      "(bench/reference/paper.csv)"}
 
 
 def budget_projection(entry: dict[str, Any], assume_epochs: int) -> dict[str, Any]:

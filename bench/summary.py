@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
 from bench.compare import EQUIVALENT, NOT_PAIRED, paired_comparisons
 from bench.paired_tables import PairedOptions, resolve_baseline
-from bench.table import accuracy_rows, display_name, efficiency_rows, load_results
+from bench.data_split import dataset_label
+from bench.table import (accuracy_rows, display_name, efficiency_reference, efficiency_rows,
+                         load_results, unavailable_note)
 
 TABLE_FILES = ("accuracy.csv", "accuracy.md", "efficiency.csv", "efficiency.md",
                "comparison.csv", "comparison.md", "time_to_accuracy.csv", "time_to_accuracy.md",
@@ -72,6 +75,9 @@ def _diff(row: object) -> str:
     if row.verdict == NOT_PAIRED or math.isnan(row.mean_diff):
         return f"not paired ({row.note})" if row.note else "not paired"
     verdict = "equivalent" if row.verdict == EQUIVALENT else str(row.verdict)
+    holm = getattr(row, "verdict_holm", row.verdict)  # the verdict after Holm's correction
+    if holm != row.verdict:
+        verdict += f" (Holm: {'equivalent' if holm == EQUIVALENT else holm})"
     return f"{row.mean_diff:+.2f} [{row.ci95_low:+.2f}, {row.ci95_high:+.2f}] {verdict}"
 
 
@@ -88,11 +94,14 @@ def _paired_lines(pairs: pd.DataFrame, baseline: str, margin: float) -> list[str
                      (_diff(native) if native is not None else "–")])
     rows.sort(key=lambda r: r[0].lower())
     return ([f"Paired difference from {baseline} on the same test episodes (method - "
-             f"{baseline}, points;", f"[95% CI] and verdict at a ±{margin:g}-point margin; "
-             "comparison.md says how):"] + _table(header, rows))
+             f"{baseline}, points;", f"[95% CI] and verdict at a ±{margin:g}-point margin, "
+             "Holm's where it differs; comparison.md says how):"] + _table(header, rows))
 
 
 def _cost_lines(cost: pd.DataFrame, shots: list[int], baseline: str) -> list[str]:
+    """Training device-hours per run, each with its cost relative to ``baseline``'s (the
+    method's hours / the baseline's: above 1 costs more). The full tables' speed-ups run the
+    other way (the reference method's hours / the row's), and the header says so."""
     unit = "/".join(sorted(cost["unit"].unique()))
     header = ["training cost"] + [f"{s}-shot" for s in shots]
     rows = []
@@ -109,17 +118,21 @@ def _cost_lines(cost: pd.DataFrame, shots: list[int], baseline: str) -> list[str
                      if not base.empty and float(base["device_hours"].iloc[0]) > 0 else "")
             row.append(f"{hours:#.3g}{ratio}")
         rows.append(row)
-    return [f"Training cost ({unit} of training steps; x = ratio to {baseline}):"] \
-        + _table(header, rows)
+    reference = efficiency_reference()
+    return [f"Training cost ({unit} of training steps per run; (2.0x) = the method's hours / "
+            f"{baseline}'s, so 2.0x costs twice as much;",
+            f"efficiency.md's speed-ups run the other way: {reference.display}'s hours / the "
+            "row's, on training and on run device-hours):"] + _table(header, rows)
 
 
 def brief_summary(folder: Path, written_to: Path | None = None,
-                  options: PairedOptions | None = None, strict: bool = True) -> str:
+                  options: PairedOptions | None = None, strict: bool = True,
+                  written: Sequence[Path] | None = None) -> str:
     """The summary of the results under ``folder`` (writes nothing: ``bench table --brief``
-    writes the full tables first); ``written_to``: the folder the table files went to, whose
-    files the last line lists (None: none were written). ``options``: the paired tables'
-    baseline and margin; ``strict`` False: invalid result files are left out, as the tables
-    leave them out."""
+    writes the full tables first); ``written``: the files the tables wrote, which the last
+    line lists (None with ``written_to``: the table files found in that folder; both None:
+    none were written). ``options``: the paired tables' baseline and margin; ``strict``
+    False: invalid result files are left out, as the tables leave them out."""
     folder = Path(folder)
     options = options or PairedOptions()
     results = load_results(folder, None if strict else [])
@@ -135,7 +148,9 @@ def brief_summary(folder: Path, written_to: Path | None = None,
         shots = sorted(block["shots"].unique())
         seeds = sorted(block["seeds"].unique())
         episodes = sorted(block["episodes"].unique())
-        lines += ["", f"== {dataset}, {ways}-way, {budget} budget: "
+        splits = sorted({p for p in block["split"] if isinstance(p, str) and p})
+        lines += ["", f"== {dataset_label(dataset, ', '.join(splits))}, {ways}-way, "
+                      f"{budget} budget: "
                       f"{'/'.join(map(str, seeds))} seed(s), "
                       f"{'/'.join(map(str, episodes))} test episodes per run =="]
         lines += _accuracy_lines(block, shots)
@@ -153,7 +168,12 @@ def brief_summary(folder: Path, written_to: Path | None = None,
                       + "; ".join(f"{r['key']} ({r['error'][:80]})" for r in failed)]
     if not lines:
         lines = ["No finished results."]
-    if written_to is not None:
+    note = unavailable_note(results)
+    if note:
+        lines += ["", note]
+    if written is not None:
+        lines += ["", "Written: " + (", ".join(str(p) for p in written) or "nothing")]
+    elif written_to is not None:
         written_to = Path(written_to)
         names = [written_to / n for n in TABLE_FILES]
         names += sorted(written_to.glob("learning_curves_*.png"))

@@ -11,7 +11,7 @@ the same way (``data 1a2b3c4d``). Two finished results of one identity and seed 
 - accuracy (Wang et al. 2021, Table 3 layout): a row per method, backbone, protocol, budget
   and variant; a column per dataset and shot count; cells "mean ± CI". Over two or more seeds
   the ± is a t-based 95% CI over seed means; a single-seed cell (marked †) shows the 95% CI
-  over episodes. The paper's reported numbers (``results/reference/paper.csv``) appear as extra
+  over episodes. The paper's reported numbers (``bench/reference/paper.csv``) appear as extra
   rows where a measured method claims them (:attr:`methods.base.FewShotMethod.reported_as`),
   labelled with their head where the source has several (MetaOptNet-SVM, MetaOptNet-RR).
 - efficiency (Table 4 layout): accuracy, both cost figures (training device-hours, and run
@@ -40,6 +40,7 @@ import pandas as pd
 
 from bench.cells import cell_settings
 from bench.config import RunConfig, canonical_json
+from bench.data_split import dataset_label, split_label
 from bench.results import ResultFileError, RunResult, data_fingerprint, read_result
 from core.atomic import write_text_atomic
 from datasets import by_benchmark
@@ -49,8 +50,8 @@ from methods.plugins import MethodImportError, import_method
 from methods.base import FewShotMethod
 from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
+from bench.reference import REFERENCE_CSV  # package data: the paper's reported numbers
 
-REFERENCE_CSV = Path(__file__).resolve().parents[1] / "results" / "reference" / "paper.csv"
 SKIP_DIRS = {"reference", "speed", "theory", "evals", "models", "plans"}
 """Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
 files, plans: ``bench plan``'s)."""
@@ -181,14 +182,42 @@ class Experiment:
     variant: str = ""
 
 
-def _settings_and_variant(config: dict[str, Any]) -> tuple[str, str]:
-    """(canonical settings, variant label) of a result's config."""
+def _settings_and_variant(config: dict[str, Any], key: str | None = None) -> tuple[str, str]:
+    """(canonical settings, variant label) of a result's config (``key``: the result's
+    recorded run key; None for results migrated from schema /1, whose keys did not tell
+    settings apart).
+
+    Where the budget's defaults cannot be known here (the method's class is not available, for
+    any reason), the recorded key says whether the run was its budget's defaults when it ran
+    (a key without a settings hash: :attr:`bench.config.RunConfig.key`): those runs get no
+    variant, so a method's rows stay together under its name across datasets and shots instead
+    of splitting by a hash of every setting; the others are "settings <hash>"."""
     try:
         run = RunConfig.from_dict(config)
     except (TypeError, ValueError, KeyError):
         flat = {k: v for k, v in config.items() if k not in ("seed", "method_source")}
         return canonical_json(flat), "settings as recorded"
+    if run.defaults() is None:
+        variant = "" if key == run.readable_key else f"settings {run.settings_hash()}"
+        return canonical_json(run.settings()), variant
     return canonical_json(run.settings()), run.variant()
+
+
+def unavailable_note(results: list[RunResult]) -> str:
+    """One sentence naming the recorded methods whose class is not available here (not
+    registered, its recorded import path not imported), or "" when every one is."""
+    missing: dict[str, str] = {}
+    for r in results:
+        method = (r.get("config") or {}).get("method")
+        if r.get("status") == "ok" and method is not None and method not in METHODS:
+            missing.setdefault(method, str(r["config"].get("method_source") or ""))
+    if not missing:
+        return ""
+    named = ", ".join(f"{m} ({source})" if source else m for m, source in sorted(missing.items()))
+    return (f"Not available here: {named}; their rows are shown under the recorded method "
+            "name, and their settings cannot be compared with their budget's defaults (a row "
+            "is the defaults where its runs' keys say so, else \"settings <hash>\"). Install "
+            "or put the method's package on PYTHONPATH to name their variants.")
 
 
 def experiments(results: list[RunResult]) -> list[Experiment]:
@@ -200,7 +229,8 @@ def experiments(results: list[RunResult]) -> list[Experiment]:
     for r in results:
         if r["status"] != "ok":
             continue
-        settings, variant = _settings_and_variant(r["config"])
+        settings, variant = _settings_and_variant(
+            r["config"], None if r.get("migrated_from") else r.get("key"))
         fingerprint = data_fingerprint(r)
         key = (settings, fingerprint)
         seed_key = (settings, fingerprint, int(r["config"]["seed"]))
@@ -226,7 +256,9 @@ def experiments(results: list[RunResult]) -> list[Experiment]:
 
 
 ACCURACY_COLUMNS = ["method", "backbone", "protocol", "budget", "dataset", "ways", "shots",
-                    "seeds", "episodes", "mean", "ci95", "ci_kind", "source", "variant"]
+                    "seeds", "episodes", "mean", "ci95", "ci_kind", "source", "variant", "split"]
+"""``split``: the class split where it is not the dataset's standard one ("242-class subset",
+:func:`bench.data_split.split_label`; empty for the standard split)."""
 
 
 def accuracy_rows(results: list[RunResult]) -> pd.DataFrame:
@@ -250,12 +282,13 @@ def accuracy_rows(results: list[RunResult]) -> pd.DataFrame:
                 "episodes": int(np.mean([len(r["test"][key]["accuracies"]) for r in runs])),
                 "mean": float(np.mean(means)), "ci95": float(ci), "ci_kind": kind,
                 "source": "measured", "variant": experiment.variant,
+                "split": split_label(runs[0]),
             })
     return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
 
 
 def reported_names(display: str) -> dict[str, str]:
-    """The reference rows (``results/reference/paper.csv``: method, or method-head) that the
+    """The reference rows (``bench/reference/paper.csv``: method, or method-head) that the
     registered method shown as ``display`` claims, each with why (its class's
     ``reported_as``; default: its own name)."""
     for name in METHODS.names():
@@ -304,7 +337,8 @@ def reference_rows(measured: pd.DataFrame, reference_csv: Path = REFERENCE_CSV,
                      "shots": int(r["shots"]), "seeds": 0, "episodes": 0,
                      "mean": float(r["value"]),
                      "ci95": float(r["ci95"]) if pd.notna(r["ci95"]) else float("nan"),
-                     "ci_kind": "as reported", "source": str(r["source"]), "variant": note})
+                     "ci_kind": "as reported", "source": str(r["source"]), "variant": note,
+                     "split": ""})
         why = reported_names(claimed).get(name, "")
         if why:
             notes[name] = f"{name} is shown for {claimed}: {why}."
@@ -319,7 +353,7 @@ def reference_notes(reference: pd.DataFrame) -> list[str]:
     return list(reference.attrs.get("notes", []))
 
 
-#: What the ``head`` column of ``results/reference/paper.csv`` abbreviates.
+#: What the ``head`` column of ``bench/reference/paper.csv`` abbreviates.
 HEADS = {"SVM": "SVM head", "RR": "ridge-regression head"}
 
 
@@ -340,8 +374,9 @@ def _markdown(frame: pd.DataFrame) -> str:
 def accuracy_markdown(long: pd.DataFrame) -> str:
     if long.empty:
         return "_No finished results._\n"
-    long = long.assign(column=[_column(d, w, s) for d, w, s in
-                               zip(long["dataset"], long["ways"], long["shots"])],
+    long = long.assign(column=[_column(dataset_label(d, p), w, s) for d, w, s, p in
+                               zip(long["dataset"], long["ways"], long["shots"],
+                                   long["split"])],
                        cell=[_cell(m, c, k) for m, c, k in
                              zip(long["mean"], long["ci95"], long["ci_kind"])])
     keys = ["method", "backbone", "protocol", "budget", "variant"]
@@ -356,7 +391,12 @@ def accuracy_markdown(long: pd.DataFrame) -> str:
 EFFICIENCY_COLUMNS = ["method", "backbone", "budget", "dataset", "ways", "shots", "seeds",
                       "accuracy_unified", "accuracy_native", "train_device_hours",
                       "run_device_hours", "device_hours", "unit", "device", "device_count",
-                      "images_seen", "steps", "variant"]
+                      "images_seen", "steps", "variant", "accuracy_unified_ci95",
+                      "train_device_hours_sd", "run_device_hours_sd", "split"]
+"""``accuracy_unified_ci95``: the accuracy table's 95% CI of the unified mean (over seeds
+where there are two or more, else over the episodes of one seed); ``*_device_hours_sd``: the
+standard deviation of the device-hours over the row's seeds (NaN for one seed); ``split``: as
+in :data:`ACCURACY_COLUMNS`."""
 
 
 def _device(run: RunResult) -> tuple[str, int, str]:
@@ -373,6 +413,17 @@ def _is_reference_default(config: dict[str, Any]) -> bool:
     except (TypeError, ValueError, KeyError):
         return False
     return default is not None and default.settings()["budget"] == run.settings()["budget"]
+
+
+def _unified_ci(runs: list[RunResult]) -> float:
+    """The accuracy table's 95% CI of the unified mean of ``runs`` (:func:`accuracy_rows`)."""
+    if len(runs) >= 2:
+        return float(seed_ci95([r["test"]["unified"]["mean"] for r in runs]))
+    return float(runs[0]["test"]["unified"]["ci95"])
+
+
+def _sd(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else float("nan")
 
 
 def efficiency_rows(results: list[RunResult]) -> pd.DataFrame:
@@ -403,6 +454,10 @@ def efficiency_rows(results: list[RunResult]) -> pd.DataFrame:
                 "images_seen": int(np.mean([t["images_seen"] for t in timings])),
                 "steps": int(np.mean([t["steps"] for t in timings])),
                 "variant": experiment.variant,
+                "accuracy_unified_ci95": _unified_ci(runs),
+                "train_device_hours_sd": _sd([t["train_device_hours"] for t in timings]),
+                "run_device_hours_sd": _sd([t["run_device_hours"] for t in timings]),
+                "split": split_label(runs[0]),
             })
             cells.append((canonical_json(cell_settings(c)), device, count, unit,
                           c["method"] == efficiency_reference().name, c))
@@ -436,8 +491,8 @@ def efficiency_markdown(frame: pd.DataFrame, reference_csv: Path = REFERENCE_CSV
 
     shown = pd.DataFrame({
         "method": frame["method"], "backbone": frame["backbone"], "budget": frame["budget"],
-        "dataset": [_column(d, w, s) for d, w, s in
-                    zip(frame["dataset"], frame["ways"], frame["shots"])],
+        "dataset": [_column(dataset_label(d, p), w, s) for d, w, s, p in
+                    zip(frame["dataset"], frame["ways"], frame["shots"], frame["split"])],
         "accuracy (unified)": frame["accuracy_unified"].map("{:.2f}".format),
         "accuracy (native)": frame["accuracy_native"].map("{:.2f}".format),
         "train device-hours": [f"{h:.4f} {u}" for h, u in
@@ -515,10 +570,11 @@ def make_tables(folder: Path, out_dir: Path | None = None,
     acc_md = ("## Test accuracy (%), 95% confidence intervals\n\n"
               + accuracy_markdown(accuracy)
               + f"\n± over two or more seeds: {SEED_CI_RULE}. † one seed: {EPISODE_CI_RULE}. "
-              "‡ as reported in the paper (`results/reference/paper.csv`).\n"
+              "‡ as reported in the paper (`bench/reference/paper.csv`).\n"
               "Variant: the settings that differ from the budget's defaults (empty: the "
               "defaults); rows of different settings are never averaged. "
               + "".join(f"{note} " for note in reference_notes(reference))
+              + (f"{unavailable_note(results)} " if unavailable_note(results) else "")
               + "Protocols: unified = fresh logistic-regression head on frozen L2-normalised "
               "features (Wang et al. 2021, Sec. 3.4); native = the method's own adaptation "
               "(a single \"unified (= native)\" row for methods without one, such as "
@@ -535,8 +591,11 @@ def make_tables(folder: Path, out_dir: Path | None = None,
     from bench.l2_table import make_l2_table  # Table 5, from the eval results (if any)
 
     l2_md = make_l2_table(folder, out_dir, reference_csv, skipped, write=write)
+    from bench.tuning_table import make_tuning_table  # bench tune's studies (if any)
+
+    tuning_md = make_tuning_table(folder, out_dir, results, skipped, write=write)
     return acc_md + "\n" + eff_md + "\n" + paired_md + (f"\n{l2_md}" if l2_md else "") \
-        + skipped_section(skipped or [])
+        + (f"\n{tuning_md}" if tuning_md else "") + skipped_section(skipped or [])
 
 
 def write_tables(out_dir: Path, accuracy: pd.DataFrame, efficiency: pd.DataFrame,

@@ -37,14 +37,16 @@ from methods.plugins import method_class
 from methods.backbones import build_backbone
 from methods.base import FewShotMethod
 
-_STREAMS = {"train": 1, "val": 2, "test": 3, "augment": 4}
+_STREAMS = {"train": 1, "val": 2, "test": 3, "augment": 4, "tune": 5}
+"""Episode streams per run seed: ``tune`` is the validation split's stream that ``bench tune``'s
+trials select on, apart from the runs' own ``val`` stream."""
 
 TrainingSampler = EpisodeSampler | ImageBatchSampler
 """A run's training stream: ``sample(meta_batch)`` gives the indices of one step's batch."""
 
 
 def stream_seed(seed: int, purpose: str) -> int:
-    """Seed of the episode stream ``purpose`` (train/val/test) of run seed ``seed``.
+    """Seed of the episode stream ``purpose`` (train/val/test/augment/tune) of run seed ``seed``.
 
     Depends on nothing but these two, so every method draws the same test episodes.
     """

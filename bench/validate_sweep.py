@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Hashable, Iterable, Sequence, TypeVar
 
 from bench.config import RunConfig
+from core.budget import schedule_problems
 from datasets import ClassSplit, FewShotDataset
 from methods.backbones import BACKBONES
 from methods.plugins import method_class
@@ -100,6 +101,7 @@ def config_problems(config: RunConfig, dataset: FewShotDataset) -> list[str]:
         if getattr(budget, field) < minimum:
             problems.append(f"budget {budget.name!r} of {config.method} on {config.dataset}: "
                             f"{field} is {getattr(budget, field)}, must be at least {minimum}")
+    problems += schedule_problems(budget)
     where = config.dataset  # the message says the episodes' shape where it matters
     val_shots = budget.val_shots or config.shots
     training = f"{where}, {config.method}'s training"

@@ -7,10 +7,13 @@ It lives in the neutral layer so a method class can build its own paper budget
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from core.convergence import PlateauRule
+from core.hparams import HParam, HParamError
 
 #: The references' DropBlock ramp: the keep rate falls linearly over this many counts
 #: (``20*2000`` in [MON] ``models/ResNet12_embedding.py:62`` and [MTL] ``models/resnet.py:161``;
@@ -110,3 +113,127 @@ def as_image_batches(budget: TrainBudget, ways: int = 5) -> TrainBudget:
     every method the same number of images per step and steps per run."""
     images = budget.meta_batch * ways * (budget.train_shots + budget.train_queries)
     return dataclasses.replace(budget, meta_batch=images, train_shots=1, train_queries=0)
+
+
+#: The budget fields ``bench run --set FIELD=VALUE`` (and ``bench tune``'s search) may change,
+#: each with what it accepts (:class:`core.hparams.HParam`'s types and ranges; the default shown
+#: is :class:`TrainBudget`'s, a named budget sets its own). The two list fields,
+#: :data:`SETTABLE_LISTS`, are checked apart.
+SETTABLE_FIELDS: Mapping[str, HParam] = {
+    "optimizer": HParam("radam", str, choices=("radam", "adam", "sgd"), doc="optimiser"),
+    "lr": HParam(1e-3, float, gt=0, doc="learning rate"),
+    "weight_decay": HParam(0.0, float, ge=0, doc="L2 penalty of the optimiser"),
+    "momentum": HParam(0.9, float, ge=0, lt=1, doc="SGD momentum"),
+    "nesterov": HParam(False, bool, doc="SGD with Nesterov momentum"),
+    "schedule": HParam("plateau", str, choices=("plateau", "step", "linear", "constant"),
+                       doc="learning-rate schedule"),
+    "plateau_factor": HParam(0.1, float, gt=0, lt=1, doc="plateau schedule's cut factor"),
+    "plateau_patience": HParam(4, int, ge=0, doc="plateau schedule's patience (epochs)"),
+    "epochs": HParam(8, int, ge=1, doc="(maximum) epochs"),
+    "steps_per_epoch": HParam(50, int, ge=1, doc="optimiser steps per epoch"),
+    "meta_batch": HParam(2, int, ge=1, doc="tasks (or images) per step"),
+    "train_shots": HParam(5, int, ge=1, doc="support images per class of training tasks"),
+    "train_queries": HParam(5, int, ge=0, doc="query images per class of training tasks"),
+    "early_stop_patience": HParam(None, int, ge=1, optional=True,
+                                  doc="epochs without validation gain before stopping; null: "
+                                      "never"),
+    "val_episodes": HParam(400, int, ge=1, doc="validation episodes per epoch"),
+}
+#: List fields of ``--set`` (``lr_epochs=26,36`` or ``[26,36]``): element type and what
+#: each element accepts.
+SETTABLE_LISTS: Mapping[str, HParam] = {
+    "lr_epochs": HParam(2, int, ge=2, doc="step schedule: 1-based epochs from which each "
+                                          "factor applies"),
+    "lr_factors": HParam(0.1, float, gt=0, doc="step schedule: the factor from each of "
+                                                "lr_epochs on"),
+}
+
+
+def _settable_description() -> str:
+    scalars = [f"{name} ({hp.accepted()})" for name, hp in SETTABLE_FIELDS.items()]
+    lists = [f"{name} (a list of {_plural(hp)})" for name, hp in SETTABLE_LISTS.items()]
+    return "; ".join(scalars + lists)
+
+
+def _plural(spec: HParam) -> str:
+    """What each element of a list field accepts, in the plural ("integers >= 2")."""
+    return spec.accepted().replace("an integer", "integers").replace("a number", "numbers")
+
+
+def _as_list(value: Any) -> Any:
+    """A list field's value as a list: ``26,36`` arrives from the command line as the string
+    ``"26,36"`` (not JSON), a single number as that number."""
+    if isinstance(value, str):
+        try:
+            return [json.loads(part) for part in value.split(",") if part.strip()]
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, tuple):  # already checked once (a TrainBudget's own)
+        return list(value)
+    return value
+
+
+def validate_budget_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` (``--set`` pairs, values JSON-decoded as ``--hparam``'s) checked field by
+    field, as :func:`core.hparams.validate_hparams` checks hyperparameters and with messages of
+    the same form; list fields become tuples and a whole number given for a float field a
+    float, so one setting has one spelling in a run's identity. Raises
+    :class:`core.hparams.HParamError` (a ``ValueError``)."""
+    known = {**SETTABLE_FIELDS, **SETTABLE_LISTS}
+    unknown = [key for key in settings if key not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise HParamError(f"--set: the budget has no field {', '.join(hints)}. "
+                          f"Valid: {_settable_description()}")
+    problems, out = [], {}
+    for key, value in settings.items():
+        if key in SETTABLE_LISTS:
+            spec, items = SETTABLE_LISTS[key], _as_list(value)
+            bad = not isinstance(items, list) or not items or any(
+                spec.problem(item) is not None for item in items)
+            if bad:
+                problems.append(f"{key} must be a non-empty list of {_plural(spec)}, got "
+                                f"{json.dumps(value)}")
+                continue
+            out[key] = tuple(float(v) if spec.type is float else v for v in items)
+            continue
+        spec = SETTABLE_FIELDS[key]
+        problem = spec.problem(value)
+        if problem is not None:
+            problems.append(f"{key} {problem}, got {json.dumps(value)}")
+            continue
+        out[key] = float(value) if spec.type is float and value is not None else value
+    if problems:
+        raise HParamError("--set: field " + "; ".join(problems))
+    return out
+
+
+def with_settings(budget: TrainBudget, settings: Mapping[str, Any]) -> TrainBudget:
+    """``budget`` with ``--set``'s fields (:func:`validate_budget_settings`) replaced."""
+    return dataclasses.replace(budget, **validate_budget_settings(settings)) if settings \
+        else budget
+
+
+def schedule_problems(budget: TrainBudget) -> list[str]:
+    """What is inconsistent in ``budget``'s schedule (a step schedule whose boundaries and
+    factors do not pair up, are not increasing, or lie past its last epoch)."""
+    if budget.schedule != "step":
+        return []
+    epochs, factors = tuple(budget.lr_epochs), tuple(budget.lr_factors)
+    where = f"budget {budget.name!r}"
+    if len(epochs) != len(factors):
+        return [f"{where}: the step schedule needs one factor per boundary; lr_epochs has "
+                f"{len(epochs)} ({list(epochs)}), lr_factors {len(factors)} ({list(factors)})"]
+    problems = []
+    if list(epochs) != sorted(set(epochs)):
+        problems.append(f"{where}: lr_epochs must be strictly increasing, got {list(epochs)}")
+    late = [e for e in epochs if e > budget.epochs]
+    if late:
+        problems.append(f"{where}: lr_epochs {late} lie past the last epoch ({budget.epochs}); "
+                        "the rate would never be cut there (set epochs or lr_epochs)")
+    return problems

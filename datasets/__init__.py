@@ -38,7 +38,7 @@ class DatasetInfo:
     description: str
     benchmark: str
     """Stable id of the benchmark this dataset is, the name the paper's tables use for it
-    (``results/reference/paper.csv``), e.g. ``"mini-imagenet"``."""
+    (``bench/reference/paper.csv``), e.g. ``"mini-imagenet"``."""
     channels: int
     image_size: int
     classes: tuple[int, int, int]

@@ -35,6 +35,7 @@ from torch.func import functional_call
 
 from core.budget import TrainBudget
 from core.hparams import HParam
+from core.search import Range
 from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods import register_method
@@ -61,6 +62,10 @@ class ANIL(InnerLoopMethod):
         "freeze_head_init": HParam(False, bool, doc="Eq. 5: the head starts every inner loop "
                                                     "from zero and is not meta-learned"),
     }
+    # bench tune: the inner loop's rate and length in training (Finn's 0.4 on Omniglot,
+    # learn2learn's 0.1 on mini-ImageNet lie inside)
+    search_space = {"inner_lr": Range(0.01, 1.0, log=True),
+                    "train_steps": Range(1, 5, integer=True)}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from core.hparams import HParam, validate_hparams
+from core.search import SearchDim
 from datasets.episodes import TaskBatch
 from methods.backbones import Backbone
 from methods.taxonomy import Table1
@@ -63,7 +64,7 @@ class FewShotMethod(nn.Module):
       protocol does, and calls :meth:`adapt_features` per episode (the method implements it).
       Not for adaptations that normalise with a batch's statistics (MAML) or touch the
       backbone;
-    - ``reported_as``: the rows of the paper's tables (``results/reference/paper.csv``: a
+    - ``reported_as``: the rows of the paper's tables (``bench/reference/paper.csv``: a
       method name, with its head where the source names one, e.g. ``"MetaOptNet-SVM"``) that
       report this method under its paper budget, each with why, where the row is not simply
       the method's own (``bench table`` shows the row next to the method and the why in its
@@ -74,6 +75,10 @@ class FewShotMethod(nn.Module):
       adaptation builds its head from the episode's own classes (prototypes, ridge, SVM), or
       when there is none. ``bench eval`` and :mod:`bench.api` refuse other way counts for the
       native protocol of a method that declares it;
+    - ``search_space``: what ``bench tune`` searches for it beyond the shared optimiser space
+      (:mod:`core.search`: a :class:`~core.search.Range` or :class:`~core.search.Choice` per
+      hyperparameter of ``hparam_spec``, inside its declared range); empty: only the shared
+      space;
     - :meth:`paper_budget`: its original paper's training setting per (dataset, shots).
 
     ``name`` is set by :func:`methods.register_method`; ``display_name``,
@@ -98,6 +103,7 @@ class FewShotMethod(nn.Module):
     native_reuses_features: ClassVar[bool] = False
     native_ways_fixed: ClassVar[bool] = False
     reported_as: ClassVar[Mapping[str, str]] = {}
+    search_space: ClassVar[Mapping[str, SearchDim]] = {}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:

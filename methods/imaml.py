@@ -61,6 +61,7 @@ import torch
 
 from core.budget import TrainBudget
 from core.hparams import HParam
+from core.search import Range
 from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods import register_method
@@ -133,6 +134,9 @@ class IMAML(ProximalMethod):
     # proximal term acts from the second), 2 CG steps (one is only a rescaled first-order
     # gradient), 4 test steps. A step still costs twice quick MAML's (README, "Budgets").
     quick_hparams = {"train_steps": 2, "cg_steps": 2, "test_steps": 4}
+    # bench tune: the proximal strength and the inner solve's step size
+    search_space = {"lam": Range(0.1, 10.0, log=True),
+                    "inner_lr": Range(0.01, 1.0, log=True)}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from core.budget import TrainBudget
+from core.search import Range
 from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods import register_method
@@ -53,6 +54,10 @@ class MAML(AllLayersNetwork, InnerLoopMethod):
     # maml_miniimagenet.py setting instead (one inner step at rate 0.5,
     # docs/references.md#maml-anil).
     quick_hparams = {"inner_lr": 0.5, "train_steps": 1, "test_steps": 1}
+    # bench tune: the inner rate and up to 3 second-order steps (each adds a quick budget's
+    # worth of CPU time; a method that needs more steps pays for them)
+    search_space = {"inner_lr": Range(0.05, 1.0, log=True),
+                    "train_steps": Range(1, 3, integer=True)}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:

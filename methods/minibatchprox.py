@@ -65,6 +65,7 @@ from __future__ import annotations
 import torch
 
 from core.budget import TrainBudget
+from core.search import Range
 from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods import register_method
@@ -101,6 +102,9 @@ class MinibatchProx(ProximalMethod):
     # steps 14 times its native evaluation, so the quick runs take 3 inner steps and 8 test
     # steps at the same rate and lam: 1.7 and 3.9 times MAML's (README, "Budgets").
     quick_hparams = {"train_steps": 3, "test_steps": 8}
+    # bench tune: the proximal strength and the inner solve's step size
+    search_space = {"lam": Range(0.01, 10.0, log=True),
+                    "inner_lr": Range(0.01, 1.0, log=True)}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:

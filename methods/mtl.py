@@ -22,6 +22,7 @@ from torch import nn
 
 from core.budget import DATASET_AUGMENTATION, TrainBudget, ramp_steps_ending_at_epoch
 from core.hparams import HParam
+from core.search import Range
 from datasets import DatasetInfo
 from datasets.episodes import TaskBatch
 from methods import register_method
@@ -83,6 +84,10 @@ class MTL(FewShotMethod):
             "Adam's stale first moment); not in the paper. Slower on Omniglot "
             "(docs/findings.md, H4)"),
     }
+
+    # bench tune: the head's speed relative to the backbone (its Adam steps move a weight of
+    # size ~1 by ~lr, docs/findings.md); 1 is the paper's recipe
+    search_space = {"head_lr_scale": Range(1.0, 100.0, log=True)}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:

@@ -20,6 +20,7 @@ from torch import nn
 
 from core.budget import TrainBudget
 from core.hparams import HParam
+from core.search import Range
 from datasets import DatasetInfo
 from methods import register_method
 from methods.backbones import Backbone
@@ -40,6 +41,8 @@ class ProtoNet(EpisodeHeadMethod):
                                               "it fixed"),
         "scale_init": HParam(1.0, float, doc="(initial) logit scale"),
     }
+    # bench tune: the learnable logit scale's start (as MetaOptNet's)
+    search_space = {"scale_init": Range(1.0, 30.0, log=True)}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:

@@ -22,6 +22,7 @@ from torch import nn
 
 from core.budget import TrainBudget
 from core.hparams import HParam
+from core.search import Range
 from datasets import DatasetInfo
 from methods import register_method
 from methods.backbones import Backbone
@@ -54,6 +55,10 @@ class R2D2(EpisodeHeadMethod):
         "scale_init": HParam(1.0, float, doc="initial output scale α"),
         "bias_init": HParam(0.0, float, doc="initial output bias β"),
     }
+    # bench tune: the ridge penalty and the learnable scale's start (an Adam step moves a
+    # scale of ~1 by ~lr, so its start decides what a CPU budget can reach)
+    search_space = {"lam": Range(0.1, 1000.0, log=True),
+                    "scale_init": Range(1.0, 30.0, log=True)}
 
     @classmethod
     def paper_budget(cls, dataset: DatasetInfo, shots: int) -> TrainBudget:

@@ -8,14 +8,14 @@ import math
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import matplotlib
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import pandas as pd  # noqa: E402
-
-from bench.theory.sweeps import KERNEL_VARIANTS, ROW_COLUMNS  # noqa: E402
-from core.atomic import atomic_file, write_json_atomic, write_text_atomic  # noqa: E402
+from bench.figure_kit import finish, unique_handles
+from bench.theory.sweeps import KERNEL_VARIANTS, ROW_COLUMNS
+from core.atomic import atomic_file, write_json_atomic, write_text_atomic
 
 GROUP_KEYS: tuple[str, ...] = (
     "source", "sweep", "variant", "width", "depth", "lam_tau", "lam_tau_hat",
@@ -182,14 +182,24 @@ VALUE_AXIS_LABELS = {
 
 def plot_figure(summary: pd.DataFrame, path: Path, title_note: str = "",
                 value: str = "diff") -> None:
-    """Three panels like the paper's Figure 1: kernel curves (bands: +-1 std over seeds) and
-    trained networks (error bars), ``||F_ANIL - F_MTL||_2`` on the query points, mean over
-    test tasks; ``value`` is ``diff`` (raw labels) or ``diff_normalized``."""
+    """Write :func:`figure1_figure` to ``path`` atomically (its suffix names the format)."""
+    path = Path(path)
+    figure = figure1_figure(summary, title_note, value)
+    with atomic_file(path) as handle:
+        figure.savefig(handle, dpi=130, format=path.suffix.lstrip(".") or "png")
+
+
+def figure1_figure(summary: pd.DataFrame, title_note: str = "", value: str = "diff") -> Figure:
+    """Three panels like the paper's Figure 1: kernel curves (the mean over seeds, a band of
+    +-1 standard deviation over seeds) and trained networks (error bars, the same spread),
+    ``||F_ANIL - F_MTL||_2`` on the query points, mean over test tasks; ``value`` is ``diff``
+    (raw labels) or ``diff_normalized``. Depth ticks are whole numbers."""
     if value not in VALUE_AXIS_LABELS:
         raise ValueError(f"unknown value {value!r}; choose one of {tuple(VALUE_AXIS_LABELS)}")
     mean_key, std_key = f"{value}_mean", f"{value}_std_seeds"
-    path = Path(path)
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    figure = Figure(figsize=(15, 4.4))
+    FigureCanvasAgg(figure)
+    axes = [figure.add_subplot(1, 3, i + 1) for i in range(3)]
     widths = sorted(w for w in summary["width"].unique() if w > 0)
     for axis, (sweep, x_key, x_label) in zip(axes, PANELS):
         for variant in KERNEL_VARIANTS:
@@ -214,26 +224,20 @@ def plot_figure(summary: pd.DataFrame, path: Path, title_note: str = "",
             )
         axis.set_title(f"{x_label}   [{_fixed_values(summary, sweep)}]", fontsize=10)
         axis.set_xlabel(x_label[4:])
+        if x_key == "depth":
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(VALUE_AXIS_LABELS[value])
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    for axis in axes[1:]:
-        for handle, label in zip(*axis.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=9)
-    figure.suptitle(
+    handles, labels = unique_handles(axes)
+    seeds = sorted({int(n) for n in summary["n_seeds"].unique()})
+    band = (f"Lines: mean over {'/'.join(map(str, seeds))} task seed(s) of each seed's mean "
+            "over its test tasks; shaded band and error bars: +-1 standard deviation of those "
+            "seed means (0 with one seed).")
+    return finish(
+        figure, axes,
         "MTL vs ANIL test predictions on the synthetic regression of Wang, Zhao & Li (2021), "
-        f"Sec. 5.1{title_note}", fontsize=11,
-    )
-    figure.tight_layout(rect=(0, 0.1, 1, 0.95))
-    try:
-        with atomic_file(path) as handle:
-            figure.savefig(handle, dpi=130, format=path.suffix.lstrip(".") or "png")
-    finally:
-        plt.close(figure)
+        f"Sec. 5.1{title_note}", [band], (handles, labels), columns=4)
 
 
 def _fixed_values(summary: pd.DataFrame, sweep: str) -> str:

@@ -1,6 +1,6 @@
 """Paired comparisons against a baseline (bench.compare): hand-computed numbers, agreement with
-scipy.stats, the TOST verdicts on constructed cases, and the rows that say why a pair is
-missing."""
+scipy.stats, the TOST verdicts on constructed cases, the rows that say why a pair is missing,
+and Holm's correction per family (by hand and against statsmodels)."""
 from __future__ import annotations
 
 import copy
@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.compare import (BETTER, COMPARISON_COLUMNS, EQUIVALENT, INCONCLUSIVE, NOT_PAIRED,
-                           WORSE, comparison_csv, comparison_footer, comparison_markdown,
-                           paired_comparisons, paired_difference, verdict)
+from bench.compare import (BETTER, COMPARISON_COLUMNS, EQUIVALENT, HOLM_COLUMNS, INCONCLUSIVE,
+                           NOT_PAIRED, WORSE, comparison_csv, comparison_footer,
+                           comparison_markdown, holm_footer, paired_comparisons,
+                           paired_difference, verdict, verdict_from_p)
+from bench.stats import holm
 from bench.table import load_results
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -320,12 +322,119 @@ def test_a_bad_margin_is_refused(paired_results):
         paired_comparisons(paired_results, baseline="mtl", margin=-1.0)
 
 
+# --- Holm's correction ------------------------------------------------------------------------
+
+def test_holm_by_hand():
+    # sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> 0.06 (the
+    # step-down never lowers an adjusted p below an earlier one); NaN: outside the family (m = 4)
+    adjusted = holm([0.01, 0.04, 0.03, 0.005, math.nan])
+    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(adjusted[4])
+    assert holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # ties at the top, capped nowhere
+    assert holm([0.7, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == pytest.approx([0.02])  # a family of one: unchanged
+    assert holm([]).size == 0 and math.isnan(holm([math.nan])[0])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.5, 1.5])
+
+
+@pytest.fixture
+def multipletests(monkeypatch):
+    """statsmodels' ``multipletests`` (the `test` extra's oracle for Holm's correction). It calls
+    ``gc.collect()`` on every call, a fifth of a second with torch loaded: disabled here."""
+    import gc
+
+    from statsmodels.stats.multitest import multipletests as oracle
+
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
+    return oracle
+
+
+def test_holm_agrees_with_statsmodels(multipletests):
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 3, 6, 17):
+        for _ in range(20):
+            p = rng.uniform(0, 0.2, m) ** rng.uniform(0.5, 3)
+            p[rng.integers(0, m)] = p[0]  # a tie
+            expected = multipletests(p, alpha=0.05, method="holm")[1]
+            assert holm(p) == pytest.approx(expected, abs=1e-15), p
+
+
+def test_verdict_from_p_is_the_ci_rule(paired_results):
+    # the TOST p < 5% iff the 90% CI lies inside the margin; two-sided p < 5% iff the 95% CI
+    # excludes 0: the rule on the raw p-values gives the uncorrected verdict on every row
+    for margin in (0.3, 1.0, 5.0):
+        frame = paired_comparisons(paired_results, baseline="mtl", margin=margin)
+        paired = frame[frame["verdict"] != NOT_PAIRED]
+        assert len(paired) == 6
+        for row in paired.itertuples():
+            assert verdict_from_p(row.p_value, row.p_tost, row.mean_diff) == row.verdict
+    assert verdict_from_p(0.01, 0.2, -1.0) == WORSE and verdict_from_p(0.01, 0.2, 1) == BETTER
+    assert verdict_from_p(math.nan, math.nan, 0.0) == INCONCLUSIVE
+
+
+def test_holm_per_family_on_the_fixture(paired_results, multipletests):
+    frame = paired_comparisons(paired_results, baseline="mtl")
+    family = frame[frame["shots"] == 1]  # 3 methods x 2 protocols against mtl's one arm
+    assert set(family["holm_m"]) == {6}
+    for raw, adjusted in (("p_value", "p_value_holm"), ("p_tost", "p_tost_holm")):
+        assert list(family[adjusted]) == pytest.approx(
+            list(multipletests(family[raw], method="holm")[1]), rel=1e-12)
+    for row in family.itertuples():  # p_holm: the test the uncorrected verdict rests on
+        assert row.p_holm == (row.p_tost_holm if row.verdict == EQUIVALENT
+                              else row.p_value_holm)
+    verdicts = {(m, p): (v, h) for m, p, v, h in zip(frame["method"], frame["protocol"],
+                                                     frame["verdict"], frame["verdict_holm"])}
+    assert verdicts == {
+        # p ~ 1e-21 and 1e-16: still worse after multiplying by 6 and 5
+        ("maml", "unified"): (WORSE, WORSE), ("maml", "native"): (WORSE, WORSE),
+        # p = 0.020 and 0.021 (third and fourth smallest): 4 x 0.020 = 0.080 > 5%
+        ("protonet", "unified"): (WORSE, INCONCLUSIVE),
+        ("protonet", "native"): (WORSE, INCONCLUSIVE),
+        # TOST p = 0.025 and 0.046 (the two smallest TOST p): 6 x 0.025 = 0.15 > 5%
+        ("r2d2", "unified"): (EQUIVALENT, INCONCLUSIVE),
+        ("r2d2", "native"): (EQUIVALENT, INCONCLUSIVE),
+        ("anil", "unified"): (NOT_PAIRED, NOT_PAIRED), ("anil", "native"): (NOT_PAIRED, NOT_PAIRED)}
+    anil = frame[frame["method"] == "anil"]  # not paired: outside every family
+    assert set(anil["holm_m"]) == {0} and anil["p_holm"].isna().all()
+
+
+def test_each_baseline_variant_is_a_family_and_unpaired_rows_do_not_count(paired_results):
+    results = copy.deepcopy(paired_results)
+    extra = []
+    for r in results:
+        if r["config"]["method"] == "mtl":
+            other = copy.deepcopy(r)
+            other["config"]["budget"]["backbone"] = "conv4-32"
+            extra.append(other)
+        if r["config"]["method"] == "protonet" and r["status"] == "ok":
+            r["episode_hash"] = "f" * 64  # protonet no longer pairs: 2 rows leave each family
+    frame = paired_comparisons(results + extra, baseline="mtl")
+    tested = frame[frame["verdict"] != NOT_PAIRED]
+    assert set(tested["baseline_variant"]) == {"backbone=conv4-32", "backbone=conv4-64"}
+    assert set(tested["holm_m"]) == {4}  # maml and r2d2, 2 protocols, per baseline variant
+    assert set(frame[frame["verdict"] == NOT_PAIRED]["holm_m"]) == {0}
+    footer = holm_footer(frame)
+    assert footer.count("4 comparisons in glyphs 5-way 1-shot quick against mtl (backbone=") == 2
+
+
+def test_markdown_shows_holm_next_to_the_uncorrected_verdict(paired_results):
+    frame = paired_comparisons(paired_results, baseline="mtl")
+    text = comparison_markdown(frame)
+    assert "| p | verdict | p (Holm) | verdict (Holm) | note |" in text
+    assert ("| 0.152 (TOST) | inconclusive |") in text  # r2d2 unified: 6 x 0.02525
+    assert text.endswith("Holm's correction was applied over 6 comparisons in glyphs 5-way "
+                         "1-shot quick against mtl.\n")
+    assert "per family = every paired row of one dataset, ways, shots, budget" in text
+    assert list(frame.columns[-len(HOLM_COLUMNS) - 1:-1]) == HOLM_COLUMNS  # before "note"
+
+
 # --- Markdown and CSV ------------------------------------------------------------------------
 
 def test_markdown_states_the_method_and_the_margin(paired_results):
     frame = paired_comparisons(paired_results, baseline="mtl", margin=0.5)
     text = comparison_markdown(frame, margin=0.5)
-    assert text.endswith(comparison_footer(0.5) + "\n")
+    assert comparison_footer(0.5) + "\n" in text
     assert "90% CI lies inside (-0.5, +0.5)" in text and "TOST" in text
     assert "paired-t 95% CI over episodes" in text and "over seeds (df = seeds - 1)" in text
     empty = comparison_markdown(frame.iloc[0:0], margin=0.5)

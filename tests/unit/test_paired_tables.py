@@ -56,6 +56,17 @@ def test_the_expected_verdicts_against_the_declared_baseline(folder):
         ("ANIL", "unified"): "not paired", ("ANIL", "native"): "not paired"}  # no MTL 5-shot
     md = (folder / "comparison.md").read_text()
     assert "two one-sided tests (TOST)" in md and "margin 1 point(s)" in md  # footer: method
+    # Holm over the 1-shot family (3 methods x 2 protocols against MTL): only MAML survives
+    holm = {(m, p): v for m, p, v in zip(frame["method"], frame["protocol"],
+                                         frame["verdict_holm"])}
+    assert holm == {
+        ("R2D2", "unified"): "inconclusive", ("R2D2", "native"): "inconclusive",
+        ("ProtoNet", "unified"): "inconclusive", ("ProtoNet", "native"): "inconclusive",
+        ("MAML", "unified"): "worse", ("MAML", "native"): "worse",
+        ("ANIL", "unified"): "not paired", ("ANIL", "native"): "not paired"}
+    assert list(frame["holm_m"]) == [6] * 6 + [0] * 2
+    assert md.endswith("Holm's correction was applied over 6 comparisons in glyphs 5-way "
+                       "1-shot quick against MTL.\n")
     tta = pd.read_csv(folder / "time_to_accuracy.csv")
     # the targets are the classes with a cell of the paper's Table 1 (not ProtoNet, MTL)
     assert set(tta["target"]) == {"MAML", "R2D2"} and set(tta["clock"]) == {"train", "run"}

@@ -61,3 +61,14 @@ def test_a_method_run_with_several_settings_keeps_one_row_per_variant():
                           "variant": ["", "lr=0.01", "episodes=40"]})
     assert list(_labelled(frame)["method"]) == ["MTL (budget defaults)", "MTL (lr=0.01)",
                                                 "ProtoNet"]
+
+
+def test_the_summary_shows_holm_s_verdict_where_it_differs_from_the_uncorrected_one():
+    """The paired fixture's family of three comparisons with MTL at 1 shot: ProtoNet's
+    "worse" (p = 0.020) and R2D2's "equivalent" do not survive Holm's correction."""
+    fixture = Path(__file__).parents[1] / "fixtures" / "paired"
+    text = brief_summary(fixture, None)
+    protonet = next(line for line in text.splitlines() if line.startswith("ProtoNet 1-shot"))
+    maml = next(line for line in text.splitlines() if line.startswith("MAML 1-shot"))
+    assert "worse (Holm: inconclusive)" in protonet
+    assert "worse" in maml and "Holm" not in maml  # survives the correction: shown once

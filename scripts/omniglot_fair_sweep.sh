@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Issue 22's fair Omniglot comparison (docs/findings.md), resumable: run it again after any
+# stop and it goes on where it was (finished trials and runs are kept, a killed trial or run
+# starts again). Run it from a git worktree pinned at one commit, so later code cannot change
+# the numbers of a sweep in progress:
+#   git worktree add ../sweep <commit> --detach && cd ../sweep
+#   bash scripts/omniglot_fair_sweep.sh OMNIGLOT_DIR [OUT] [STAGE]
+# OMNIGLOT_DIR holds images_background_small1.zip and images_background_small2.zip.
+# STAGE (default all): tune1 | tune5 | runs1 | runs5 | table | all.
+# Every process is single-threaded; --jobs 2 keeps two cores busy.
+set -euo pipefail
+DATA=${1:?usage: scripts/omniglot_fair_sweep.sh OMNIGLOT_DIR [OUT] [STAGE]}
+OUT=${2:-docs/results/omniglot}
+STAGE=${3:-all}
+METHODS=${METHODS:-mtl,metaoptnet,protonet,r2d2,anil,rfs,maml}
+SEEDS=${SEEDS:-0,1,2,3,4}
+TRIALS=${TRIALS:-16}
+export OMP_NUM_THREADS=1
+COMMON=(--dataset omniglot --data-root "$DATA" --out "$OUT")
+
+stage() { [[ "$STAGE" == all || "$STAGE" == "$1" ]]; }
+
+# 1. The same 16-trial search for every method, on validation only (1-shot first: the largest gap).
+if stage tune1; then
+    python -m bench tune --methods "$METHODS" "${COMMON[@]}" --shots 1 --trials "$TRIALS" --jobs 2
+fi
+if stage tune5; then
+    python -m bench tune --methods "$METHODS" "${COMMON[@]}" --shots 5 --trials "$TRIALS" --jobs 2
+fi
+# 2. Five seeds of each method with its tuned settings, and untuned (the budget's own recipe).
+if stage runs1; then
+    python -m bench run --methods "$METHODS" "${COMMON[@]}" --shots 1 --budget long \
+    --seeds "$SEEDS" --tuned "$OUT/tuned" --jobs 2
+fi
+if stage runs1; then
+    python -m bench run --methods "$METHODS" "${COMMON[@]}" --shots 1 --budget long \
+    --seeds "$SEEDS" --jobs 2
+fi
+if stage runs5; then
+    python -m bench run --methods "$METHODS" "${COMMON[@]}" --shots 5 --budget long \
+    --seeds "$SEEDS" --tuned "$OUT/tuned" --jobs 2
+fi
+if stage runs5; then
+    python -m bench run --methods "$METHODS" "${COMMON[@]}" --shots 5 --budget long \
+    --seeds "$SEEDS" --jobs 2
+fi
+# 3. The tables behind docs/findings.md (accuracy, comparison with Holm's correction, cost,
+#    tuning cost).
+if stage table; then
+    python -m bench table "$OUT"
+fi

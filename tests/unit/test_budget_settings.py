@@ -1,0 +1,118 @@
+"""``--set FIELD=VALUE`` (core.budget.validate_budget_settings), the step schedule's checks and
+the ``long`` budget (issue 22, items 1 and 2)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.config import LONG_EPOCHS, RunConfig, resolve_budget
+from bench.training import EpochSchedule
+from core.budget import schedule_problems, validate_budget_settings, with_settings
+from core.hparams import HParamError
+
+
+def test_values_arrive_as_the_command_line_gives_them_and_get_one_spelling():
+    got = validate_budget_settings({"optimizer": "sgd", "lr": 1, "nesterov": True,
+                                    "lr_epochs": "26,36", "lr_factors": [0.1, 0.01],
+                                    "early_stop_patience": None, "epochs": 40})
+    assert got == {"optimizer": "sgd", "lr": 1.0, "nesterov": True, "lr_epochs": (26, 36),
+                   "lr_factors": (0.1, 0.01), "early_stop_patience": None, "epochs": 40}
+    assert isinstance(got["lr"], float)  # --set lr=1 and lr=1.0 are one identity
+    assert validate_budget_settings({"lr_epochs": 26}) == {"lr_epochs": (26,)}
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"lrr": 0.1}, "the budget has no field 'lrr' (did you mean 'lr'?). Valid: optimizer"),
+    ({"lr": -1}, "--set: field lr must be a number > 0, got -1"),
+    ({"lr": "fast"}, 'lr must be a number > 0, got "fast"'),
+    ({"optimizer": "adamw"}, 'optimizer must be one of "radam", "adam", "sgd", got "adamw"'),
+    ({"momentum": 1.0}, "momentum must be a number >= 0 and < 1, got 1.0"),
+    ({"epochs": 2.5}, "epochs must be an integer >= 1, got 2.5"),
+    ({"nesterov": "yes"}, 'nesterov must be true or false, got "yes"'),
+    ({"lr_epochs": "a,b"}, "lr_epochs must be a non-empty list of integers >= 2"),
+    ({"lr_factors": [0.1, -1]}, "lr_factors must be a non-empty list of numbers > 0"),
+    ({"lr_epochs": []}, "lr_epochs must be a non-empty list"),
+])
+def test_bad_settings_are_refused_with_what_is_accepted(settings, expected):
+    with pytest.raises(HParamError) as error:
+        validate_budget_settings(settings)
+    assert expected in str(error.value)
+
+
+def test_every_bad_value_is_named_at_once():
+    with pytest.raises(HParamError) as error:
+        validate_budget_settings({"lr": 0, "epochs": 0})
+    assert "lr must be" in str(error.value) and "epochs must be" in str(error.value)
+
+
+def test_schedule_problems_catch_unpaired_unordered_and_late_boundaries():
+    quick = resolve_budget("quick", "mtl", "glyphs", 1)
+    assert schedule_problems(quick) == []  # plateau: nothing to check
+    step = with_settings(quick, {"schedule": "step", "lr_epochs": [3, 5], "lr_factors": [0.1]})
+    assert "one factor per boundary" in schedule_problems(step)[0]
+    late = with_settings(quick, {"schedule": "step", "lr_epochs": [3, 9],
+                                 "lr_factors": [0.1, 0.01]})
+    assert schedule_problems(late) == ["budget 'quick': lr_epochs [9] lie past the last epoch "
+                                       "(8); the rate would never be cut there (set epochs or "
+                                       "lr_epochs)"]
+    backwards = with_settings(quick, {"schedule": "step", "lr_epochs": [5, 3],
+                                      "lr_factors": [0.1, 0.01]})
+    assert "strictly increasing" in schedule_problems(backwards)[0]
+    for name in ("smoke", "quick", "converged", "long"):  # the named budgets are consistent
+        assert schedule_problems(resolve_budget(name, "protonet", "omniglot", 1)) == []
+
+
+def test_set_is_part_of_the_identity_key_and_variant():
+    quick = resolve_budget("quick", "mtl", "glyphs", 1)
+    plain = RunConfig("mtl", "glyphs", 5, 1, 0, quick)
+    tuned = RunConfig("mtl", "glyphs", 5, 1, 0,
+                      with_settings(quick, {"optimizer": "sgd", "lr": 0.05}))
+    assert plain.key == "mtl_glyphs_5w1s_quick_seed0" and plain.variant() == ""
+    assert tuned.key.startswith("mtl_glyphs_5w1s_quick_seed0_") and tuned.key != plain.key
+    assert tuned.variant() == 'lr=0.05, optimizer="sgd"'
+    again = RunConfig("mtl", "glyphs", 5, 1, 0, with_settings(quick, {"lr": 0.05,
+                                                                      "optimizer": "sgd"}))
+    assert again.key == tuned.key  # one setting, one key, whatever the order
+
+
+def test_bench_run_refuses_bad_set_before_anything_runs(tmp_path, capsys):
+    code = main(["run", "--methods", "mtl", "--dataset", "glyphs", "--budget", "smoke",
+                 "--set", "lr=-1", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error: --set: field lr must be a number > 0, got -1" in err
+    assert "Nothing was run or written" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_run_refuses_a_schedule_that_never_cuts(tmp_path, capsys):
+    code = main(["run", "--methods", "mtl", "--dataset", "glyphs", "--budget", "smoke",
+                 "--set", "schedule=step", "--set", "lr_epochs=5", "--set", "lr_factors=0.1",
+                 "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "lr_epochs [5] lie past the last epoch (2)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_long_budget_trains_fifteen_epochs_at_reduced_rates():
+    budget = resolve_budget("long", "protonet", "omniglot", 1)
+    quick = resolve_budget("quick", "protonet", "omniglot", 1)
+    assert (budget.epochs, budget.schedule, budget.early_stop_patience) == (LONG_EPOCHS, "step",
+                                                                           None)
+    assert budget.plateau_stop is None and budget.val_episodes == 200
+    assert (budget.steps_per_epoch, budget.meta_batch, budget.optimizer, budget.lr) == (
+        quick.steps_per_epoch, quick.meta_batch, quick.optimizer, quick.lr)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = EpochSchedule(budget, optimizer)
+    rates = []
+    for _ in range(budget.epochs):
+        rates.append(optimizer.param_groups[0]["lr"])  # the rate epoch e trains at
+        optimizer.step()
+        schedule.step(50.0)
+    assert rates[:25] == [1.0] * 25
+    assert rates[25:35] == pytest.approx([0.1] * 10)
+    assert rates[35:] == pytest.approx([0.01] * 5)
+    assert json.loads(json.dumps(budget.to_dict()))["lr_epochs"] == [26, 36]
