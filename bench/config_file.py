@@ -157,6 +157,8 @@ def _converted(parser: argparse.ArgumentParser, action: argparse.Action, value: 
         return action.const if value else action.default
     if value is None:
         return _null(action)
+    if value == [] and action.default == []:  # an empty list where the default is one
+        return []
     if isinstance(action, argparse._AppendAction):
         items = [f"{k}={_text(v)}" for k, v in value.items()] if isinstance(value, dict) \
             else value if isinstance(value, list) else [value]
