@@ -14,7 +14,8 @@ from bench.config_file import (apply_config_file, resolved_options, subcommand,
 FLAGS = ["run", "--methods", "mtl,protonet", "--dataset", "glyphs", "--shots", "1,5",
          "--seeds", "0,1", "--budget", "smoke", "--dropblock-ramp", "never", "--hparam",
          "scale_init=2", "--hparam", "learn_scale=false", "--no-save-model", "--force",
-         "--logreg-c", "0.5", "--out", "some results", "--slurm-option", "account=proj", "--log", "csv"]
+         "--logreg-c", "0.5", "--out", "some results", "--slurm-option", "account=proj",
+         "--log", "csv"]
 YAML = """\
 methods: [mtl, protonet]
 dataset: glyphs
