@@ -32,7 +32,7 @@ from methods.base import FewShotMethod
 from methods.plugins import MethodImportError
 
 __all__ = ["LoadedModel", "ModelFileError", "TensorImages", "check_C", "load_model",
-           "rebuild_method", "solver_function"]
+           "native_ways_problem", "rebuild_method", "solver_function"]
 
 PROTOCOLS = ("unified", "native")
 NATIVE_TASKS_PER_BATCH = 16  # as bench.evaluate.evaluate_native
@@ -50,6 +50,20 @@ def check_C(C: float) -> float:
         raise ValueError(f"C must be a finite number > 0 (the inverse L2 penalty, lambda = "
                          f"1/C), got {C!r}")
     return value
+
+
+def native_ways_problem(method: FewShotMethod, trained_ways: int, ways: int) -> str | None:
+    """Why the native protocol of ``method``, trained on ``trained_ways``-way episodes, cannot
+    classify ``ways``-way episodes (one sentence), or None when it can: only a method that
+    declares ``native_ways_fixed`` (its adaptation starts from its trained head) is bound to
+    its training way count."""
+    cls = type(method)
+    if ways == trained_ways or not (method.has_native_adaptation and cls.native_ways_fixed):
+        return None
+    return (f"the native protocol of {cls.display_name or cls.name} fine-tunes the "
+            f"{trained_ways}-way head it was trained with, so it cannot classify {ways}-way "
+            f"episodes; use the unified protocol (a head fitted to the episode's classes) or a "
+            f"model trained with --ways {ways}.")
 
 
 def solver_function(name: str) -> Callable[..., torch.Tensor]:
@@ -180,6 +194,10 @@ class LoadedModel:
                              f"{tuple(support.shape)}, {tuple(support_labels.shape)} and "
                              f"{tuple(query.shape)}")
         classes, labels = _episode_classes(support_labels)
+        problem = native_ways_problem(self.method, self.config.ways, classes.shape[1]) \
+            if protocol == "native" else None
+        if problem:
+            raise ValueError(problem)
         if protocol == "native" and self.has_native_adaptation:
             predicted = self._predict_native(support, labels, query)
         else:

@@ -25,8 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 #: land in a cell of its own (and the tables would say the baseline is missing).
 ARM_FIELDS: tuple[str, ...] = ("method", "method_source", "budget")
 #: Config entries that tell replicates of one arm apart, and those that record more without
-#: changing a number (``--test-every``, :data:`bench.config.RECORDING_OPTIONS`).
-REPLICATE_FIELDS: tuple[str, ...] = ("seed", "test_every", "test_every_episodes")
+#: changing a number (``--test-every``, ``--log``, :data:`bench.config.RECORDING_OPTIONS`).
+REPLICATE_FIELDS: tuple[str, ...] = ("seed", "test_every", "test_every_episodes", "log")
 #: Cell settings that are always shown as columns of their own.
 CELL_COLUMNS: tuple[str, ...] = ("dataset", "ways", "shots", "budget")
 

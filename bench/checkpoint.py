@@ -37,7 +37,7 @@ FULL_HASH_BYTES = 64 << 20
 """Splits up to this size are hashed whole; larger ones by a sample of images (see
 :func:`dataset_identity`)."""
 SAMPLED_IMAGES = 1024
-IGNORED_CONFIG_KEYS = ("episodes", "test_every", "test_every_episodes")
+IGNORED_CONFIG_KEYS = ("episodes", "test_every", "test_every_episodes", "log")
 """Config entries that do not affect training (a checkpoint resumes across them)."""
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from bench.config_file import ConfigFileError, add_config_argument, apply_config_file
 from bench.precision import PRECISIONS
 from core.budget import BUDGETS
 from core.registry import UnknownNameError
@@ -62,6 +63,16 @@ def _ramp(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a number of optimiser steps (>= 0) or "
                                          f"'never', got {text!r}")
     return value
+
+
+def _log_formats(text: str) -> list[str]:
+    from bench.epoch_log import LOG_FORMATS
+
+    formats = list(dict.fromkeys(_name_list(text)))
+    if not formats or any(f not in LOG_FORMATS for f in formats):
+        raise argparse.ArgumentTypeError(f"expected {' or '.join(LOG_FORMATS)} (or both, "
+                                         f"comma-separated), got {text!r}")
+    return formats
 
 
 def _positive_float(text: str) -> float:
@@ -141,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--test-every-episodes", type=int, default=None, metavar="K",
                      help="test episodes of each --test-every evaluation: the first K of the "
                           "run's test episodes (default: 100, at most --episodes)")
+    run.add_argument("--log", type=_log_formats, default=[], metavar="tensorboard,csv",
+                     help="live learning curves of every run in <out>/logs/<key>/: "
+                          "tensorboard (event files: training loss, validation accuracy, "
+                          "learning rate, cumulative device-hours per epoch; needs the "
+                          "tensorboard package) and/or csv (epochs.csv); records only, not "
+                          "part of the run's identity")
     run.add_argument("--dry-run", action="store_true",
                      help="print the sweep's projected device-hours and model-file disk (from "
                           "`bench speed` reports, see --speed-reports) and start nothing")
@@ -156,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--table", action="store_true",
                      help="print the accuracy and efficiency tables of --out afterwards")
     _add_survival_arguments(run)
+    add_config_argument(run)
 
     plan = sub.add_parser("plan", add_help=False,
                           help="the cost of a `bench run` sweep before it runs: the same "
@@ -205,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import eval_cli
 
     eval_cli.add_arguments(evaluation)
+    add_config_argument(evaluation)
 
     data = sub.add_parser("data", help="prepare or verify a dataset's files (prepare/verify)")
     from bench import data_cli
@@ -217,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import tune_cli
 
     tune_cli.add_arguments(tune, _name_list, _int_list, _hparam)
+    add_config_argument(tune)
 
     theory = sub.add_parser("theory", help="the paper's Figure 1: MTL vs ANIL predictors "
                                            "from NTK/NNGP kernels and trained networks")
@@ -413,7 +433,7 @@ def _build_configs(args: argparse.Namespace, methods: list[tuple[str, str | None
                         precision=args.precision, solver=args.solver,
                         compile=args.compile, logreg_c=args.logreg_c,
                         select_on=args.select_on, method_source=source,
-                        **_test_every(args)))
+                        log=tuple(args.log), **_test_every(args)))
     if tuned is not None and not problems:
         for line in tuned.notes([(c.method, c.dataset, c.ways, c.shots) for c in configs]):
             print(line)
@@ -506,6 +526,7 @@ def _refuse_sweep(problems: list[str]) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.checkpoint import StorageError, ensure_writable
     from bench.distributed import DistributedSetupError, environment_world_size
+    from bench.epoch_log import check_formats
     from bench.launch import SweepStopped
     from bench.session import Preempted
     from bench.sweep import (ResultConflict, data_identities, preflight_checkpoints,
@@ -535,7 +556,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # One validation pass over the whole sweep before anything trains or is written.
     problems = argument_problems(args.ways, args.shots, args.queries, args.episodes,
                                  args.seeds)
-    problems += [p for p in [out_problem(args.out)] if p]
+    problems += [p for p in [out_problem(args.out), check_formats(args.log)] if p]
     datasets, roots = {}, {}
     for name in dataset_names:
         roots[name] = args.data_root if len(dataset_names) == 1 or args.data_root is None \
@@ -577,6 +598,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             for line in problems:
                 print(f"error: {line}", file=sys.stderr)
             return EXIT_USAGE
+    problem = _save_sweep_options(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     started = time.perf_counter()
     try:
         if args.launcher == "slurm":
@@ -600,6 +625,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.table:
             cmd_table(args.out)
     return 1 if summary.failed else 0
+
+
+def _save_sweep_options(args: argparse.Namespace) -> str | None:
+    """Write the sweep's resolved options (defaults, ``--config`` and the command line) to
+    ``<out>/sweeps/<UTC start time>-<pid>.yaml``, one file per sweep (several sweeps may share
+    one --out, at once too), which ``--config`` reads back; only the first process of a
+    torchrun group writes it. Returns what went wrong, if anything."""
+    import datetime as dt
+    import os
+
+    from bench import command_line
+    from bench.config_file import resolved_options, subcommand, write_config_file
+
+    if os.environ.get("RANK", "0") != "0":
+        return None
+    now = dt.datetime.now(dt.timezone.utc)
+    path = args.out / "sweeps" / f"{now:%Y%m%dT%H%M%SZ}-{os.getpid()}.yaml"
+    options = resolved_options(subcommand(build_parser(), "run"), args)
+    header = [f"bridgebench sweep started {now.isoformat(timespec='seconds')}: the options "
+              "of `run` after defaults, --config and the command line",
+              f"command: {command_line.current()}",
+              f"rerun (finished runs are skipped): {command_line.program()} run --config "
+              f"{path}"]
+    try:
+        write_config_file(path, options, header)
+    except OSError as error:
+        return f"cannot write the sweep's configuration {path}: {error.strerror or error}"
+    print(f"sweep configuration: {path}")
+    return None
 
 
 def _jobs(args: argparse.Namespace, configs: list, roots: dict, identities: dict) -> list:
@@ -736,10 +790,23 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bench import command_line
+
     argv = list(sys.argv[1:] if argv is None else argv)
     plan = bool(argv) and argv[0] == "plan"  # `bench run --dry-run` that also saves the plan
-    args = build_parser().parse_args(["run", "--dry-run", *argv[1:]] if plan else argv)
+    parser, parsed = build_parser(), ["run", "--dry-run", *argv[1:]] if plan else argv
+    try:
+        apply_config_file(parser, parsed)  # --config FILE: defaults that flags override
+    except ConfigFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(parsed)
     args.save_plan = plan
+    with command_line.remembered(argv):  # provenance's command, in child processes too
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "list":
             return cmd_list(args.methods)

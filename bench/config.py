@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from core.budget import BUDGETS, DATASET_AUGMENTATION, TrainBudget, as_image_batches
 from core.convergence import PlateauRule
+from bench.epoch_log import LOG_FORMATS
 from datasets import DATASETS, TRAIN_AUGMENTATIONS, DatasetInfo
 from methods import METHODS
 from methods.plugins import MethodImportError, method_class
@@ -58,8 +59,9 @@ SETTINGS_HASH_LENGTH = 8
 #: What a run records along the way without changing any number it trains, selects or tests:
 #: ``--test-every N`` evaluates the test split every N epochs on the first
 #: ``test_every_episodes`` test episodes, for the learning curve only (never for selection;
-#: excluded from device-hours). A run with it is the same run as one without.
-RECORDING_OPTIONS = ("test_every", "test_every_episodes")
+#: excluded from device-hours). ``--log`` writes the live learning curves
+#: (:mod:`bench.epoch_log`). A run with them is the same run as one without.
+RECORDING_OPTIONS = ("test_every", "test_every_episodes", "log")
 #: Config entries that are not part of a run's identity: the seed (replicates of one
 #: experiment), where a method's code was imported from (the registered name is the method)
 #: and the recording options.
@@ -309,8 +311,14 @@ class RunConfig:
     registered method (built in or an installed entry point)."""
     test_every: int = 0  # --test-every N: test accuracy in the learning curve every N epochs
     test_every_episodes: int = DEFAULT_TEST_EVERY_EPISODES  # ... on this many test episodes
+    log: tuple[str, ...] = ()  # --log: live learning curves (bench.epoch_log.LOG_FORMATS)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "log", tuple(dict.fromkeys(self.log)))
+        unknown = [f for f in self.log if f not in LOG_FORMATS]
+        if unknown:
+            raise ValueError(f"log: unknown format(s) {', '.join(map(repr, unknown))}; valid: "
+                             f"{', '.join(LOG_FORMATS)}")
         if self.test_every < 0:
             raise ValueError(f"test_every must be >= 0 epochs (0: off), not {self.test_every}")
         if self.test_every and not 1 <= self.test_every_episodes <= self.episodes:
@@ -414,16 +422,20 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The configuration as stored in result files and checkpoints (``config``).
 
-        ``method_source`` appears only when set, and the recording options only with
-        ``--test-every``, so the records and checkpoints of registered methods are exactly
-        those of before they existed."""
+        ``method_source`` appears only when set, and the recording options only when set
+        (``--test-every``, ``--log``), so the records and checkpoints of registered methods
+        are exactly those of before they existed."""
         data = dataclasses.asdict(self)
         data["budget"] = self.budget.to_dict()
         if data["method_source"] is None:
             del data["method_source"]
         if not data["test_every"]:
-            for key in RECORDING_OPTIONS:
+            for key in ("test_every", "test_every_episodes"):
                 del data[key]
+        if data["log"]:
+            data["log"] = list(data["log"])
+        else:
+            del data["log"]
         return data
 
     @classmethod

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     import torch  # here, not at the top: building the command line needs no torch
 
     from bench import provenance
-    from bench.api import rebuild_method
+    from bench.api import native_ways_problem, rebuild_method
     from bench.checkpoint import StorageError, ensure_writable
     from bench.evaluation_run import PROTOCOLS, check_channels
     from bench.models import ModelFileError, read_model_file
@@ -170,9 +170,12 @@ def run(args: argparse.Namespace) -> int:
     for path in files:  # every model checked before any evaluation
         try:
             model = read_model_file(path)
-            rebuild_method(model, torch.device("cpu"))  # its method is available, weights fit
+            method = rebuild_method(model, torch.device("cpu"))  # available, weights fit
             for name in names or []:
                 check_channels(model, datasets[name])
+            fixed = native_ways_problem(method, model.config.ways, args.ways or model.config.ways)
+            if fixed and "native" in args.protocol:
+                raise ValueError(f"{model.path}: {fixed}")
             models.append(model)
         except (ModelFileError, ValueError) as error:
             problems.append(str(error))

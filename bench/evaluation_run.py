@@ -213,7 +213,7 @@ def evaluate_model(model: LoadedModel, dataset: FewShotDataset, identity: dict[s
             raise
         except Exception as error:
             outcomes.append(EvalOutcome(key, path, "failed",
-                                        _failure_message(key, model, settings, error)))
+                                        _failure_message(key, error)))
             continue
         record = {**common, "key": key,
                   "settings": {**common["settings"], **_protocol_settings(protocol, C,
@@ -272,14 +272,9 @@ def _common_fields(model: LoadedModel, dataset: FewShotDataset, identity: dict[s
     }
 
 
-def _failure_message(key: str, model: LoadedModel, settings: EvalSettings,
-                     error: BaseException) -> str:
+def _failure_message(key: str, error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    hint = ""
-    if settings.ways != model.config.ways:
-        hint = (f" (the model was trained {model.config.ways}-way; its native adaptation may "
-                f"need {model.config.ways}-way episodes)")
-    return f"FAILED {key}: {type(error).__name__}: {text}{hint}"
+    return f"FAILED {key}: {type(error).__name__}: {text}"
 
 
 # --------------------------------------------------------------------------- files

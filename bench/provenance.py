@@ -7,11 +7,12 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from bench import command_line
 
 _PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "scipy", "qpth", "pandas")
 _REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +73,5 @@ def collect(device: torch.device, device_count: int = 1) -> dict:
         "cpu": cpu_model(),
         "cpu_threads": torch.get_num_threads(),  # intra-op threads (OMP_NUM_THREADS)
         "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(Path(sys.argv[0]).name if i == 0 else a
-                            for i, a in enumerate(sys.argv)),
+        "command": command_line.current(),  # one that can be pasted back
     }

@@ -17,6 +17,7 @@ from bench import provenance
 from bench.checkpoint import StorageError, dataset_identity, describe_write_failure
 from bench.config import RunConfig
 from bench.distributed import SINGLE, Parallel, max_over_ranks, sharded_map
+from bench.epoch_log import EpochLogger
 from bench.evaluate import evaluate_native, evaluate_unified
 from bench.models import model_payload, save_model
 from bench.results import SCHEMA, RunResult
@@ -78,11 +79,12 @@ def protocol_result(accuracies: list[float], seconds: float) -> dict[str, Any]:
 def run_one(config: RunConfig, dataset: FewShotDataset, device: torch.device,
             progress: bool = True, *, checkpoint: RunCheckpoint | None = None,
             parallel: Parallel = SINGLE, data: dict[str, str] | None = None,
-            model_file: Path | None = None) -> RunResult:
+            model_file: Path | None = None, epoch_log: EpochLogger | None = None) -> RunResult:
     """Train (or resume, with ``checkpoint``) and test one run; returns the result record
     (status "ok"). ``data``: the dataset's :func:`~bench.checkpoint.dataset_identity`
     (computed here when not given). ``model_file``: write the selected (tested) model there
-    (:mod:`bench.models`; rank 0) and name it in the record's ``model``.
+    (:mod:`bench.models`; rank 0) and name it in the record's ``model``. ``epoch_log``: the
+    run's live learning curves (``--log``, :mod:`bench.epoch_log`).
 
     Two cost figures, both x processes: ``train_device_hours`` (the timing rule: training
     steps only) and ``run_device_hours`` (training plus validation: the whole training loop as
@@ -97,7 +99,7 @@ def run_one(config: RunConfig, dataset: FewShotDataset, device: torch.device,
         torch.cuda.reset_peak_memory_stats(device)
     timer = SectionTimer(device)
     outcome = train(training, dataset, config, device, timer, progress, checkpoint=checkpoint,
-                    parallel=parallel)
+                    parallel=parallel, epoch_log=epoch_log)
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     method.load_state_dict(outcome.best_state)
     with timer.section("eval"):

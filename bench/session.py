@@ -34,8 +34,9 @@ from bench.checkpoint import (CheckpointError, capture_rng, check_compatible, lo
 from bench.config import RunConfig
 from bench.distributed import (SINGLE, Parallel, broadcast_object, gather_objects,
                                max_over_ranks, sharded_map)
+from bench.epoch_log import EpochLogger, EpochNumbers
 from bench.evaluate import evaluate_native, evaluate_unified
-from bench.timing import SectionTimer
+from bench.timing import SectionTimer, device_hours
 from bench.training import EpochSchedule, Training, parallel_train_step, stream_seed
 from datasets import FewShotDataset
 from datasets.augment import Normalizer
@@ -178,12 +179,14 @@ class TrainSession:
     def __init__(self, training: Training, dataset: FewShotDataset, config: RunConfig,
                  device: torch.device, parallel: Parallel = SINGLE, *,
                  val_stream: str = "val",
-                 on_epoch: Callable[[int, float], None] | None = None) -> None:
+                 on_epoch: Callable[[int, float], None] | None = None,
+                 epoch_log: EpochLogger | None = None) -> None:
         """``val_stream``: the episode stream validation draws from the val split
         (:func:`bench.training.stream_seed`; ``bench tune`` uses its own, ``"tune"``);
         ``on_epoch(epoch, val_accuracy)``: called after each epoch's validation and model
         selection (``bench tune`` reports to its pruner there; an exception it raises ends
-        training)."""
+        training); ``epoch_log``: handed each epoch's numbers (``--log``,
+        :mod:`bench.epoch_log`)."""
         budget = config.budget
         self.val_stream, self.on_epoch = val_stream, on_epoch
         self.training, self.dataset, self.config = training, dataset, config
@@ -200,6 +203,7 @@ class TrainSession:
         self.since_best = 0
         self.step_in_epoch = 0  # steps already taken in epoch ``outcome.epochs + 1``
         self.finished = False
+        self.epoch_log, self.epoch_loss = epoch_log, 0.0  # loss summed over the epoch's steps
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self, timer: SectionTimer) -> dict[str, Any]:
@@ -214,7 +218,7 @@ class TrainSession:
             "progress": {"epochs": o.epochs, "step_in_epoch": self.step_in_epoch,
                          "steps": o.steps, "images_seen": o.images_seen,
                          "since_best": self.since_best, "finished": self.finished,
-                         "resumes": o.resumes},
+                         "resumes": o.resumes, "epoch_loss": self.epoch_loss},
             "best": {"state": o.best_state, "epoch": o.best_epoch, "val": o.best_val,
                      "val_curve": list(o.val_curve)},
             "curve": [dict(p) for p in o.curve] if o.curve is not None else None,
@@ -231,6 +235,7 @@ class TrainSession:
         p, best, o = state["progress"], state["best"], self.outcome
         o.epochs, o.steps, o.images_seen = p["epochs"], p["steps"], p["images_seen"]
         o.resumes = p["resumes"] + 1
+        self.epoch_loss = p.get("epoch_loss", math.nan)  # NaN: from a checkpoint without it
         self.step_in_epoch, self.since_best, self.finished = (p["step_in_epoch"],
                                                               p["since_best"], p["finished"])
         o.best_state, o.best_epoch, o.best_val = best["state"], best["epoch"], best["val"]
@@ -278,6 +283,7 @@ class TrainSession:
                     "try a lower learning rate or --precision fp32")
             o.steps += 1
             o.images_seen += result.n_images
+            self.epoch_loss += result.loss
             self.step_in_epoch += 1
             bar.set_postfix(loss=f"{result.loss:.3f}")
             # With several processes only the vote summed in the step counts (all agree).
@@ -323,7 +329,7 @@ class TrainSession:
             o.best_state = _cpu_state(self.method)
         else:
             self.since_best += 1
-        o.epochs, self.step_in_epoch = epoch, 0
+        o.epochs, self.step_in_epoch, self.epoch_loss = epoch, 0, 0.0
         if self.on_epoch is not None:
             self.on_epoch(epoch, val)
         if progress and self.parallel.is_main:
@@ -370,6 +376,12 @@ class TrainSession:
             if test is not None:
                 point.update(test_accuracy=test, test_episodes=self.config.test_every_episodes)
             o.curve.append(point)
+        if self.epoch_log is not None:
+            world = self.parallel.world_size
+            self.epoch_log.log_epoch(EpochNumbers(
+                epoch, self.epoch_loss / max(self.step_in_epoch, 1), val,
+                self.optimizer.param_groups[0]["lr"], device_hours(train, world),
+                device_hours(max(run, train), world), o.steps, o.images_seen, test))
 
     def _save(self, timer: SectionTimer, checkpoint: RunCheckpoint | None) -> None:
         if checkpoint is None:
@@ -390,11 +402,11 @@ class TrainSession:
 
 def train(training: Training, dataset: FewShotDataset, config: RunConfig,
           device: torch.device, timer: SectionTimer, progress: bool = True, *,
-          checkpoint: RunCheckpoint | None = None, parallel: Parallel = SINGLE
-          ) -> TrainOutcome:
+          checkpoint: RunCheckpoint | None = None, parallel: Parallel = SINGLE,
+          epoch_log: EpochLogger | None = None) -> TrainOutcome:
     """The timed training loop with validation-based model selection and early stopping;
-    resumes from ``checkpoint`` when it holds one."""
-    session = TrainSession(training, dataset, config, device, parallel)
+    resumes from ``checkpoint`` when it holds one; ``epoch_log`` gets each epoch's numbers."""
+    session = TrainSession(training, dataset, config, device, parallel, epoch_log=epoch_log)
     if checkpoint is not None:
         _resume(session, checkpoint, timer)
     return session.run(timer, progress, checkpoint)

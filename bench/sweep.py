@@ -24,6 +24,7 @@ from bench.checkpoint import (CheckpointError, StorageError, check_compatible,
                               ensure_writable, load_checkpoint)
 from bench.config import RunConfig
 from bench.distributed import SINGLE, Parallel, broadcast_object
+from bench.epoch_log import EpochLogger, log_folder, open_epoch_logs
 from bench.locks import ClaimBoard
 from bench.models import model_path
 from bench.record import failure_record, run_one, write_result
@@ -154,7 +155,8 @@ def run_sweep(configs: list[RunConfig], datasets: dict[str, FewShotDataset],
     SIGTERM (:class:`Preempted`) stops the sweep; nothing already written is lost.
     Only rank 0 of a data-parallel run writes files. ``save_models``: each finished run also
     writes its selected model to ``<out>/models/<key>.pt`` (:mod:`bench.models`), just before
-    its result, which names it.
+    its result, which names it. A run whose config asks for ``log`` writes its live learning
+    curves to ``<out>/logs/<key>/`` (:mod:`bench.epoch_log`).
     """
     out_dir = Path(out_dir)
     if parallel.is_main:
@@ -183,8 +185,13 @@ def run_sweep(configs: list[RunConfig], datasets: dict[str, FewShotDataset],
                 if checkpoints.restart or force:
                     store.discard()
             model_file = model_path(out_dir, config.key) if save_models else None
+            epoch_log = open_epoch_logs(config.log, log_folder(out_dir, config.key)) \
+                if parallel.is_main else None  # --log: <out>/logs/<key>/
+            if epoch_log is not None:
+                held.callback(epoch_log.close)
             _run_and_record(config, datasets[config.dataset], device, path, store,
-                            checkpoints, parallel, progress, summary, data, model_file)
+                            checkpoints, parallel, progress, summary, data, model_file,
+                            epoch_log)
     return summary
 
 
@@ -227,10 +234,11 @@ def _claim_run(config: RunConfig, path: Path, board: ClaimBoard, held: contextli
 def _run_and_record(config: RunConfig, dataset: FewShotDataset, device: torch.device,
                     path: Path, store: RunCheckpoint | None, policy: CheckpointPolicy,
                     parallel: Parallel, progress: bool, summary: SweepSummary,
-                    data: dict[str, str], model_file: Path | None = None) -> None:
+                    data: dict[str, str], model_file: Path | None = None,
+                    epoch_log: EpochLogger | None = None) -> None:
     try:
         record = run_one(config, dataset, device, progress, checkpoint=store, parallel=parallel,
-                         data=data, model_file=model_file)
+                         data=data, model_file=model_file, epoch_log=epoch_log)
     except (KeyboardInterrupt, SystemExit, Preempted, StorageError):
         raise
     except Exception as error:  # one failure costs one row, not the sweep

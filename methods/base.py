@@ -69,6 +69,12 @@ class FewShotMethod(nn.Module):
       report this method under its paper budget, each with why, where the row is not simply
       the method's own (``bench table`` shows the row next to the method and the why in its
       footnote); default: its display name;
+    - ``native_ways_fixed``: its native adaptation starts from a head with one output per
+      class of its *training* episodes (MAML's and ANIL's ``nn.Linear(D, ways)``), so it can
+      classify only episodes with that many classes; False (the default) when the native
+      adaptation builds its head from the episode's own classes (prototypes, ridge, SVM), or
+      when there is none. ``bench eval`` and :mod:`bench.api` refuse other way counts for the
+      native protocol of a method that declares it;
     - ``search_space``: what ``bench tune`` searches for it beyond the shared optimiser space
       (:mod:`core.search`: a :class:`~core.search.Range` or :class:`~core.search.Choice` per
       hyperparameter of ``hparam_spec``, inside its declared range); empty: only the shared
@@ -100,6 +106,7 @@ class FewShotMethod(nn.Module):
     efficiency_reference: ClassVar[bool] = False
     comparison_baseline: ClassVar[bool] = False
     native_reuses_features: ClassVar[bool] = False
+    native_ways_fixed: ClassVar[bool] = False
     reported_as: ClassVar[Mapping[str, str]] = {}
     search_space: ClassVar[Mapping[str, SearchDim]] = {}
     relative_cost: ClassVar[float] = 1.0

@@ -227,7 +227,9 @@ class EpisodeHeadMethod(FewShotMethod):
       the head fitted on the support of every task at once, cross-entropy averaged over all
       queries of all tasks (with ``hparams["label_smoothing"]`` if the method has it).
     - :meth:`adapt`: the head fitted once on the support features; the predictor scores query
-      images ``[T, Q, C, H, W]`` -> logits ``[T, Q, ways]`` with ``ways = self.ways``. It sees
+      images ``[T, Q, C, H, W]`` -> logits ``[T, Q, ways]`` with ``ways`` the episode's own
+      class count (its support labels are ``0..ways-1``), whatever the training way count:
+      prototypes, ridge and SVM heads are built from the episode's classes. It sees
       images only through eval-mode features, so the evaluator may embed each test image once
       (``native_reuses_features``, :meth:`adapt_features`).
     """
@@ -272,9 +274,9 @@ class EpisodeHeadMethod(FewShotMethod):
                        selection: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
         """The head fitted on support features ``[T, S, D]`` (``selection``: as in training,
         :meth:`adapt_for_selection`); the predictor scores query features ``[T, Q, D]``."""
+        ways = int(support_labels.max()) + 1  # the episode's classes, not the training ways
         with full_precision(support):
-            fitted = self.fit_head(support.float(), support_labels, self.ways,
-                                   training=selection)
+            fitted = self.fit_head(support.float(), support_labels, ways, training=selection)
 
         def predictor(query: torch.Tensor) -> torch.Tensor:
             with full_precision(query):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -226,6 +226,9 @@ class InnerLoopMethod(FewShotMethod):
     """Shared base of MAML and ANIL: the inner-loop hyperparameters
     (:func:`inner_loop_hparams`; each subclass sets its paper's defaults) and a linear head
     ``nn.Linear(backbone.out_dim, ways)``."""
+
+    native_ways_fixed: ClassVar[bool] = True
+    """The head the inner loop adapts has one output per class of a training episode."""
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

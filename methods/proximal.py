@@ -152,6 +152,8 @@ class ProximalMethod(AllLayersNetwork, FewShotMethod):
 
     task_local_batch_norm: ClassVar[bool] = True
     """Every training forward normalises with one task's statistics (module docstring)."""
+    native_ways_fixed: ClassVar[bool] = True
+    """The head the proximal problem adapts has one output per class of a training episode."""
 
     def __init__(self, backbone: Backbone, n_train_classes: int, ways: int,
                  hparams: Mapping[str, Any] | None = None) -> None:

@@ -41,3 +41,23 @@ def test_the_reduced_episodes_are_the_first_of_the_test_episodes():
     whole = EpisodeSampler(test, 5, 1, 15, stream_seed(0, "test")).sample(20)
     first = EpisodeSampler(test, 5, 1, 15, stream_seed(0, "test")).sample(8)
     assert first.digest() == whole.slice(0, 8).digest()
+
+
+def test_log_is_recorded_but_not_identity():
+    plain, logged = config(), config(log=("csv", "tensorboard", "csv"))
+    assert logged.log == ("csv", "tensorboard")
+    assert logged.key == plain.key and logged.settings() == plain.settings()
+    assert "log" not in plain.to_dict() and logged.to_dict()["log"] == ["csv", "tensorboard"]
+    assert RunConfig.from_dict(logged.to_dict()) == logged
+    assert normalized_config(logged.to_dict()) == normalized_config(plain.to_dict())
+    assert cell_settings(logged.to_dict()) == cell_settings(plain.to_dict())
+    with pytest.raises(ValueError, match="unknown format"):
+        config(log=("wandb",))
+
+
+def test_every_recording_option_is_ignored_by_checkpoints_and_cells():
+    from bench.cells import REPLICATE_FIELDS
+    from bench.checkpoint import IGNORED_CONFIG_KEYS
+    from bench.config import RECORDING_OPTIONS
+
+    assert set(RECORDING_OPTIONS) <= set(IGNORED_CONFIG_KEYS) & set(REPLICATE_FIELDS)
