@@ -689,7 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             return cmd_list(args.methods)
         if args.command == "run":
-            return cmd_run(args)
+            from bench.distributed import finish_process
+
+            return finish_process(cmd_run(args))  # a torchrun worker exits at once (gloo)
         if args.command == "table":
             return cmd_table(args.folder, args.out, args.strict, args)
         if args.command == "speed":

@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from bench.config import RunConfig, resolve_budget
-from bench.distributed import SINGLE, Parallel
+from bench.distributed import SINGLE, Parallel, shutdown
 from bench.training import build_training, parallel_train_step
 from datasets.base import ClassSplit, FewShotDataset
 from datasets.batches import ImageBatchSampler
@@ -85,11 +85,17 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
                                          rank=rank, world_size=world)
+    parallel = Parallel(rank, world, rank)
     try:
-        states = {name: train_steps(name, Parallel(rank, world, rank)) for name in METHODS}
+        states = {name: train_steps(name, parallel) for name in METHODS}
         torch.save(states, f"{out}.rank{rank}")
-    finally:
+    except BaseException:
         torch.distributed.destroy_process_group()
+        raise  # mp.spawn reports it
+    # As a torchrun worker ends (bench.distributed.finish_process): a barriered teardown, then
+    # an immediate exit, so gloo's threads cannot abort the interpreter's exit.
+    shutdown(parallel)
+    os._exit(0)
 
 
 def _free_port() -> int:
