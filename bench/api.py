@@ -29,7 +29,7 @@ from bench.training import build_method_for, prepare_for_device, resolve_device
 from core.hparams import HParamError
 from core.registry import UnknownNameError
 from methods.base import FewShotMethod
-from methods.plugins import MethodImportError
+from methods.plugins import ALLOW_HINT, MethodImportError, RecordedImportRefused, allow_imports
 
 __all__ = ["LoadedModel", "ModelFileError", "TensorImages", "check_C", "load_model",
            "rebuild_method", "solver_function"]
@@ -72,6 +72,10 @@ def rebuild_method(model: ModelFile, device: torch.device) -> FewShotMethod:
         with torch.random.fork_rng(devices=[]):
             method = build_method_for(config, model.channels, model.image_size,
                                       model.n_train_classes)
+    except RecordedImportRefused as exc:
+        raise ModelFileError(f"{model.path}: its method {config.method!r} comes from the import "
+                             f"path {exc.source!r} recorded in the file, which is not imported "
+                             f"unless asked; {ALLOW_HINT}") from exc
     except (UnknownNameError, MethodImportError) as exc:
         where = (f" (import path {config.method_source!r})" if config.method_source
                  else "; register it, install its package, or pass its import path when "
@@ -229,10 +233,17 @@ def _episode_classes(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return classes, index
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(path: str | Path, device: str | torch.device = "cpu", *,
+               allow_import: bool = False) -> LoadedModel:
     """Read the model file ``path`` and rebuild its method on ``device`` ("cpu", "cuda",
     "cuda:1" or "auto"). :class:`ModelFileError` (a ``ValueError`` naming the file) when it is
-    not a usable model file."""
+    not a usable model file: unreadable, corrupt (non-finite weights), or not the bytes its
+    run's result recorded (:func:`bench.models.check_recorded_hash`, when that result is
+    beside it). ``allow_import``: import the method's recorded import path (a model of a
+    method given by ``package.module:Class``); never done otherwise."""
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     model = read_model_file(path)
+    source = model.meta["config"].get("method_source")
+    if allow_import and source:
+        allow_imports([source])
     return LoadedModel(model, rebuild_method(model, device), device)

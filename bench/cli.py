@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--margin", type=_positive_float, default=1.0,
                        help="equivalence margin in accuracy points for the paired comparisons' "
                             "verdicts (two one-sided tests; default 1.0)")
+    _add_import_arguments(table)
     table.add_argument("--brief", action="store_true",
                        help="print accuracy, the paired difference from the baseline and the "
                             "training cost with its ratio to the baseline's, a few lines each, "
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bench import eval_cli
 
     eval_cli.add_arguments(evaluation)
+    _add_import_arguments(evaluation)
 
     data = sub.add_parser("data", help="prepare or verify a dataset's files (prepare/verify)")
     from bench import data_cli
@@ -199,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     theory_cli.add_arguments(theory)
     return parser
+
+
+def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--allow-import`` and ``--methods`` of the commands that read files from elsewhere
+    (``bench table``, ``bench eval``): a recorded import path is imported only when asked."""
+    parser.add_argument("--allow-import", action="store_true",
+                        help="import the methods that result and model files name by import "
+                             "path (their recorded method_source); without it, no file's "
+                             "contents import code")
+    parser.add_argument("--methods", type=_name_list, default=[], metavar="PKG.MOD:CLASS,...",
+                        help="import these methods (import paths) first, allowing the files "
+                             "that record them")
 
 
 def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
@@ -693,6 +707,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return finish_process(cmd_run(args))  # a torchrun worker exits at once (gloo)
         if args.command == "table":
+            from methods.plugins import allow_from_arguments
+
+            allow_from_arguments(args.allow_import, args.methods)
             return cmd_table(args.folder, args.out, args.strict, args)
         if args.command == "speed":
             from bench import speed as speed_cli

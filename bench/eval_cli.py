@@ -14,6 +14,11 @@ to ``<out>/evals/`` (:mod:`bench.evaluation_run`); ``bench table`` turns those i
 penalty table (the paper's Table 5). A model file that cannot be used (not a model file,
 truncated, a checkpoint, a method that is not available here, images with other channels) is
 reported in one line and the other models are evaluated; the exit status is then 1.
+
+A model file is data: its bytes must be those its run's result recorded (when that result is
+beside it, ``<out>/runs/<key>.json``), its weights finite, and a method it names by import
+path (``method_source``) is imported only with ``--allow-import`` or that path given again
+with ``--methods``.
 """
 from __future__ import annotations
 
@@ -125,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
     from bench.training import resolve_device
     from datasets import DATASETS, DatasetError, load_dataset
 
+    from methods.plugins import allow_from_arguments
+
     try:
+        allow_from_arguments(getattr(args, "allow_import", False), getattr(args, "methods", []))
         Cs = _parse_Cs(args.logreg_c)
         bad = [p for p in args.protocol if p not in PROTOCOLS]
         if bad or not args.protocol:

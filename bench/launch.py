@@ -85,7 +85,11 @@ def execute(job: RunJob) -> int:
     from bench.sweep import CheckpointPolicy, ResultConflict, run_sweep
     from bench.training import resolve_device
     from datasets import DatasetError, load_dataset
+    from methods.plugins import allow_imports
 
+    source = job.config.get("method_source")
+    if source:  # the parent process wrote this job from its own command line's --methods
+        allow_imports([source])
     config = RunConfig.from_dict(job.config)
     parallel = None
     try:

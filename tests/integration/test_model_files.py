@@ -141,7 +141,13 @@ def test_an_external_method_is_imported_again_from_its_method_source(smoke_model
     path = _rewritten(smoke_models, tmp_path, KEYS[1], method="t13-proto",
                       method_source="t13ext:T13Proto")
     try:
-        model = load_model(path)
+        # a file's contents never import code: refused, saying what to pass, nothing imported
+        with pytest.raises(ModelFileError, match=r"import path 't13ext:T13Proto' recorded in "
+                                                 r"the file, which is not imported unless "
+                                                 r"asked; pass --allow-import"):
+            load_model(path)
+        assert "t13ext" not in sys.modules and "t13-proto" not in METHODS
+        model = load_model(path, allow_import=True)
         assert type(model.method).__name__ == "T13Proto" and not model.method.training
     finally:
         if "t13-proto" in METHODS:
@@ -151,4 +157,4 @@ def test_an_external_method_is_imported_again_from_its_method_source(smoke_model
                         method_source="t13missing:Gone")
     with pytest.raises(ModelFileError, match=r"its method 't13-gone' is not available here "
                                              r"\(import path 't13missing:Gone'\)"):
-        load_model(broken)
+        load_model(broken, allow_import=True)
