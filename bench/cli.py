@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", type=Path, default=None,
                      help="folder with the dataset's files (default: $BRIDGEBENCH_DATA/<dataset>"
                           " or ~/data/<dataset>)")
+    run.add_argument("--allow-nonstandard", action="store_true",
+                     help="use data that departs from the standard split (an empty class "
+                          "folder, one with fewer images than the others) with a warning "
+                          "saying how many classes remain, instead of refusing it")
     run.add_argument("--precision", choices=PRECISIONS, default="fp32")
     run.add_argument("--solver", choices=("sklearn", "batched"), default="sklearn",
                      help="unified-protocol solver: scikit-learn per episode, or the batched "
@@ -501,7 +505,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         roots[name] = args.data_root if len(dataset_names) == 1 or args.data_root is None \
             else args.data_root / name
         try:
-            datasets[name] = load_dataset(name, roots[name])
+            datasets[name] = load_dataset(name, roots[name],
+                                          allow_nonstandard=args.allow_nonstandard)
         except DatasetError as error:
             problems.append(str(error))
     configs, unbuilt = _build_configs(args, methods, dataset_names, hparams)
@@ -570,7 +575,8 @@ def _jobs(args: argparse.Namespace, configs: list, roots: dict, identities: dict
                    device=args.device, force=args.force, restart=args.restart,
                    keep_checkpoints=args.keep_checkpoints, save_model=args.save_model,
                    progress=not args.no_progress,
-                   data_fingerprint=identities[c.dataset]["fingerprint"])
+                   data_fingerprint=identities[c.dataset]["fingerprint"],
+                   allow_nonstandard=args.allow_nonstandard)
             for c in configs]
 
 

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "another size are resized to the model's")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="folder with the dataset's files (as for `bench run`)")
+    parser.add_argument("--allow-nonstandard", action="store_true",
+                        help="use data that departs from the standard split (an empty class "
+                             "folder, ...) with a warning instead of refusing it")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="evaluate on the test split (default) or the validation split")
     parser.add_argument("--ways", type=int, default=None, help="default: the model's run's")
@@ -159,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
             several = names is not None and len(names) > 1
             root = args.data_root / name if several and args.data_root is not None \
                 else args.data_root
-            datasets[name] = load_dataset(name, root)
+            datasets[name] = load_dataset(name, root,
+                                          allow_nonstandard=args.allow_nonstandard)
         return datasets[name]
 
     if names is not None:  # the datasets asked for: bad input stops before any work

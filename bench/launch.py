@@ -63,6 +63,7 @@ class RunJob:
     claim: bool = True  # False when the parent process holds the claim (--isolate, --jobs)
     announce_stop: bool = True  # False when the parent says where the checkpoints are
     data_fingerprint: str | None = None  # the dataset's, as the launching process saw it
+    allow_nonstandard: bool = False  # --allow-nonstandard: non-standard data accepted
 
     @property
     def key(self) -> str:
@@ -95,7 +96,8 @@ def execute(job: RunJob) -> int:
     try:
         parallel, device_name = init_from_environment(job.device)
         device = resolve_device(device_name)
-        dataset = load_dataset(config.dataset, job.data_root)
+        dataset = load_dataset(config.dataset, job.data_root,
+                               allow_nonstandard=job.allow_nonstandard)
         summary = run_sweep([config], {config.dataset: dataset}, device, Path(job.out),
                             force=job.force, progress=job.progress,
                             checkpoints=CheckpointPolicy(True, job.restart, job.keep_checkpoints),
