@@ -173,16 +173,17 @@ class LoadedModel:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not "
                              f"{protocol!r}")
         C = check_C(self.config.logreg_c if C is None else C)
+        given = (tuple(support.shape), tuple(support_labels.shape), tuple(query.shape))
         single = support.dim() == 4
         if single:
             support, support_labels, query = support[None], support_labels[None], query[None]
         if support.dim() != 5 or query.dim() != 5 or support_labels.dim() != 2 \
                 or support_labels.shape != support.shape[:2] \
                 or query.shape[0] != support.shape[0]:
-            raise ValueError("expected support [S, C, H, W], support_labels [S] and query "
-                             "[Q, C, H, W] (or each with a leading episode dimension T); got "
-                             f"{tuple(support.shape)}, {tuple(support_labels.shape)} and "
-                             f"{tuple(query.shape)}")
+            raise ValueError("expected support [S, C, H, W], support_labels [S] (one label per "
+                             "support image) and query [Q, C, H, W], or each with a leading "
+                             f"episode dimension T; got support {given[0]}, support_labels "
+                             f"{given[1]} and query {given[2]}")
         classes, labels = _episode_classes(support_labels)
         if protocol == "native" and self.has_native_adaptation:
             predicted = self._predict_native(support, labels, query)

@@ -23,6 +23,8 @@ import hashlib
 import io
 import json
 import math
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -174,12 +176,12 @@ def read_model_file(path: Path | str) -> ModelFile:
         raise ModelFileError(f"{path}: cannot read the model file "
                              f"({exc.strerror or exc})") from exc
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: not the user's
+            warnings.simplefilter("ignore")
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, not a torch file, pickled code, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ModelFileError(
-            f"{path}: not a readable model file ({type(exc).__name__}: {reason[:160]}); it is "
-            "truncated, corrupt or not a torch file") from exc
+        raise ModelFileError(f"{path}: not a readable model file: "
+                             f"{_unreadable_reason(data, exc)}.") from exc
     if not isinstance(payload, dict):
         raise ModelFileError(f"{path}: not a {MODEL_FORMAT} model file (it holds a "
                              f"{type(payload).__name__})")
@@ -219,6 +221,20 @@ def read_model_file(path: Path | str) -> ModelFile:
     _check_facts(model)
     check_recorded_hash(model)
     return model
+
+
+def _unreadable_reason(data: bytes, error: Exception) -> str:
+    """Why ``torch.load`` (weights only) could not read ``data``, as one whole clause (torch's
+    own messages run to several sentences and would be cut mid-sentence)."""
+    if not data:
+        return "the file is empty (0 bytes)"
+    zipped = data[:4] == b"PK\x03\x04"  # torch.save's format
+    if isinstance(error, pickle.UnpicklingError) and (zipped or data[:1] == b"\x80"):
+        return ("it holds pickled Python objects, which a weights-only load refuses (a model "
+                "file holds tensors and plain values only)")
+    if zipped:
+        return "it is a zip archive that torch cannot read: truncated or corrupt"
+    return "it is not a file that torch.save wrote (or it is truncated or corrupt)"
 
 
 def _check_weights(path: Path, state: dict[str, Any]) -> None:
