@@ -29,7 +29,7 @@ from bench.training import build_method_for, prepare_for_device, resolve_device
 from core.hparams import HParamError
 from core.registry import UnknownNameError
 from methods.base import FewShotMethod
-from methods.plugins import MethodImportError
+from methods.plugins import ALLOW_HINT, MethodImportError, RecordedImportRefused, allow_imports
 
 __all__ = ["LoadedModel", "ModelFileError", "TensorImages", "check_C", "load_model",
            "native_ways_problem", "rebuild_method", "solver_function"]
@@ -86,6 +86,10 @@ def rebuild_method(model: ModelFile, device: torch.device) -> FewShotMethod:
         with torch.random.fork_rng(devices=[]):
             method = build_method_for(config, model.channels, model.image_size,
                                       model.n_train_classes)
+    except RecordedImportRefused as exc:
+        raise ModelFileError(f"{model.path}: its method {config.method!r} comes from the import "
+                             f"path {exc.source!r} recorded in the file, which is not imported "
+                             f"unless asked; {ALLOW_HINT}") from exc
     except (UnknownNameError, MethodImportError) as exc:
         where = (f" (import path {config.method_source!r})" if config.method_source
                  else "; register it, install its package, or pass its import path when "
@@ -183,16 +187,17 @@ class LoadedModel:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not "
                              f"{protocol!r}")
         C = check_C(self.config.logreg_c if C is None else C)
+        given = (tuple(support.shape), tuple(support_labels.shape), tuple(query.shape))
         single = support.dim() == 4
         if single:
             support, support_labels, query = support[None], support_labels[None], query[None]
         if support.dim() != 5 or query.dim() != 5 or support_labels.dim() != 2 \
                 or support_labels.shape != support.shape[:2] \
                 or query.shape[0] != support.shape[0]:
-            raise ValueError("expected support [S, C, H, W], support_labels [S] and query "
-                             "[Q, C, H, W] (or each with a leading episode dimension T); got "
-                             f"{tuple(support.shape)}, {tuple(support_labels.shape)} and "
-                             f"{tuple(query.shape)}")
+            raise ValueError("expected support [S, C, H, W], support_labels [S] (one label per "
+                             "support image) and query [Q, C, H, W], or each with a leading "
+                             f"episode dimension T; got support {given[0]}, support_labels "
+                             f"{given[1]} and query {given[2]}")
         classes, labels = _episode_classes(support_labels)
         problem = native_ways_problem(self.method, self.config.ways, classes.shape[1]) \
             if protocol == "native" else None
@@ -247,10 +252,17 @@ def _episode_classes(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return classes, index
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(path: str | Path, device: str | torch.device = "cpu", *,
+               allow_import: bool = False) -> LoadedModel:
     """Read the model file ``path`` and rebuild its method on ``device`` ("cpu", "cuda",
     "cuda:1" or "auto"). :class:`ModelFileError` (a ``ValueError`` naming the file) when it is
-    not a usable model file."""
+    not a usable model file: unreadable, corrupt (non-finite weights), or not the bytes its
+    run's result recorded (:func:`bench.models.check_recorded_hash`, when that result is
+    beside it). ``allow_import``: import the method's recorded import path (a model of a
+    method given by ``package.module:Class``); never done otherwise."""
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     model = read_model_file(path)
+    source = model.meta["config"].get("method_source")
+    if allow_import and source:
+        allow_imports([source])
     return LoadedModel(model, rebuild_method(model, device), device)

@@ -59,7 +59,11 @@ class StorageError(OSError):
 
 
 def checkpoint_path(out_dir: Path | str, key: str) -> Path:
-    return Path(out_dir) / "checkpoints" / f"{key}.pt"
+    """Where run ``key``'s checkpoint lives in results folder ``out_dir`` (``key`` checked,
+    :mod:`core.keys`)."""
+    from core.keys import check_key, path_inside
+
+    return path_inside(out_dir, "checkpoints", f"{check_key(key, 'run key')}.pt")
 
 
 # --------------------------------------------------------------------------- storage

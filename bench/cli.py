@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", type=Path, default=None,
                      help="folder with the dataset's files (default: $BRIDGEBENCH_DATA/<dataset>"
                           " or ~/data/<dataset>)")
+    run.add_argument("--allow-nonstandard", action="store_true",
+                     help="use data that departs from the standard split (an empty class "
+                          "folder, one with fewer images than the others) with a warning "
+                          "saying how many classes remain, instead of refusing it")
     run.add_argument("--precision", choices=PRECISIONS, default="fp32")
     run.add_argument("--solver", choices=("sklearn", "batched"), default="sklearn",
                      help="unified-protocol solver: scikit-learn per episode, or the batched "
@@ -194,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--margin", type=_positive_float, default=1.0,
                        help="equivalence margin in accuracy points for the paired comparisons' "
                             "verdicts (two one-sided tests; default 1.0)")
+    _add_import_arguments(table)
     table.add_argument("--brief", action="store_true",
                        help="print accuracy, the paired difference from the baseline and the "
                             "training cost with its ratio to the baseline's, a few lines each, "
@@ -224,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     eval_cli.add_arguments(evaluation)
     add_config_argument(evaluation)
+    _add_import_arguments(evaluation)
 
     data = sub.add_parser("data", help="prepare or verify a dataset's files (prepare/verify)")
     from bench import data_cli
@@ -244,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     theory_cli.add_arguments(theory)
     return parser
+
+
+def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--allow-import`` and ``--methods`` of the commands that read files from elsewhere
+    (``bench table``, ``bench eval``): a recorded import path is imported only when asked."""
+    parser.add_argument("--allow-import", action="store_true",
+                        help="import the methods that result and model files name by import "
+                             "path (their recorded method_source); without it, no file's "
+                             "contents import code")
+    parser.add_argument("--methods", type=_name_list, default=[], metavar="PKG.MOD:CLASS,...",
+                        help="import these methods (import paths) first, allowing the files "
+                             "that record them")
 
 
 def _add_survival_arguments(run: argparse.ArgumentParser) -> None:
@@ -562,7 +580,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         roots[name] = args.data_root if len(dataset_names) == 1 or args.data_root is None \
             else args.data_root / name
         try:
-            datasets[name] = load_dataset(name, roots[name])
+            datasets[name] = load_dataset(name, roots[name],
+                                          allow_nonstandard=args.allow_nonstandard)
         except DatasetError as error:
             problems.append(str(error))
     configs, unbuilt = _build_configs(args, methods, dataset_names, hparams)
@@ -664,7 +683,8 @@ def _jobs(args: argparse.Namespace, configs: list, roots: dict, identities: dict
                    device=args.device, force=args.force, restart=args.restart,
                    keep_checkpoints=args.keep_checkpoints, save_model=args.save_model,
                    progress=not args.no_progress,
-                   data_fingerprint=identities[c.dataset]["fingerprint"])
+                   data_fingerprint=identities[c.dataset]["fingerprint"],
+                   allow_nonstandard=args.allow_nonstandard)
             for c in configs]
 
 
@@ -811,8 +831,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "list":
             return cmd_list(args.methods)
         if args.command == "run":
-            return cmd_run(args)
+            from bench.distributed import finish_process
+
+            return finish_process(cmd_run(args))  # a torchrun worker exits at once (gloo)
         if args.command == "table":
+            from methods.plugins import allow_from_arguments
+
+            allow_from_arguments(args.allow_import, args.methods)
             return cmd_table(args.folder, args.out, args.strict, args)
         if args.command == "report":
             from bench import html_report

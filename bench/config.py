@@ -410,10 +410,14 @@ class RunConfig:
     def key(self) -> str:
         """File-name key of the run's result, claim and checkpoint (the method's registered
         name, never its import path): :attr:`readable_key`, plus ``_`` and
-        :meth:`settings_hash` unless :meth:`is_default`."""
-        if self.is_default():
-            return self.readable_key
-        return f"{self.readable_key}_{self.settings_hash()}"
+        :meth:`settings_hash` unless :meth:`is_default`. A file-name key
+        (:func:`core.keys.check_key`: a method or dataset name read from a file cannot make
+        it a path)."""
+        from core.keys import check_key
+
+        key = self.readable_key if self.is_default() else \
+            f"{self.readable_key}_{self.settings_hash()}"
+        return check_key(key, "run key")
 
     # ------------------------------------------------------------------ (de)serialisation
     def with_overrides(self, **changes: Any) -> "RunConfig":

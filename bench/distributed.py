@@ -41,6 +41,7 @@ Gloo on the CPU and NCCL on GPUs; the tests run two gloo processes on the CPU.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Sequence
@@ -86,6 +87,7 @@ class Parallel:
 
 
 SINGLE = Parallel()
+_JOINED = False  # set by init_from_environment in a process of a data-parallel run
 
 
 def environment_world_size() -> int:
@@ -116,18 +118,43 @@ def init_from_environment(device_name: str) -> tuple[Parallel, str]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
                                 timeout=timedelta(minutes=30))
+    global _JOINED
+    _JOINED = True
     return Parallel(rank=rank, world_size=world, local_rank=local_rank), device_name
 
 
 def shutdown(parallel: Parallel) -> None:
     """Tear the process group down together: without the barrier a rank that finishes first
-    can destroy gloo's pairs while another still uses them, and that rank aborts at exit
-    ("terminate called without an active exception", seen in CI)."""
+    can destroy gloo's pairs while another still uses them. The process must then end through
+    :func:`finish_process` (an immediate exit): gloo's threads can still abort a normal
+    interpreter exit ("terminate called without an active exception", seen in CI after the
+    barrier was added)."""
     if parallel.enabled and dist.is_initialized():
         try:
             dist.barrier()
         finally:
             dist.destroy_process_group()
+
+
+def joined_process_group() -> bool:
+    """Whether this process joined a data-parallel process group (:func:`init_from_environment`
+    with ``WORLD_SIZE`` > 1)."""
+    return _JOINED
+
+
+def finish_process(code: int) -> int:
+    """End a process that joined a process group at once with exit status ``code``, after
+    flushing its output: skipping the interpreter's teardown (static destructors of the
+    collective library's threads) is what removes the abort at exit. A process that never
+    joined one gets ``code`` back to return normally."""
+    if not _JOINED:
+        return code
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more to say
+            pass
+    os._exit(code)
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -14,6 +14,11 @@ to ``<out>/evals/`` (:mod:`bench.evaluation_run`); ``bench table`` turns those i
 penalty table (the paper's Table 5). A model file that cannot be used (not a model file,
 truncated, a checkpoint, a method that is not available here, images with other channels) is
 reported in one line and the other models are evaluated; the exit status is then 1.
+
+A model file is data: its bytes must be those its run's result recorded (when that result is
+beside it, ``<out>/runs/<key>.json``), its weights finite, and a method it names by import
+path (``method_source``) is imported only with ``--allow-import`` or that path given again
+with ``--methods``.
 """
 from __future__ import annotations
 
@@ -55,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "another size are resized to the model's")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="folder with the dataset's files (as for `bench run`)")
+    parser.add_argument("--allow-nonstandard", action="store_true",
+                        help="use data that departs from the standard split (an empty class "
+                             "folder, ...) with a warning instead of refusing it")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="evaluate on the test split (default) or the validation split")
     parser.add_argument("--ways", type=int, default=None, help="default: the model's run's")
@@ -128,7 +136,10 @@ def run(args: argparse.Namespace) -> int:
     from bench.training import resolve_device
     from datasets import DATASETS, DatasetError, load_dataset
 
+    from methods.plugins import allow_from_arguments
+
     try:
+        allow_from_arguments(getattr(args, "allow_import", False), getattr(args, "methods", []))
         Cs = _parse_Cs(args.logreg_c)
         bad = [p for p in args.protocol if p not in PROTOCOLS]
         if bad or not args.protocol:
@@ -154,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
             several = names is not None and len(names) > 1
             root = args.data_root / name if several and args.data_root is not None \
                 else args.data_root
-            datasets[name] = load_dataset(name, root)
+            datasets[name] = load_dataset(name, root,
+                                          allow_nonstandard=args.allow_nonstandard)
         return datasets[name]
 
     if names is not None:  # the datasets asked for: bad input stops before any work

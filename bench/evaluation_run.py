@@ -112,7 +112,11 @@ def eval_key(model_key: str, model_sha256: str, settings: EvalSettings, protocol
 
 
 def eval_path(out_dir: Path | str, key: str) -> Path:
-    return Path(out_dir) / EVALS_DIR / f"{key}.json"
+    """Where eval result ``key`` lives in results folder ``out_dir`` (``key`` checked,
+    :mod:`core.keys`)."""
+    from core.keys import check_key, path_inside
+
+    return path_inside(out_dir, EVALS_DIR, f"{check_key(key, 'eval key')}.json")
 
 
 def check_channels(model: ModelFile, dataset: FewShotDataset) -> None:
@@ -292,27 +296,67 @@ _REQUIRED = ("key", "source_model", "model", "settings", "data", "result", "epis
 
 
 def read_eval(path: Path) -> dict[str, Any]:
-    """Load and check one eval result; :class:`EvalFileError` naming the file."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvalFileError(f"{path}: cannot read this eval result ({exc})") from exc
-    if not isinstance(data, dict) or data.get("schema") != EVAL_SCHEMA:
-        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise EvalFileError(f"{path}: not a {EVAL_SCHEMA} eval result (schema {found!r})")
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing or data.get("status") != "ok":
-        raise EvalFileError(f"{path}: eval result without {', '.join(missing) or 'status ok'}")
-    result = data["result"]
-    if not isinstance(result, dict) or not all(k in result for k in ("accuracies", "mean",
-                                                                      "ci95")):
-        raise EvalFileError(f"{path}: 'result' must hold accuracies, mean and ci95")
-    from bench.results import accuracy_problem
+    """Load and check one eval result; :class:`EvalFileError` naming the file (whatever its
+    contents: no file can raise anything else)."""
+    from bench.results import JSONFileProblem, load_json_file
 
-    problem = accuracy_problem(result)
+    try:
+        data = load_json_file(path)
+    except JSONFileProblem as exc:
+        raise EvalFileError(f"{path}: cannot read this eval result ({exc})") from exc
+    try:
+        problem = _eval_problem(data)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        problem = f"not a valid eval result ({type(exc).__name__}: {exc})"
     if problem:
         raise EvalFileError(f"{path}: {problem}")
     return data
+
+
+def _eval_problem(data: Any) -> str | None:
+    """What is wrong with an eval result's contents (None: nothing)."""
+    from bench.results import accuracy_problem, config_problem, key_problem
+
+    if not isinstance(data, dict) or data.get("schema") != EVAL_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        return f"not a {EVAL_SCHEMA} eval result (schema {found!r})"
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing or data.get("status") != "ok":
+        return f"eval result without {', '.join(missing) or 'status ok'}"
+    result = data["result"]
+    if not isinstance(result, dict) or not all(k in result for k in ("accuracies", "mean",
+                                                                      "ci95")):
+        return "'result' must hold accuracies, mean and ci95"
+    source, model, settings = data["source_model"], data["model"], data["settings"]
+    if not isinstance(source, dict) or not isinstance(source.get("sha256"), str):
+        return "source_model must hold the model file's sha256"
+    if not isinstance(model, dict) or not isinstance(model.get("config"), dict) \
+            or not isinstance(model.get("dataset"), dict):
+        return "model must hold the model's run config and training data"
+    from bench.results import _REQUIRED_CONFIG
+
+    if any(k not in model["config"] for k in _REQUIRED_CONFIG):
+        return f"model.config must hold {', '.join(_REQUIRED_CONFIG)}"
+    problem = (key_problem(data["key"]) or key_problem(source.get("key"))
+               or config_problem(model["config"]))
+    if problem:
+        return problem
+    if not isinstance(settings, dict) or settings.get("protocol") not in PROTOCOLS:
+        return "settings must hold the protocol (unified or native)"
+    if not all(isinstance(v, str) for v in (settings.get("dataset"), settings.get("split"),
+                                            model["dataset"].get("name"))):
+        return "settings.dataset, settings.split and model.dataset.name must be strings"
+    if not isinstance(data["episode_hash"], str):
+        return "episode_hash must be a string"
+    for field in ("ways", "shots", "queries", "episodes", "seed"):
+        value = settings.get(field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"settings.{field} must be an integer >= 0, not {value!r}"
+    C = settings.get("logreg_c")
+    if settings["protocol"] == UNIFIED and (not isinstance(C, (int, float)) or isinstance(
+            C, bool) or not 0 < C < float("inf")):
+        return f"settings.logreg_c must be a number > 0 for the unified protocol, not {C!r}"
+    return accuracy_problem(result)
 
 
 def eval_files(folder: Path | str) -> list[Path]:

@@ -63,6 +63,7 @@ class RunJob:
     claim: bool = True  # False when the parent process holds the claim (--isolate, --jobs)
     announce_stop: bool = True  # False when the parent says where the checkpoints are
     data_fingerprint: str | None = None  # the dataset's, as the launching process saw it
+    allow_nonstandard: bool = False  # --allow-nonstandard: non-standard data accepted
 
     @property
     def key(self) -> str:
@@ -85,13 +86,18 @@ def execute(job: RunJob) -> int:
     from bench.sweep import CheckpointPolicy, ResultConflict, run_sweep
     from bench.training import resolve_device
     from datasets import DatasetError, load_dataset
+    from methods.plugins import allow_imports
 
+    source = job.config.get("method_source")
+    if source:  # the parent process wrote this job from its own command line's --methods
+        allow_imports([source])
     config = RunConfig.from_dict(job.config)
     parallel = None
     try:
         parallel, device_name = init_from_environment(job.device)
         device = resolve_device(device_name)
-        dataset = load_dataset(config.dataset, job.data_root)
+        dataset = load_dataset(config.dataset, job.data_root,
+                               allow_nonstandard=job.allow_nonstandard)
         summary = run_sweep([config], {config.dataset: dataset}, device, Path(job.out),
                             force=job.force, progress=job.progress,
                             checkpoints=CheckpointPolicy(True, job.restart, job.keep_checkpoints),

@@ -143,7 +143,10 @@ class ClaimBoard:
         self.host = socket.gethostname()
 
     def path(self, key: str) -> Path:
-        return self.folder / f"{key}.claim"
+        """Run ``key``'s claim file (``key`` checked, :mod:`core.keys`)."""
+        from core.keys import check_key, path_inside
+
+        return path_inside(self.folder, f"{check_key(key, 'run key')}.claim")
 
     def try_claim(self, key: str) -> Claim | None:
         """Claim ``key``; None when a live process holds it (see :meth:`holder`)."""

@@ -23,6 +23,8 @@ import hashlib
 import io
 import json
 import math
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,6 +35,7 @@ from bench.checkpoint import (CHECKPOINT_FORMAT, StorageError, dataset_identity,
                               describe_write_failure)
 from bench.config import RunConfig
 from core.atomic import write_bytes_atomic
+from core.keys import InvalidKeyError, check_key, path_inside
 from datasets import FewShotDataset
 
 MODEL_FORMAT = "bridgebench.model/1"
@@ -49,8 +52,9 @@ class ModelFileError(ValueError):
 
 
 def model_path(out_dir: Path | str, key: str) -> Path:
-    """Where run ``key``'s model file lives in results folder ``out_dir``."""
-    return Path(out_dir) / MODELS_DIR / f"{key}.pt"
+    """Where run ``key``'s model file lives in results folder ``out_dir`` (``key`` checked,
+    :mod:`core.keys`)."""
+    return path_inside(out_dir, MODELS_DIR, f"{check_key(key, 'run key')}.pt")
 
 
 def sha256_of(data: bytes) -> str:
@@ -172,12 +176,12 @@ def read_model_file(path: Path | str) -> ModelFile:
         raise ModelFileError(f"{path}: cannot read the model file "
                              f"({exc.strerror or exc})") from exc
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: not the user's
+            warnings.simplefilter("ignore")
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, not a torch file, pickled code, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ModelFileError(
-            f"{path}: not a readable model file ({type(exc).__name__}: {reason[:160]}); it is "
-            "truncated, corrupt or not a torch file") from exc
+        raise ModelFileError(f"{path}: not a readable model file: "
+                             f"{_unreadable_reason(data, exc)}.") from exc
     if not isinstance(payload, dict):
         raise ModelFileError(f"{path}: not a {MODEL_FORMAT} model file (it holds a "
                              f"{type(payload).__name__})")
@@ -197,15 +201,86 @@ def read_model_file(path: Path | str) -> ModelFile:
                              "written by something else)")
     if not isinstance(payload["state_dict"], dict) or not payload["state_dict"]:
         raise ModelFileError(f"{path}: model file with an empty or malformed state_dict")
+    try:
+        check_key(payload["key"], "the run key it records")
+    except InvalidKeyError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    _check_weights(path, payload["state_dict"])
     model = ModelFile(path, sha256_of(data), {k: v for k, v in payload.items()
                                               if k != "state_dict"}, payload["state_dict"])
+    from bench.results import config_problem
+
     try:
+        problem = config_problem(model.meta["config"])
         model.config
-    except (TypeError, KeyError, ValueError) as exc:
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
         raise ModelFileError(f"{path}: its config cannot be read ({type(exc).__name__}: "
                              f"{exc})") from exc
+    if problem:
+        raise ModelFileError(f"{path}: its config is not valid ({problem})")
     _check_facts(model)
+    check_recorded_hash(model)
     return model
+
+
+def _unreadable_reason(data: bytes, error: Exception) -> str:
+    """Why ``torch.load`` (weights only) could not read ``data``, as one whole clause (torch's
+    own messages run to several sentences and would be cut mid-sentence)."""
+    if not data:
+        return "the file is empty (0 bytes)"
+    zipped = data[:4] == b"PK\x03\x04"  # torch.save's format
+    if isinstance(error, pickle.UnpicklingError) and (zipped or data[:1] == b"\x80"):
+        return ("it holds pickled Python objects, which a weights-only load refuses (a model "
+                "file holds tensors and plain values only)")
+    if zipped:
+        return "it is a zip archive that torch cannot read: truncated or corrupt"
+    return "it is not a file that torch.save wrote (or it is truncated or corrupt)"
+
+
+def _check_weights(path: Path, state: dict[str, Any]) -> None:
+    """:class:`ModelFileError` when a weight holds NaN or infinity: training never saves
+    such a model (selection would not pick it), so the file is corrupt."""
+    for name, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point() \
+                and not bool(torch.isfinite(value).all()):
+            raise ModelFileError(f"{path}: the model file is corrupt: weight {name!r} holds "
+                                 "non-finite values (NaN or infinity); restore the file or "
+                                 "retrain its run")
+
+
+def recorded_result_path(model_file: Path, key: str) -> Path | None:
+    """Where the run that wrote ``model_file`` (``<out>/models/<key>.pt``) keeps its result
+    (``<out>/runs/<key>.json``); None for a model file outside a results folder's models/."""
+    model_file = Path(model_file)
+    if model_file.parent.name != MODELS_DIR:
+        return None
+    from bench.results import result_path
+
+    return result_path(model_file.parent.parent, key)
+
+
+def check_recorded_hash(model: ModelFile) -> None:
+    """:class:`ModelFileError` naming both digests when the run's result beside the model
+    file (:func:`recorded_result_path`) records another sha256 for this file: its bytes were
+    changed or replaced after training. Nothing to compare (no result there, an unreadable
+    one, a result that names another file or no model): no check."""
+    from bench.results import ResultFileError, read_result
+
+    where = recorded_result_path(model.path, model.key)
+    if where is None or not where.is_file():
+        return
+    try:
+        recorded = read_result(where).get("model")
+    except ResultFileError:
+        return
+    if not isinstance(recorded, dict) or recorded.get("path") != f"{MODELS_DIR}/{model.path.name}" \
+            or not isinstance(recorded.get("sha256"), str):
+        return
+    if recorded["sha256"] != model.sha256:
+        raise ModelFileError(
+            f"{model.path}: its sha256 is {model.sha256}, but its run's result {where} records "
+            f"{recorded['sha256']} for it: the file was changed or replaced after training; "
+            "restore it, or retrain the run")
 
 
 def _check_facts(model: ModelFile) -> None:

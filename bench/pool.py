@@ -214,7 +214,9 @@ def _tee(stream: IO[bytes], tail: bytearray) -> None:
 
 
 def log_path(out_dir: Path, key: str) -> Path:
-    return Path(out_dir) / "logs" / f"{key}.log"
+    from core.keys import check_key, path_inside
+
+    return path_inside(out_dir, "logs", f"{check_key(key, 'run key')}.log")
 
 
 class Child:

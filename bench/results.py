@@ -131,7 +131,11 @@ class ResultFileError(ValueError):
 
 
 def result_path(out_dir: Path, key: str) -> Path:
-    return Path(out_dir) / "runs" / f"{key}.json"
+    """Where run ``key``'s result lives in results folder ``out_dir`` (``key`` checked,
+    :mod:`core.keys`)."""
+    from core.keys import check_key, path_inside
+
+    return path_inside(out_dir, "runs", f"{check_key(key, 'run key')}.json")
 
 
 _REQUIRED_OK = ("config", "provenance", "timings", "selection", "test", "episode_hash")
@@ -156,6 +160,9 @@ def validate_result(data: Any, source: str) -> RunResult:
     config = data.get("config")
     if not isinstance(config, dict) or any(k not in config for k in _REQUIRED_CONFIG):
         raise fail(f"config must hold {', '.join(_REQUIRED_CONFIG)}")
+    problem = config_problem(config) or key_problem(data.get("key"))
+    if problem:
+        raise fail(problem)
     if data["schema"] == SCHEMA_V1:
         data = migrate_v1(data)
     if status == "failed":
@@ -174,10 +181,14 @@ def validate_result(data: Any, source: str) -> RunResult:
         problem = accuracy_problem(res)
         if problem:
             raise fail(f"test[{protocol!r}]: {problem}")
-    timings = data["timings"]
-    if not isinstance(timings, dict) or any(
-            not isinstance(timings.get(k), (int, float)) for k in _REQUIRED_TIMINGS):
-        raise fail(f"timings must hold {', '.join(_REQUIRED_TIMINGS)}")
+    problem = (timings_problem(data["timings"]) or provenance_problem(data.get("provenance"))
+               or selection_problem(data["selection"]))
+    if problem:
+        raise fail(problem)
+    if "native" not in test and data.get("native_is_unified") is not True:
+        raise fail("'test' must hold the 'native' protocol unless native_is_unified is true")
+    if not isinstance(data["episode_hash"], str):
+        raise fail("episode_hash must be a string")
     if "learning_curve" in data:
         from bench.cost_curves import CurveError, validate_curve
 
@@ -226,7 +237,78 @@ def accuracy_problem(res: dict[str, Any]) -> str | None:
 
 
 _REQUIRED_TIMINGS = ("train_seconds", "train_device_hours", "run_seconds", "run_device_hours",
-                     "device_hours")
+                     "device_hours", "steps", "images_seen")
+_CONFIG_INTS = {"ways": 2, "shots": 1, "seed": 0, "episodes": 1}  # each with its least value
+
+
+def key_problem(key: Any) -> str | None:
+    """What is wrong with a result's recorded ``key`` (a file-name key, :mod:`core.keys`)."""
+    from core.keys import InvalidKeyError, check_key
+
+    try:
+        check_key(key, "key")
+    except InvalidKeyError as error:
+        return str(error)
+    return None
+
+
+def config_problem(config: dict[str, Any]) -> str | None:
+    """What is wrong with the parts of a result's ``config`` that tables and file names read
+    (None: nothing): method and dataset are file-name keys, ways, shots, seed and episodes
+    integers, the budget an object with a name and a backbone."""
+    from core.keys import InvalidKeyError, check_key
+
+    for field in ("method", "dataset"):
+        try:
+            check_key(config[field], f"config.{field}")
+        except InvalidKeyError as error:
+            return str(error)
+    for field, least in _CONFIG_INTS.items():
+        value = config[field]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            return f"config.{field} must be an integer >= {least}, not {value!r}"
+    source = config.get("method_source")
+    if source is not None and not isinstance(source, str):
+        return f"config.method_source must be a string, not {source!r}"
+    budget = config["budget"]
+    if not isinstance(budget, dict) or not all(isinstance(budget.get(k), str)
+                                               for k in ("name", "backbone")):
+        return "config.budget must be an object with a name and a backbone (strings)"
+    return None
+
+
+def timings_problem(timings: Any) -> str | None:
+    """What is wrong with a result's ``timings`` (None: nothing): every figure the tables read
+    is present, and every number a finite count or duration >= 0."""
+    if not isinstance(timings, dict) or any(not _is_number(timings.get(k))
+                                            for k in _REQUIRED_TIMINGS):
+        return f"timings must hold {', '.join(_REQUIRED_TIMINGS)} (numbers)"
+    for name, value in timings.items():
+        if _is_number(value) and not (math.isfinite(value) and value >= 0):
+            return f"timings.{name} is {value!r}; a duration or count must be finite and >= 0"
+    unit = timings.get("device_hours_unit", "")
+    if not isinstance(unit, str):
+        return f"timings.device_hours_unit must be a string, not {unit!r}"
+    return None
+
+
+def provenance_problem(provenance: Any) -> str | None:
+    """What is wrong with the parts of ``provenance`` the tables read (None: nothing)."""
+    if not isinstance(provenance, dict):
+        return "provenance must be an object"
+    count = provenance.get("device_count", 1)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        return f"provenance.device_count must be an integer >= 1, not {count!r}"
+    if not isinstance(provenance.get("device", ""), str):
+        return "provenance.device must be a string"
+    return None
+
+
+def selection_problem(selection: Any) -> str | None:
+    """What is wrong with a result's model ``selection`` (None: nothing)."""
+    if not isinstance(selection, dict):
+        return "selection must be an object"
+    return None
 
 
 # --------------------------------------------------------------------------- schema /1
@@ -381,18 +463,78 @@ def existing_result(path: Path, config: "RunConfig", fingerprint: str | None) ->
     return Existing(finished=True)
 
 
-def read_result(path: Path) -> RunResult:
-    """Load and validate one result file; errors name the file."""
+#: The largest result or eval file read (a 2,000-episode result with a 60-epoch learning curve
+#: is about 100 kB): anything larger is refused unread.
+MAX_FILE_BYTES = 16 * 2**20
+#: The deepest nesting of JSON arrays and objects a result or eval file may have (the schema
+#: needs 4; a method's hyperparameters may add a few).
+MAX_JSON_DEPTH = 32
+
+
+class JSONFileProblem(ValueError):
+    """Why a file cannot be read as a JSON document (without the file's name)."""
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value``'s arrays and objects nest (0: a scalar), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else \
+            item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def load_json_file(path: Path) -> Any:
+    """The JSON document in ``path``; :class:`JSONFileProblem` saying why not (unreadable,
+    over :data:`MAX_FILE_BYTES`, not UTF-8, not JSON, nested deeper than
+    :data:`MAX_JSON_DEPTH`). Never anything else: no file's contents can raise past it."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        size = Path(path).stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise JSONFileProblem(f"{size:,} bytes, over the limit of {MAX_FILE_BYTES:,} bytes "
+                                  "for a result file")
+        raw = Path(path).read_bytes()
     except OSError as exc:
-        raise ResultFileError(f"{path}: cannot read ({exc})") from exc
+        raise JSONFileProblem(f"cannot read ({exc.strerror or exc})") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JSONFileProblem(f"not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})"
+                              ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ResultFileError(f"{path}: not valid JSON ({exc}); delete it or rerun that "
-                              "run with --force") from exc
-    return validate_result(data, str(path))
+        raise JSONFileProblem(f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise JSONFileProblem(f"nested too deeply (more than {MAX_JSON_DEPTH} levels of "
+                              "arrays and objects)") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise JSONFileProblem(f"nested too deeply (more than {MAX_JSON_DEPTH} levels of "
+                              "arrays and objects)")
+    return data
+
+
+def read_result(path: Path) -> RunResult:
+    """Load and validate one result file; errors name the file."""
+    try:
+        data = load_json_file(path)
+    except JSONFileProblem as exc:
+        raise ResultFileError(f"{path}: {exc}; delete it or rerun that run with --force"
+                              ) from exc
+    try:
+        return validate_result(data, str(path))
+    except ResultFileError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        raise ResultFileError(f"{path}: not a valid {SCHEMA} result file "
+                              f"({type(exc).__name__}: {exc})") from exc
 
 
 def is_finished(path: Path) -> bool:

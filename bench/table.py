@@ -46,7 +46,7 @@ from core.atomic import write_text_atomic
 from datasets import by_benchmark
 from methods import METHODS
 from methods import efficiency_reference as reference_method
-from methods.plugins import MethodImportError, import_method
+from methods.plugins import MethodImportError, import_allowed, method_class
 from methods.base import FewShotMethod
 from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
@@ -59,14 +59,29 @@ files, plans: ``bench plan``'s)."""
 
 def display_name(config: dict[str, Any]) -> str:
     """The declared ``display_name`` of a result's method: registered here, or imported from
-    the run's ``method_source``; its name when neither works (a method no longer available)."""
+    the run's ``method_source`` where the user allowed it (:func:`methods.plugins.
+    allow_imports`); its recorded name otherwise (:func:`recorded_import_notes` says why)."""
     method = config["method"]
     if method not in METHODS and config.get("method_source"):
         try:
-            import_method(config["method_source"])
-        except (MethodImportError, ValueError):
+            method_class(method, config["method_source"])
+        except (MethodImportError, ValueError, KeyError):
             pass
     return METHODS.get(method).display_name if method in METHODS else method
+
+
+def recorded_import_notes(configs: list[dict[str, Any]]) -> list[str]:
+    """One line per (method, import path) recorded in ``configs`` whose method is shown under
+    its recorded name because the path was not imported (files never import code)."""
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for config in configs:
+        method, source = config.get("method"), config.get("method_source")
+        if isinstance(source, str) and method not in METHODS and not import_allowed(source):
+            counts[(str(method), source)] += 1
+    return [f"note: {n} file(s) of method {method!r} are shown under its recorded name; its "
+            f"import path {source!r} was not imported (a file's contents never import code): "
+            f"pass --allow-import or --methods {source} to use the method's own facts"
+            for (method, source), n in sorted(counts.items())]
 
 
 CLOCKS = ("train", "run")
@@ -594,8 +609,13 @@ def make_tables(folder: Path, out_dir: Path | None = None,
     from bench.tuning_table import make_tuning_table  # bench tune's studies (if any)
 
     tuning_md = make_tuning_table(folder, out_dir, results, skipped, write=write)
+    from bench.evaluation_run import load_evals
+
+    configs = [r["config"] for r in results] + [e["model"]["config"]
+                                                for e in load_evals(folder, [])]
+    notes = "".join(f"\n{line}\n" for line in recorded_import_notes(configs))
     return acc_md + "\n" + eff_md + "\n" + paired_md + (f"\n{l2_md}" if l2_md else "") \
-        + (f"\n{tuning_md}" if tuning_md else "") + skipped_section(skipped or [])
+        + (f"\n{tuning_md}" if tuning_md else "") + notes + skipped_section(skipped or [])
 
 
 def write_tables(out_dir: Path, accuracy: pd.DataFrame, efficiency: pd.DataFrame,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
+from core.keys import InvalidKeyError, check_key
+
 T = TypeVar("T")
 
 
@@ -14,10 +16,16 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+class InvalidNameError(InvalidKeyError):
+    """A name that cannot be registered (not a file-name key, or with capitals)."""
+
+
 class Registry(Generic[T]):
     """Maps canonical names (and aliases) to registered objects.
 
-    ``kind`` is used in error messages ("method", "dataset", ...).
+    ``kind`` is used in error messages ("method", "dataset", ...). Names are file-name keys
+    (:func:`core.keys.check_key`: they name result files) in lower case: lookups ignore case,
+    so a name with capitals could never be found as written, and is refused when registered.
     """
 
     def __init__(self, kind: str) -> None:
@@ -30,6 +38,9 @@ class Registry(Generic[T]):
         """Decorator: ``@REGISTRY.register("mtl")`` on a class or function. ``origin`` says
         where it came from (shown by ``bench list``)."""
 
+        for key in (name, *aliases):
+            self.check_name(key)
+
         def decorator(obj: T) -> T:
             for key in (name, *aliases):
                 if key in self._items or key in self._aliases:
@@ -41,6 +52,21 @@ class Registry(Generic[T]):
             return obj
 
         return decorator
+
+    def check_name(self, name: object) -> str:
+        """``name`` when it can be registered: a file-name key (:mod:`core.keys`) in lower
+        case; :class:`InvalidNameError` saying why and what to use instead otherwise."""
+        try:
+            check_key(name, f"{self.kind} name")
+        except InvalidKeyError as error:
+            raise InvalidNameError(f"{error}; a {self.kind} name becomes part of file names"
+                                   ) from None
+        if name != name.lower():  # type: ignore[union-attr]
+            raise InvalidNameError(
+                f"{self.kind} name {name!r} has capitals; {self.kind} names are matched "
+                f"case-insensitively and stored in lower case: name it "
+                f"{name.lower()!r}")  # type: ignore[union-attr]
+        return name  # type: ignore[return-value]
 
     def unregister(self, name: str) -> None:
         """Remove ``name`` (canonical) and its aliases (tests, plugins that are replaced)."""

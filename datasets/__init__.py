@@ -33,8 +33,10 @@ class DatasetInfo:
     """
 
     name: str
-    load: Callable[[Path | None], FewShotDataset]
-    """``load(root)`` returns the :class:`FewShotDataset` (``root``: where its files are)."""
+    load: Callable[..., FewShotDataset]
+    """``load(root, *, allow_nonstandard=False)`` returns the :class:`FewShotDataset`
+    (``root``: where its files are; ``allow_nonstandard``: accept data that departs from the
+    standard split, such as an empty class folder, with a warning instead of an error)."""
     description: str
     benchmark: str
     """Stable id of the benchmark this dataset is, the name the paper's tables use for it
@@ -97,10 +99,15 @@ def efficiency_reference() -> DatasetInfo:
     return found[0]
 
 
-def load_dataset(name: str, root: Path | str | None = None) -> FewShotDataset:
-    """Build dataset ``name`` (or an alias); ``root`` is where its files are (if it has any)."""
+def load_dataset(name: str, root: Path | str | None = None, *,
+                 allow_nonstandard: bool = False) -> FewShotDataset:
+    """Build dataset ``name`` (or an alias); ``root`` is where its files are (if it has any);
+    ``allow_nonstandard``: accept non-standard data with a warning (``--allow-nonstandard``)."""
     info = DATASETS.get(name)
-    return info.load(Path(root).expanduser() if root is not None else None)
+    root = Path(root).expanduser() if root is not None else None
+    if allow_nonstandard:
+        return info.load(root, allow_nonstandard=True)
+    return info.load(root)
 
 
 # Importing the modules registers them.

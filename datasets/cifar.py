@@ -326,12 +326,12 @@ def load_fc100(root: Path | str | None = None, *, allow_nonstandard: bool = Fals
     return load_files(FC100_SPEC, root, allow_nonstandard=allow_nonstandard, cache=cache)
 
 
-def _load_cifar_fs(root: Path | None) -> FewShotDataset:
-    return load_cifar_fs(root)
+def _load_cifar_fs(root: Path | None, *, allow_nonstandard: bool = False) -> FewShotDataset:
+    return load_cifar_fs(root, allow_nonstandard=allow_nonstandard)
 
 
-def _load_fc100(root: Path | None) -> FewShotDataset:
-    return load_fc100(root)
+def _load_fc100(root: Path | None, *, allow_nonstandard: bool = False) -> FewShotDataset:
+    return load_fc100(root, allow_nonstandard=allow_nonstandard)
 
 
 register_dataset(

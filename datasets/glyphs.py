@@ -292,8 +292,9 @@ def build_glyphs(seed: int = 0, image_size: int = 28, n_train: int = 256, n_val:
 _cached_glyphs = functools.lru_cache(maxsize=8)(build_glyphs)
 
 
-def load(root: Path | None = None) -> FewShotDataset:
-    """Registry entry point: the default ``glyphs`` (seed 0, 28 px); ``root`` is ignored."""
+def load(root: Path | None = None, *, allow_nonstandard: bool = False) -> FewShotDataset:
+    """Registry entry point: the default ``glyphs`` (seed 0, 28 px); ``root`` and
+    ``allow_nonstandard`` are ignored (generated, always standard)."""
     return make_glyphs()
 
 

@@ -129,9 +129,9 @@ def load_mini_imagenet(root: Path | str | None = None, *, allow_nonstandard: boo
     return load_files(SPEC, root, allow_nonstandard=allow_nonstandard, cache=cache)
 
 
-def load(root: Path | None) -> FewShotDataset:
+def load(root: Path | None, *, allow_nonstandard: bool = False) -> FewShotDataset:
     """Registry entry point (see :func:`load_mini_imagenet`)."""
-    return load_mini_imagenet(root)
+    return load_mini_imagenet(root, allow_nonstandard=allow_nonstandard)
 
 
 register_dataset(

@@ -36,6 +36,7 @@ from datasets import DatasetInfo, register_dataset
 from datasets.base import ClassSplit, DatasetError, FewShotDataset, default_data_root
 from datasets.cache import DatasetSpec, Located, SplitSet, register_spec, split_from_array
 from datasets.glyphs import pixel_stats
+from datasets.readers import accept_class_problems, class_size_problems
 
 __all__ = ["ARCHIVE_NAMES", "SPEC", "find_sources", "load", "load_omniglot", "split_note",
            "split_sizes"]
@@ -130,6 +131,36 @@ def _parse(source: Source, member: str) -> _Entry | None:
                   member)
 
 
+def _list_members(source: Source) -> list[str]:
+    """Every member of a zip (folders end in ``/``), or every file and folder under an
+    extracted source (folders with a trailing ``/``), relative to it."""
+    if source.kind == "zip":
+        with zipfile.ZipFile(source.path) as archive:
+            return archive.namelist()
+    return sorted(p.relative_to(source.path).as_posix() + ("/" if p.is_dir() else "")
+                  for p in source.path.rglob("*"))
+
+
+def class_folder_counts(sources: tuple[Source, ...], entries: list[_Entry]) -> dict[str, int]:
+    """Images per character folder (``<source>/<Alphabet>/<characterNN>``), counting every
+    folder that sits beside character folders, so an empty one shows as 0 (it would
+    otherwise vanish from the class list and change the split)."""
+    counts: dict[str, int] = {}
+    for e in entries:
+        folder = f"{e.source.path}/{e.member.replace(chr(92), '/').rsplit('/', 1)[0]}"
+        counts[folder] = counts.get(folder, 0) + 1
+    alphabets = {folder.rsplit("/", 1)[0] for folder in counts}
+    for source in sources:
+        for member in _list_members(source):
+            if not member.endswith("/") or any(p.startswith(".") or p == "__MACOSX"
+                                               for p in member.strip("/").split("/")):
+                continue
+            folder = f"{source.path}/{member.strip('/')}"
+            if folder.rsplit("/", 1)[0] in alphabets:
+                counts.setdefault(folder, 0)
+    return counts
+
+
 def _list_entries(source: Source) -> list[_Entry]:
     """Every Omniglot image file of one source; a corrupt zip raises a DatasetError naming it."""
     if source.kind == "zip":
@@ -159,8 +190,9 @@ def _fingerprint(source: Source) -> tuple:
         stat = source.path.stat()
         return (str(source.path.resolve()), stat.st_size, stat.st_mtime_ns)
     stats = [p.stat() for p in source.path.rglob("*.png")]
+    folders = sum(1 for p in source.path.rglob("*") if p.is_dir())  # an emptied folder too
     return (str(source.path.resolve()), len(stats), sum(s.st_size for s in stats),
-            max((s.st_mtime_ns for s in stats), default=0))
+            max((s.st_mtime_ns for s in stats), default=0), folders)
 
 
 def _deduplicate(entries: list[_Entry]) -> dict[int, list[_Entry]]:
@@ -270,11 +302,22 @@ def _describe(sources: tuple[Source, ...], n_classes: int, note: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(sources: tuple[Source, ...], fingerprint: tuple) -> FewShotDataset:
-    """Read and preprocess ``sources``; cached on their fingerprint (sizes and mtimes)."""
+def _load_cached(sources: tuple[Source, ...], fingerprint: tuple,
+                 allow_nonstandard: bool = False) -> FewShotDataset:
+    """Read and preprocess ``sources``; cached on their fingerprint (sizes and mtimes). An
+    empty character folder, or one with fewer images than the others, is refused naming it
+    unless ``allow_nonstandard`` (then the other classes are used, with a warning)."""
     entries = [e for s in sources for e in _list_entries(s)]
     grouped = _deduplicate(entries)
     by_name = {group[0].class_name: group for group in grouped.values()}
+    counts = {folder: n for folder, n in class_folder_counts(sources, entries).items()
+              if n or "/".join(folder.rsplit("/", 2)[-2:]) not in by_name}  # not in another source
+    problems = class_size_problems(counts)
+    if problems:
+        usual = max(len(group) for group in by_name.values())
+        if allow_nonstandard:  # characters with fewer drawers than the others are left out
+            by_name = {name: group for name, group in by_name.items() if len(group) == usual}
+        accept_class_problems(problems, "omniglot", len(by_name), allow_nonstandard)
     assignment = _assign_splits(list(by_name))
     note = split_note(len(by_name))
     logger.info("omniglot: %d characters; %s", len(by_name), note)
@@ -287,20 +330,24 @@ def _load_cached(sources: tuple[Source, ...], fingerprint: tuple) -> FewShotData
     )
 
 
-def load_omniglot(root: Path | str | None = None) -> FewShotDataset:
+def load_omniglot(root: Path | str | None = None, *,
+                  allow_nonstandard: bool = False) -> FewShotDataset:
     """Load Omniglot from ``root`` (default ``default_data_root() / "omniglot"``).
 
-    Cached in-process: a second call with unchanged files returns the same object (treat its
-    tensors as read-only).
+    An empty character folder, or one with fewer images than the others, is a
+    :class:`DatasetError` naming it (it would silently leave the class list and change the
+    split); ``allow_nonstandard`` uses the complete characters instead, with a warning saying
+    how many remain. Cached in-process: a second call with unchanged files returns the same
+    object (treat its tensors as read-only).
     """
     root = Path(root).expanduser() if root is not None else default_data_root() / "omniglot"
     sources = tuple(find_sources(root))
-    return _load_cached(sources, tuple(_fingerprint(s) for s in sources))
+    return _load_cached(sources, tuple(_fingerprint(s) for s in sources), allow_nonstandard)
 
 
-def load(root: Path | None) -> FewShotDataset:
+def load(root: Path | None, *, allow_nonstandard: bool = False) -> FewShotDataset:
     """Registry entry point (see :func:`load_omniglot`)."""
-    return load_omniglot(root)
+    return load_omniglot(root, allow_nonstandard=allow_nonstandard)
 
 
 def _locate(root: Path) -> Located:

@@ -20,6 +20,8 @@ file and says what to do:
 """
 from __future__ import annotations
 
+import warnings
+
 import hashlib
 import importlib
 import io
@@ -28,7 +30,7 @@ import re
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -36,7 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from datasets.base import DatasetError
 
 __all__ = [
-    "Layout", "candidate_folders", "check_kind", "decode_image", "describe_size", "file_digest",
+    "Layout", "accept_class_problems", "candidate_folders", "check_kind", "class_size_problems", "decode_image", "describe_size", "file_digest",
     "find_layout", "first_pickled_item", "html_title", "iter_npz_rows", "load_pickle",
     "missing_files_message", "npz_member_info", "sniff", "source_digest", "source_size",
     "stream_pickled_list",
@@ -545,3 +547,39 @@ def find_layout(title: str, root: Path, subdirs: Iterable[str], layouts: Iterabl
     sub_names = ", ".join(s or "." for s in subdirs)
     raise DatasetError(message.replace("Looked in:", f"Looked in (subfolders {sub_names} of the "
                                        f"root{note}):", 1))
+
+
+def class_size_problems(counts: Mapping[str, int], what: str = "images") -> list[str]:
+    """One line per class folder that holds no ``what`` or fewer than the most common count
+    (``counts``: folder -> number of files), naming the folder. A reader that would otherwise
+    drop such a folder silently (and so change every split drawn from the class list) refuses
+    it instead, unless the user accepts it (:func:`accept_class_problems`)."""
+    if not counts:
+        return []
+    sizes = [n for n in counts.values() if n > 0]
+    usual = max(set(sizes), key=lambda n: (sizes.count(n), n)) if sizes else 0
+    problems = []
+    for folder, n in sorted(counts.items()):
+        if n == 0:
+            problems.append(f"class folder {folder} holds no {what}")
+        elif n < usual:
+            problems.append(f"class folder {folder} holds {n} {what}, fewer than the "
+                            f"{usual} of the others")
+    return problems
+
+
+def accept_class_problems(problems: list[str], dataset: str, remaining: int,
+                          allow_nonstandard: bool) -> None:
+    """A :class:`DatasetError` listing ``problems`` (:func:`class_size_problems`) unless
+    ``allow_nonstandard``; then one warning saying how many classes remain."""
+    if not problems:
+        return
+    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5
+                                       else "")
+    if not allow_nonstandard:
+        raise DatasetError(
+            f"{dataset}: {shown}. Such a folder would be dropped or unbalanced, changing the "
+            "class split; restore its files, or pass --allow-nonstandard (Python: "
+            "allow_nonstandard=True) to use the other classes anyway.")
+    warnings.warn(f"{dataset}: non-standard data accepted (--allow-nonstandard): {shown}; "
+                  f"{remaining} classes remain", stacklevel=3)

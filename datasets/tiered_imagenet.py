@@ -147,9 +147,9 @@ def load_tiered_imagenet(root: Path | str | None = None, *, allow_nonstandard: b
     return load_files(SPEC, root, allow_nonstandard=allow_nonstandard, cache=cache)
 
 
-def load(root: Path | None) -> FewShotDataset:
+def load(root: Path | None, *, allow_nonstandard: bool = False) -> FewShotDataset:
     """Registry entry point (see :func:`load_tiered_imagenet`)."""
-    return load_tiered_imagenet(root)
+    return load_tiered_imagenet(root, allow_nonstandard=allow_nonstandard)
 
 
 register_dataset(

@@ -20,6 +20,9 @@ def register_method(name: str, *aliases: str):
     mistake fails at import, not mid-sweep.
     """
 
+    for key in (name, *aliases):  # a file-name key in lower case (core.keys), or an error
+        METHODS.check_name(key)
+
     def decorator(cls):
         from methods.base import AUGMENTATION_POLICIES, TRAINING_BATCHES
         from methods.taxonomy import check_table1

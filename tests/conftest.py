@@ -69,3 +69,14 @@ def smoke_models(tmp_path_factory) -> Path:
                         progress=False)
     assert summary.finished == [c.key for c in configs]
     return out
+
+
+@pytest.fixture(autouse=True)
+def _fresh_import_policy():
+    """Every test starts with no recorded import path allowed (methods.plugins keeps the
+    allowances of a process: one test's --allow-import must not leak into the next)."""
+    from methods.plugins import reset_import_policy
+
+    reset_import_policy()
+    yield
+    reset_import_policy()

@@ -82,3 +82,15 @@ def test_bad_input_is_a_clear_error(smoke_models, glyphs):
             model.predict(support, labels, query, C=C)
     with pytest.raises(ValueError, match="protocol must be one of unified, native"):
         model.predict(support, labels, query, protocol="ridge")
+
+
+def test_a_label_count_mismatch_names_the_shapes_passed(smoke_models, glyphs):
+    """Issue 27 item 7: the shapes as the caller passed them (not with the episode dimension
+    the API adds for one episode)."""
+    model = load_model(smoke_models / "models" / f"{KEYS[0]}.pt")
+    images = glyphs.test.images
+    support, query = images[:10], images[10:20]
+    with pytest.raises(ValueError) as caught:
+        model.predict(support, torch.arange(5).repeat_interleave(2)[:9], query)
+    assert ("got support (10, 1, 28, 28), support_labels (9,) and query (10, 1, 28, 28)"
+            in str(caught.value)), caught.value

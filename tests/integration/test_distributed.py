@@ -14,8 +14,8 @@ import torch
 import torch.multiprocessing as mp
 
 from bench.config import RunConfig, resolve_budget
-from bench.distributed import SINGLE, Parallel
-from bench.training import build_training, parallel_train_step
+from bench.distributed import SINGLE, Parallel, shutdown
+from bench.training import build_training, parallel_train_step, stream_seed
 from datasets.base import ClassSplit, FewShotDataset
 from datasets.batches import ImageBatchSampler
 from datasets.episodes import EpisodeSampler
@@ -40,7 +40,8 @@ def tiny_dataset() -> FewShotDataset:
                           mean=(0.5,), std=(0.25,))
 
 
-def train_steps(method_name: str, parallel: Parallel) -> dict[str, torch.Tensor]:
+def train_steps(method_name: str, parallel: Parallel,
+                episode_seed: int = 7) -> dict[str, torch.Tensor]:
     """``STEPS`` optimiser steps of ``method_name`` (conv4-32, MAML/ANIL second order with 2
     inner steps, iMAML/MinibatchProx 2 inner steps, iMAML 3 CG steps, RFS on batches of 3
     images) from seed 0; returns the state dict and the losses.
@@ -72,7 +73,8 @@ def train_steps(method_name: str, parallel: Parallel) -> dict[str, torch.Tensor]
     if training.method.training_batches == "images":  # RFS: 3 images, sharded 2 + 1
         sampler = ImageBatchSampler(dataset.train, 7)
     else:
-        sampler = EpisodeSampler(dataset.train, 5, budget.train_shots, budget.train_queries, 7)
+        sampler = EpisodeSampler(dataset.train, 5, budget.train_shots, budget.train_queries,
+                                 episode_seed)
     losses = [parallel_train_step(method, training.optimizer, training.loader, sampler,
                                   META_BATCH, parallel=parallel).loss for _ in range(STEPS)]
     state = {k: v.detach().clone() if torch.is_tensor(v) else v
@@ -85,11 +87,18 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
                                          rank=rank, world_size=world)
+    parallel = Parallel(rank, world, rank)
     try:
-        states = {name: train_steps(name, Parallel(rank, world, rank)) for name in METHODS}
+        states = {name: train_steps(name, parallel) for name in METHODS}
+        states[RUN_STREAM] = train_steps("metaoptnet", parallel, stream_seed(0, "train"))
         torch.save(states, f"{out}.rank{rank}")
-    finally:
+    except BaseException:
         torch.distributed.destroy_process_group()
+        raise  # mp.spawn reports it
+    # As a torchrun worker ends (bench.distributed.finish_process): a barriered teardown, then
+    # an immediate exit, so gloo's threads cannot abort the interpreter's exit.
+    shutdown(parallel)
+    os._exit(0)
 
 
 def _free_port() -> int:
@@ -118,6 +127,31 @@ def test_two_processes_take_the_steps_one_process_takes(method_name, two_process
             assert torch.equal(rank0[key], value), key
             continue
         torch.testing.assert_close(rank0[key], value, rtol=2e-4, atol=2e-5, msg=key)
+
+
+#: MetaOptNet on the run's own training stream of seed 0 (not this test's seed-7 stream).
+RUN_STREAM = "metaoptnet@seed0-stream"
+#: How far two processes may take MetaOptNet's weights from one process's on that stream, in
+#: two SGD steps (lr 0.1): up to 1.8e-4 was seen in the first conv weights (issue 24). Its cause
+#: is not established: the first step's QP solutions agree to 1e-10 between the shards and the
+#: whole batch (double precision, 40 iterations), so the difference enters through float32
+#: rounding of the features and gradients (the all_reduce sums the shards' gradients in another
+#: order than one backward pass does), which the SVM's dual solution, with support vectors on
+#: the margin, can amplify in the second step. The bound, 1e-3, is about 5x the drift seen; a
+#: real sharding error (a lost task, a wrong weighting) changes a step by a fraction of the step
+#: itself, which the per-method test above (seed-7 stream, 2e-5 + 2e-4 relative) would catch.
+METAOPTNET_RUN_STREAM_ATOL = 1e-3
+
+
+def test_metaoptnet_on_the_runs_stream_stays_within_its_stated_tolerance(two_process_states):
+    single = train_steps("metaoptnet", SINGLE, stream_seed(0, "train"))
+    rank0, rank1 = (states[RUN_STREAM] for states in two_process_states)
+    for key, value in single.items():
+        if not torch.is_tensor(value) or not value.is_floating_point():
+            continue
+        assert torch.equal(rank0[key], rank1[key]), f"{key} differs between the ranks"
+        torch.testing.assert_close(rank0[key], value, rtol=0, atol=METAOPTNET_RUN_STREAM_ATOL,
+                                   msg=key)
 
 
 def _bench(*args: object, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

@@ -98,7 +98,8 @@ def test_a_method_by_import_path_runs_isolated_distributed_and_is_tabulated(pack
     assert ddp["status"] == "ok" and ddp["provenance"]["device_count"] == 2
     assert ddp["episode_hash"] == here["episode_hash"]
 
-    table = bench("table", tmp_path / "here", path=package)
+    # a recorded import path is imported only when asked: here, the method given again
+    table = bench("table", tmp_path / "here", "--methods", SPEC, path=package)
     assert re.search(r"\| CosineProto \| conv4-32 \| native \| smoke \| \d", table)
     assert re.search(r"\| CosineProto \| conv4-32 \| unified \| smoke \| \d", table)
     assert "| MTL | conv4-32 | unified (= native) |" in table

@@ -76,7 +76,8 @@ def _one_line_error(path, match):
 def test_a_truncated_model_file_is_named(smoke_models, tmp_path):
     path = tmp_path / "cut.pt"
     path.write_bytes((smoke_models / "models" / f"{KEYS[0]}.pt").read_bytes()[:4000])
-    _one_line_error(path, "truncated, corrupt or not a torch file")
+    _one_line_error(path, "not a readable model file: it is a zip archive that torch cannot "
+                          "read: truncated or corrupt.")
 
 
 def test_a_checkpoint_is_not_a_model_file(tmp_path):
@@ -99,10 +100,17 @@ def test_other_torch_files_are_not_model_files(tmp_path, content, match):
 def test_text_and_pickled_code_are_refused(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("not a model\n")
-    _one_line_error(text, "not a readable model file")
+    # one whole sentence of our own (issue 27 item 7), never torch's message cut short
+    _one_line_error(text, "not a readable model file: it is not a file that torch.save wrote "
+                          "(or it is truncated or corrupt).")
     code = tmp_path / "code.pt"
     torch.save({"format": MODEL_FORMAT, "payload": replace}, code)  # a function: needs code
-    _one_line_error(code, "not a readable model file")
+    _one_line_error(code, "not a readable model file: it holds pickled Python objects, which a "
+                          "weights-only load refuses (a model file holds tensors and plain "
+                          "values only).")
+    with pytest.raises(ModelFileError) as caught:
+        read_model_file(code)
+    assert str(caught.value).endswith("only).") and "weights_only" not in str(caught.value)
 
 
 def _rewritten(smoke_models, tmp_path, key, **config_changes):
@@ -141,7 +149,13 @@ def test_an_external_method_is_imported_again_from_its_method_source(smoke_model
     path = _rewritten(smoke_models, tmp_path, KEYS[1], method="t13-proto",
                       method_source="t13ext:T13Proto")
     try:
-        model = load_model(path)
+        # a file's contents never import code: refused, saying what to pass, nothing imported
+        with pytest.raises(ModelFileError, match=r"import path 't13ext:T13Proto' recorded in "
+                                                 r"the file, which is not imported unless "
+                                                 r"asked; pass --allow-import"):
+            load_model(path)
+        assert "t13ext" not in sys.modules and "t13-proto" not in METHODS
+        model = load_model(path, allow_import=True)
         assert type(model.method).__name__ == "T13Proto" and not model.method.training
     finally:
         if "t13-proto" in METHODS:
@@ -151,4 +165,4 @@ def test_an_external_method_is_imported_again_from_its_method_source(smoke_model
                         method_source="t13missing:Gone")
     with pytest.raises(ModelFileError, match=r"its method 't13-gone' is not available here "
                                              r"\(import path 't13missing:Gone'\)"):
-        load_model(broken)
+        load_model(broken, allow_import=True)

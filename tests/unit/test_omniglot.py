@@ -189,3 +189,31 @@ def test_inconsistent_character_ids_are_reported(tmp_path: Path) -> None:
 def test_registry_entry() -> None:
     info = DATASETS.get("omniglot")
     assert info.needs_files is True and info.image_size == 28
+
+
+# ------------------------------------------------------------------ classes never dropped
+def test_an_empty_character_folder_is_an_error_naming_it(tmp_path: Path) -> None:
+    """Issue 24: an empty character folder silently dropped a class and changed the split."""
+    top = _synthetic(tmp_path)
+    empty = top / "Beta" / "character09"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match=rf"class folder {re.escape(str(empty))} holds no "
+                                           r"images.*--allow-nonstandard"):
+        load_omniglot(tmp_path)
+    with pytest.raises(DatasetError, match="character09 holds no images"):
+        load_dataset("omniglot", tmp_path)  # what bench run reads through
+    with pytest.warns(UserWarning, match="16 classes remain"):
+        ds = load_dataset("omniglot", tmp_path, allow_nonstandard=True)
+    assert ds.train.n_classes + ds.val.n_classes + ds.test.n_classes == 16
+
+
+def test_a_character_with_fewer_images_is_an_error_naming_it(tmp_path: Path) -> None:
+    top = _synthetic(tmp_path)
+    short = top / "Alpha" / "character03"
+    next(iter(sorted(short.glob("*.png")))).unlink()
+    with pytest.raises(DatasetError, match=rf"{re.escape(str(short))} holds 2 images, fewer "
+                                           r"than the 3 of the others"):
+        load_omniglot(tmp_path)
+    with pytest.warns(UserWarning, match="15 classes remain"):
+        ds = load_omniglot(tmp_path, allow_nonstandard=True)
+    assert all(s.class_sizes() == [3] * s.n_classes for s in (ds.train, ds.val, ds.test))
