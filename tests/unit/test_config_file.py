@@ -84,8 +84,8 @@ def test_an_unknown_key_is_one_error_line_naming_it_and_the_valid_keys(tmp_path,
     assert main(["run", "--config", path]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: --config {path}: unknown key 'budgte'")
-    assert "did you mean 'budget'?" in err[0] and "valid keys: assume-epochs, backbone, " \
-        "budget," in err[0]
+    assert "did you mean 'budget'?" in err[0] and "valid keys: allow-nonstandard, " \
+        "assume-epochs, backbone, budget," in err[0]
 
 
 @pytest.mark.parametrize("key, value, flag", [
