@@ -201,10 +201,18 @@ def test_a_noisy_difference_is_inconclusive():
 
 
 def test_verdict_boundaries_are_strict():
+    # the 90% CI touching either margin is not inside it; just inside is equivalent
     assert verdict((-0.5, 1.0), (-0.6, 1.1), 1.0) == INCONCLUSIVE  # touches +margin
     assert verdict((-0.5, 0.999), (-0.6, 1.1), 1.0) == EQUIVALENT
-    assert verdict((0.2, 1.5), (0.0, 1.7), 1.0) == INCONCLUSIVE  # 95% CI touches 0
+    assert verdict((-1.0, 0.5), (-1.1, 0.6), 1.0) == INCONCLUSIVE  # touches -margin
+    assert verdict((-0.999, 0.5), (-1.1, 0.6), 1.0) == EQUIVALENT
+    # the 95% CI touching 0 from above or from below is not significant; just past 0 is
+    assert verdict((0.2, 1.5), (0.0, 1.7), 1.0) == INCONCLUSIVE  # 95% CI touches 0 from above
+    assert verdict((0.2, 1.5), (1e-9, 1.7), 1.0) == BETTER
+    assert verdict((-1.5, -0.2), (-1.7, 0.0), 1.0) == INCONCLUSIVE  # touches 0 from below
+    assert verdict((-1.5, -0.2), (-1.7, -1e-9), 1.0) == WORSE
     assert verdict((math.nan, math.nan), (math.nan, math.nan), 1.0) == INCONCLUSIVE
+    assert verdict((-0.5, 0.5), (math.nan, 0.6), 1.0) == INCONCLUSIVE  # any undefined end
 
 
 # --- rows from result files --------------------------------------------------------------------

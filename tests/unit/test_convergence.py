@@ -66,7 +66,20 @@ def test_a_gain_of_exactly_min_gain_keeps_training() -> None:
 
 def test_noise_on_a_plateau_still_stops() -> None:
     plateau = [80.0 + (1.0 if e % 2 else -1.0) for e in range(40)]
-    assert first_stop([60.0, 70.0] + plateau) is not None
+    # [60, 70, 79, 81, 79, 81, ...]: after epoch 8 the 5-epoch window (best 81) gains 2 over
+    # the best before it (79); after epoch 9 the earlier 81 has left the window: gain 0
+    assert first_stop([60.0, 70.0] + plateau) == 9
+
+
+def test_the_gain_is_measured_from_the_best_before_the_window() -> None:
+    # an early spike (90 at epoch 2) that the climb after it never reaches again: the best
+    # before the window is 90, not the 85 just before it, so the window gains -3, not +2
+    rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=2, min_window=1)
+    curve = [50.0, 90.0, 60.0, 70.0, 80.0, 85.0, 86.0, 87.0]
+    assert rule.window_epochs(len(curve)) == 2
+    assert rule.gain(curve) == pytest.approx(87.0 - 90.0)
+    assert rule.has_plateaued(curve)
+    assert not rule.has_plateaued(curve[:1] + curve[2:])  # without the spike: +2 points
 
 
 def test_the_rule_reads_nothing_before_min_epochs() -> None:
