@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.compare import (BETTER, COMPARISON_COLUMNS, EQUIVALENT, INCONCLUSIVE, NOT_PAIRED,
+from bench.compare import (BETTER, _accuracies, COMPARISON_COLUMNS, EQUIVALENT, INCONCLUSIVE, NOT_PAIRED,
                            WORSE, comparison_csv, comparison_footer, comparison_markdown,
                            paired_comparisons, paired_difference, verdict)
 from bench.table import load_results
@@ -241,11 +241,28 @@ def test_a_hash_mismatch_on_every_seed_leaves_a_row_that_says_so(paired_results)
     for protocol in ("unified", "native"):
         row = _row(frame, "r2d2", protocol)
         assert row["verdict"] == NOT_PAIRED and row["seeds"] == 0
-        assert math.isnan(row["mean_diff"]) and math.isnan(row["p_value"])
+        # every statistic of a row without pairs is empty: NaN numbers, empty texts, no flag
+        assert (row["paired_seeds"], row["ci_over"], row["episodes"], row["df"]) == ("", "", 0, 0)
+        assert not row["significant"]
+        assert all(math.isnan(row[c]) for c in ("method_mean", "baseline_mean", "mean_diff",
+                                                 "ci95_low", "ci95_high", "ci90_low",
+                                                 "ci90_high", "t", "p_value", "p_tost"))
         assert row["note"] == ("seed 0: different episode hashes; seed 1: different episode "
                                "hashes; seed 2: different episode hashes")
     text = comparison_markdown(frame)
     assert "| not paired | seed 0: different episode hashes;" in text
+
+
+def test_a_method_without_native_adaptation_enters_native_with_its_unified_accuracies():
+    unified = {"accuracies": [60.0, 70.0]}
+    own = {"accuracies": [61.0, 71.0]}
+    mtl_like = {"native_is_unified": True, "test": {"unified": unified}}
+    assert _accuracies(mtl_like, "native") == [60.0, 70.0]  # no native entry of its own
+    assert _accuracies(mtl_like, "unified") == [60.0, 70.0]
+    adapting = {"native_is_unified": False, "test": {"unified": unified, "native": own}}
+    assert _accuracies(adapting, "native") == [61.0, 71.0]
+    assert _accuracies(adapting, "unified") == [60.0, 70.0]
+    assert _accuracies({"test": {"unified": unified}}, "native") is None
 
 
 def test_a_cell_without_the_baseline_says_so(paired_results):
