@@ -104,7 +104,17 @@ def test_tost_p_value_is_the_larger_one_sided_p():
 def test_identical_differences_give_a_zero_width_interval():
     diff = paired_difference([[51.0, 61.0, 71.0]], [[50.5, 60.5, 70.5]], margin=1.0)
     assert diff.ci95 == (0.5, 0.5) and diff.p_value == 0.0 and diff.p_tost == 0.0
-    assert diff.verdict == EQUIVALENT
+    assert diff.verdict == EQUIVALENT and diff.t == math.inf
+    # the degenerate tests, case by case: no difference at all (t undefined, p = 1), a
+    # constant negative one (t = -inf), one of exactly +1 (significant; not inside a margin
+    # of 1), one of 2 (outside it)
+    cases = {0.0: (math.nan, 1.0, 0.0), -0.5: (-math.inf, 0.0, 0.0), 1.0: (math.inf, 0.0, 1.0),
+             2.0: (math.inf, 0.0, 1.0)}
+    for shift, (t, p, p_tost) in cases.items():
+        d = paired_difference([[50.0 + shift, 60.0 + shift]], [[50.0, 60.0]], margin=1.0)
+        assert d.se == 0.0 and d.mean == shift
+        assert (d.t == t or math.isnan(t) and math.isnan(d.t)), shift
+        assert (d.p_value, d.p_tost) == (p, p_tost), shift
 
 
 def test_bad_input_is_refused():
