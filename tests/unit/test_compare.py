@@ -120,8 +120,20 @@ def test_identical_differences_give_a_zero_width_interval():
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="margin"):
         paired_difference([[1.0, 2.0]], [[1.0, 2.0]], margin=0.0)
-    with pytest.raises(ValueError, match="seed 0: 2 method and 3 baseline"):
+    with pytest.raises(ValueError, match="^seed 0: 2 method and 3 baseline accuracies; paired "
+                                         "episodes need equal, non-empty lists$"):
         paired_difference([[1.0, 2.0]], [[1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match="seed 1: 0 method and 0 baseline"):
+        paired_difference([[1.0], []], [[1.0], []])
+    with pytest.raises(ValueError, match="seed 0: 2 method and 2 baseline"):  # not one list
+        paired_difference([[[1.0, 2.0]]], [[[1.0, 2.0]]])
+
+
+def test_one_episode_has_a_difference_but_no_interval():
+    diff = paired_difference([[60.0]], [[50.0]])
+    assert (diff.mean, diff.df, diff.episodes, diff.seeds) == (10.0, 0, 1, 1)
+    assert math.isnan(diff.se) and math.isnan(diff.ci95[0]) and math.isnan(diff.p_value)
+    assert diff.verdict == INCONCLUSIVE
     with pytest.raises(ValueError, match="same number"):
         paired_difference([[1.0, 2.0]], [])
 
