@@ -129,6 +129,16 @@ def test_bad_input_is_refused():
         paired_difference([[[1.0, 2.0]]], [[[1.0, 2.0]]])
 
 
+def test_float32_accuracies_are_compared_in_float64():
+    # (their float32 means differ from the float64 ones in the sixth digit)
+    method = np.asarray([60.1, 73.3, 86.7, 93.3, 46.7], dtype=np.float32)
+    baseline = np.asarray([53.3, 66.7, 80.0, 93.3, 40.0], dtype=np.float32)
+    as32 = paired_difference([method], [baseline])
+    as64 = paired_difference([method.astype(np.float64).tolist()],
+                             [baseline.astype(np.float64).tolist()])
+    assert as32 == as64
+
+
 def test_one_episode_has_a_difference_but_no_interval():
     diff = paired_difference([[60.0]], [[50.0]])
     assert (diff.mean, diff.df, diff.episodes, diff.seeds) == (10.0, 0, 1, 1)
