@@ -168,3 +168,36 @@ def test_a_glyphs_model_on_omniglot(smoke_models, tmp_path, omniglot_root):
     assert record["settings"]["dataset"] == "omniglot" and record["cross_dataset"]
     assert record["model"]["dataset"]["name"] == "glyphs"
     assert 20.0 <= record["result"]["mean"] <= 100.0
+
+
+@pytest.fixture(scope="module")
+def seed1_c01(tmp_path_factory):
+    """``bench run`` of one MTL smoke run at seed 1 with ``--logreg-c 0.1`` (not the defaults:
+    a run that silently used seed 0's episodes or C = 3 somewhere would show below)."""
+    out = tmp_path_factory.mktemp("seed1-c01")
+    assert main(["run", "--methods", "mtl", "--dataset", "glyphs", "--ways", "5", "--shots", "1",
+                 "--seeds", "1", "--budget", "smoke", "--episodes", "20", "--logreg-c", "0.1",
+                 "--out", str(out), "--no-progress"]) == 0
+    (model,) = (out / "models").glob("*.pt")
+    return out, model, read_result(result_path(out, model.stem))
+
+
+def test_a_seed_1_run_at_C_0_1_is_reproduced_by_eval(seed1_c01, smoke_models, tmp_path):
+    """Test and validation accuracies of a non-default run come back from ``bench eval`` with
+    the same seed and C; its episodes are not seed 0's."""
+    out, model, run = seed1_c01
+    assert (run["config"]["seed"], run["config"]["logreg_c"]) == (1, 0.1)
+    seed0 = read_result(result_path(smoke_models, KEYS[0]))  # MTL, same settings, seed 0
+    assert run["episode_hash"] != seed0["episode_hash"]
+    assert run["test"]["unified"]["accuracies"] != seed0["test"]["unified"]["accuracies"]
+    assert main(["eval", str(model), "--seed", "1", "--logreg-c", "0.1", "--episodes", "20",
+                 "--out", str(tmp_path / "test"), "--no-progress"]) == 0
+    (found,) = load_evals(tmp_path / "test")
+    assert found["episode_hash"] == run["episode_hash"]
+    assert found["result"]["accuracies"] == run["test"]["unified"]["accuracies"]
+    val_episodes = run["config"]["budget"]["val_episodes"]
+    assert main(["eval", str(model), "--split", "val", "--seed", "1", "--logreg-c", "0.1",
+                 "--episodes", str(val_episodes), "--protocol", "unified",
+                 "--out", str(tmp_path / "val"), "--no-progress"]) == 0
+    (val,) = load_evals(tmp_path / "val")
+    assert val["result"]["mean"] == run["selection"]["best_val_accuracy"]

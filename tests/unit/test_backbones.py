@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 
+import higher
 import pytest
 import torch
 from torch import nn
@@ -293,16 +294,32 @@ def test_backward_reaches_every_parameter(name: str) -> None:
 
 
 def test_functional_call_second_order_gradients() -> None:
-    """MAML-style use: fast weights through ``torch.func.functional_call`` with create_graph."""
+    """MAML-style use: fast weights through ``torch.func.functional_call`` with create_graph.
+    The meta-gradient must be the second-order one: it equals ``higher``'s unrolled SGD step
+    (an independent implementation), which the first-order gradient (create_graph=False, the
+    Hessian term dropped) does not. (A finite difference is no reference here: ReLU and
+    max-pool kinks make the post-adaptation loss too rough for one.)"""
     torch.manual_seed(0)
     model = Conv4(filters=8, in_channels=1, image_size=28).double().train()
     params = dict(model.named_parameters())
     x = torch.randn(4, 1, 28, 28, dtype=torch.float64)
-    loss = torch.func.functional_call(model, params, (x,)).pow(2).mean()
-    grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-    fast = {n: p - 0.1 * g for (n, p), g in zip(params.items(), grads)}
-    torch.func.functional_call(model, fast, (x,)).pow(2).mean().backward()
-    assert all(p.grad is not None for p in model.parameters())
+
+    def meta_gradient(create_graph: bool) -> list[torch.Tensor]:
+        loss = torch.func.functional_call(model, params, (x,)).pow(2).mean()
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+        fast = {n: p - 0.1 * g for (n, p), g in zip(params.items(), grads)}
+        outer = torch.func.functional_call(model, fast, (x,)).pow(2).mean()
+        return list(torch.autograd.grad(outer, list(params.values())))
+
+    second, first = meta_gradient(create_graph=True), meta_gradient(create_graph=False)
+    with higher.innerloop_ctx(model, torch.optim.SGD(model.parameters(), lr=0.1),
+                              copy_initial_weights=False) as (fmodel, diffopt):
+        diffopt.step(fmodel(x).pow(2).mean())
+        reference = torch.autograd.grad(fmodel(x).pow(2).mean(), list(model.parameters()))
+    for ours, ref, fo in zip(second, reference, first):
+        torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
+    gap = max(float((fo - ref).abs().max() / ref.abs().max()) for fo, ref in zip(first, reference))
+    assert gap > 1e-3  # the second-order term is there to be found
 
 
 # ---------------------------------------------------------------------------------- factory

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from bench.compare import (BETTER, COMPARISON_COLUMNS, EQUIVALENT, HOLM_COLUMNS, INCONCLUSIVE,
-                           NOT_PAIRED, WORSE, comparison_csv, comparison_footer,
+                           NOT_PAIRED, WORSE, _accuracies, comparison_csv, comparison_footer,
                            comparison_markdown, holm_footer, paired_comparisons,
                            paired_difference, verdict, verdict_from_p)
 from bench.stats import holm
@@ -106,14 +106,46 @@ def test_tost_p_value_is_the_larger_one_sided_p():
 def test_identical_differences_give_a_zero_width_interval():
     diff = paired_difference([[51.0, 61.0, 71.0]], [[50.5, 60.5, 70.5]], margin=1.0)
     assert diff.ci95 == (0.5, 0.5) and diff.p_value == 0.0 and diff.p_tost == 0.0
-    assert diff.verdict == EQUIVALENT
+    assert diff.verdict == EQUIVALENT and diff.t == math.inf
+    # the degenerate tests, case by case: no difference at all (t undefined, p = 1), a
+    # constant negative one (t = -inf), one of exactly +1 (significant; not inside a margin
+    # of 1), one of 2 (outside it)
+    cases = {0.0: (math.nan, 1.0, 0.0), -0.5: (-math.inf, 0.0, 0.0), 1.0: (math.inf, 0.0, 1.0),
+             2.0: (math.inf, 0.0, 1.0)}
+    for shift, (t, p, p_tost) in cases.items():
+        d = paired_difference([[50.0 + shift, 60.0 + shift]], [[50.0, 60.0]], margin=1.0)
+        assert d.se == 0.0 and d.mean == shift
+        assert (d.t == t or math.isnan(t) and math.isnan(d.t)), shift
+        assert (d.p_value, d.p_tost) == (p, p_tost), shift
 
 
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="margin"):
         paired_difference([[1.0, 2.0]], [[1.0, 2.0]], margin=0.0)
-    with pytest.raises(ValueError, match="seed 0: 2 method and 3 baseline"):
+    with pytest.raises(ValueError, match="^seed 0: 2 method and 3 baseline accuracies; paired "
+                                         "episodes need equal, non-empty lists$"):
         paired_difference([[1.0, 2.0]], [[1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match="seed 1: 0 method and 0 baseline"):
+        paired_difference([[1.0], []], [[1.0], []])
+    with pytest.raises(ValueError, match="seed 0: 2 method and 2 baseline"):  # not one list
+        paired_difference([[[1.0, 2.0]]], [[[1.0, 2.0]]])
+
+
+def test_float32_accuracies_are_compared_in_float64():
+    # (their float32 means differ from the float64 ones in the sixth digit)
+    method = np.asarray([60.1, 73.3, 86.7, 93.3, 46.7], dtype=np.float32)
+    baseline = np.asarray([53.3, 66.7, 80.0, 93.3, 40.0], dtype=np.float32)
+    as32 = paired_difference([method], [baseline])
+    as64 = paired_difference([method.astype(np.float64).tolist()],
+                             [baseline.astype(np.float64).tolist()])
+    assert as32 == as64
+
+
+def test_one_episode_has_a_difference_but_no_interval():
+    diff = paired_difference([[60.0]], [[50.0]])
+    assert (diff.mean, diff.df, diff.episodes, diff.seeds) == (10.0, 0, 1, 1)
+    assert math.isnan(diff.se) and math.isnan(diff.ci95[0]) and math.isnan(diff.p_value)
+    assert diff.verdict == INCONCLUSIVE
     with pytest.raises(ValueError, match="same number"):
         paired_difference([[1.0, 2.0]], [])
 
@@ -203,10 +235,18 @@ def test_a_noisy_difference_is_inconclusive():
 
 
 def test_verdict_boundaries_are_strict():
+    # the 90% CI touching either margin is not inside it; just inside is equivalent
     assert verdict((-0.5, 1.0), (-0.6, 1.1), 1.0) == INCONCLUSIVE  # touches +margin
     assert verdict((-0.5, 0.999), (-0.6, 1.1), 1.0) == EQUIVALENT
-    assert verdict((0.2, 1.5), (0.0, 1.7), 1.0) == INCONCLUSIVE  # 95% CI touches 0
+    assert verdict((-1.0, 0.5), (-1.1, 0.6), 1.0) == INCONCLUSIVE  # touches -margin
+    assert verdict((-0.999, 0.5), (-1.1, 0.6), 1.0) == EQUIVALENT
+    # the 95% CI touching 0 from above or from below is not significant; just past 0 is
+    assert verdict((0.2, 1.5), (0.0, 1.7), 1.0) == INCONCLUSIVE  # 95% CI touches 0 from above
+    assert verdict((0.2, 1.5), (1e-9, 1.7), 1.0) == BETTER
+    assert verdict((-1.5, -0.2), (-1.7, 0.0), 1.0) == INCONCLUSIVE  # touches 0 from below
+    assert verdict((-1.5, -0.2), (-1.7, -1e-9), 1.0) == WORSE
     assert verdict((math.nan, math.nan), (math.nan, math.nan), 1.0) == INCONCLUSIVE
+    assert verdict((-0.5, 0.5), (math.nan, 0.6), 1.0) == INCONCLUSIVE  # any undefined end
 
 
 # --- rows from result files --------------------------------------------------------------------
@@ -235,11 +275,28 @@ def test_a_hash_mismatch_on_every_seed_leaves_a_row_that_says_so(paired_results)
     for protocol in ("unified", "native"):
         row = _row(frame, "r2d2", protocol)
         assert row["verdict"] == NOT_PAIRED and row["seeds"] == 0
-        assert math.isnan(row["mean_diff"]) and math.isnan(row["p_value"])
+        # every statistic of a row without pairs is empty: NaN numbers, empty texts, no flag
+        assert (row["paired_seeds"], row["ci_over"], row["episodes"], row["df"]) == ("", "", 0, 0)
+        assert not row["significant"]
+        assert all(math.isnan(row[c]) for c in ("method_mean", "baseline_mean", "mean_diff",
+                                                 "ci95_low", "ci95_high", "ci90_low",
+                                                 "ci90_high", "t", "p_value", "p_tost"))
         assert row["note"] == ("seed 0: different episode hashes; seed 1: different episode "
                                "hashes; seed 2: different episode hashes")
     text = comparison_markdown(frame)
     assert "| not paired | seed 0: different episode hashes;" in text
+
+
+def test_a_method_without_native_adaptation_enters_native_with_its_unified_accuracies():
+    unified = {"accuracies": [60.0, 70.0]}
+    own = {"accuracies": [61.0, 71.0]}
+    mtl_like = {"native_is_unified": True, "test": {"unified": unified}}
+    assert _accuracies(mtl_like, "native") == [60.0, 70.0]  # no native entry of its own
+    assert _accuracies(mtl_like, "unified") == [60.0, 70.0]
+    adapting = {"native_is_unified": False, "test": {"unified": unified, "native": own}}
+    assert _accuracies(adapting, "native") == [61.0, 71.0]
+    assert _accuracies(adapting, "unified") == [60.0, 70.0]
+    assert _accuracies({"test": {"unified": unified}}, "native") is None
 
 
 def test_a_cell_without_the_baseline_says_so(paired_results):

@@ -2,6 +2,7 @@
 and the budget that carries it (bench.config.converged_budget)."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -66,7 +67,20 @@ def test_a_gain_of_exactly_min_gain_keeps_training() -> None:
 
 def test_noise_on_a_plateau_still_stops() -> None:
     plateau = [80.0 + (1.0 if e % 2 else -1.0) for e in range(40)]
-    assert first_stop([60.0, 70.0] + plateau) is not None
+    # [60, 70, 79, 81, 79, 81, ...]: after epoch 8 the 5-epoch window (best 81) gains 2 over
+    # the best before it (79); after epoch 9 the earlier 81 has left the window: gain 0
+    assert first_stop([60.0, 70.0] + plateau) == 9
+
+
+def test_the_gain_is_measured_from_the_best_before_the_window() -> None:
+    # an early spike (90 at epoch 2) that the climb after it never reaches again: the best
+    # before the window is 90, not the 85 just before it, so the window gains -3, not +2
+    rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=2, min_window=1)
+    curve = [50.0, 90.0, 60.0, 70.0, 80.0, 85.0, 86.0, 87.0]
+    assert rule.window_epochs(len(curve)) == 2
+    assert rule.gain(curve) == pytest.approx(87.0 - 90.0)
+    assert rule.has_plateaued(curve)
+    assert not rule.has_plateaued(curve[:1] + curve[2:])  # without the spike: +2 points
 
 
 def test_the_rule_reads_nothing_before_min_epochs() -> None:
@@ -84,12 +98,58 @@ def test_gain_and_window_by_hand() -> None:
     assert CONVERGED_RULE.gain([50, 60, 70, 80, 81, 82, 82.2, 82.4]) == pytest.approx(82.4 - 70)
 
 
-@pytest.mark.parametrize("kwargs", [dict(min_gain=-1), dict(window=0), dict(window=1),
-                                    dict(min_epochs=1), dict(min_epochs=True),
-                                    dict(min_window=0), dict(min_window=8)])
-def test_bad_rules_are_refused(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(min_gain=-1), "min_gain must be >= 0 accuracy points, not -1"),
+    (dict(min_gain="1"), "min_gain must be >= 0 accuracy points, not '1'"),
+    (dict(window=0), r"window must be a fraction of the epochs in \(0, 1\), not 0"),
+    (dict(window=1), r"window must be a fraction of the epochs in \(0, 1\), not 1"),
+    (dict(min_epochs=1), "min_epochs must be an integer >= 2 .* not 1"),
+    (dict(min_epochs=True), "min_epochs must be an integer >= 2 .* not True"),
+    (dict(min_epochs=8.0), "min_epochs must be an integer >= 2 .* not 8.0"),
+    (dict(min_window=0), r"min_window must be an integer from 1 to min_epochs - 1 \(7\), not 0"),
+    (dict(min_window=8), r"min_window must be an integer from 1 to min_epochs - 1 \(7\), not 8"),
+    (dict(min_window=False), r"min_window must be an integer .*, not False"),
+    (dict(min_window=2.0), r"min_window must be an integer .*, not 2.0"),
+])
+def test_bad_rules_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
         PlateauRule(**kwargs)
+
+
+def test_the_edges_of_a_valid_rule_are_accepted() -> None:
+    # a zero gain (stop only once the window is worse than before it), the smallest
+    # min_epochs, and the window bounds 1 and min_epochs - 1
+    assert PlateauRule(min_gain=0, min_epochs=2, min_window=1).has_plateaued([70.0, 69.9])
+    assert not PlateauRule(min_gain=0, min_epochs=2, min_window=1).has_plateaued([70.0, 70.0])
+    assert PlateauRule(min_window=7).window_epochs(8) == 7
+
+
+def test_the_function_has_the_rules_defaults() -> None:
+    defaults = inspect.signature(has_plateaued).parameters
+    rule = PlateauRule()
+    assert {k: defaults[k].default for k in ("min_gain", "window", "min_epochs", "min_window")} \
+        == {"min_gain": rule.min_gain, "window": rule.window, "min_epochs": rule.min_epochs,
+            "min_window": rule.min_window} == {"min_gain": 0.5, "window": 0.25,
+                                                "min_epochs": 8, "min_window": 5}
+    assert has_plateaued([70.0] * 8) and not has_plateaued([70.0] * 7)
+    # called with its defaults: a 5-epoch window (a 6-epoch one would see 10 points gained)
+    assert has_plateaued([70.0, 70.0, 80.0, 80.1, 80.1, 80.3, 80.2, 80.2])
+    # and a 0.5-point gain (one point gained is not a plateau)
+    assert not has_plateaued([70.0, 70.0, 80.0, 80.0, 80.0, 81.0, 80.0, 80.0])
+
+
+def test_the_window_never_takes_the_whole_curve() -> None:
+    # the minimum window would be 5, but a curve of 6 epochs keeps one epoch before it
+    assert [CONVERGED_RULE.window_epochs(e) for e in (2, 3, 6, 7, 20, 21)] == [1, 2, 5, 5, 5, 6]
+
+
+def test_gain_reads_the_window_from_the_end() -> None:
+    rule = PlateauRule(min_gain=0.5, window=0.25, min_epochs=2, min_window=1)
+    # w = 2: the window is [73, 74], not everything from the third epoch on (which holds 95)
+    assert rule.gain([50.0, 60.0, 95.0, 70.0, 71.0, 72.0, 73.0, 74.0]) == pytest.approx(74 - 95)
+    assert rule.gain([60.0, 62.0]) == pytest.approx(2.0)  # two epochs are enough
+    with pytest.raises(ValueError, match="^the rule needs a curve of at least two epochs$"):
+        rule.gain([60.0])
 
 
 def test_converged_budget_is_quick_trained_to_its_plateau() -> None:

@@ -1,4 +1,6 @@
 """Episode sampler properties."""
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +110,48 @@ def test_slices_of_episodes_and_batches_keep_their_tasks():
     assert torch.equal(batch.images[:, :6], batch.support)
     assert torch.equal(batch.labels[:, 6:], batch.query_labels)
     assert batch.images.shape[1] == batch.labels.shape[1] == 9
+
+
+def test_the_edges_of_valid_episodes_are_accepted():
+    split = _split()  # 12 classes of 10 images
+    sampler = EpisodeSampler(split, ways=2, shots=5, queries=5, seed=7)  # exactly 10 per class
+    assert sampler.split is split and sampler.seed == 7
+    assert sampler.sample(1).query.shape == (1, 10)
+    assert EpisodeSampler(split, ways=12, shots=1, queries=0, seed=0).sample(1).classes.shape \
+        == (1, 12)  # every class, no query
+    uneven = ClassSplit("u", split.images[:115], split.labels[:115], split.class_names)
+    EpisodeSampler(uneven, ways=11, shots=5, queries=5, seed=0)  # 11 classes have 10 images
+    with pytest.raises(ValueError, match="only 11 classes have at least 10 images"):
+        EpisodeSampler(uneven, ways=12, shots=5, queries=5, seed=0)
+    with pytest.raises(ValueError, match=r"^need shots >= 1 and queries >= 0, got 0 and 5$"):
+        EpisodeSampler(split, ways=2, shots=0, queries=5, seed=0)
+    with pytest.raises(ValueError, match=r"^need shots >= 1 and queries >= 0, got 1 and -1$"):
+        EpisodeSampler(split, ways=2, shots=1, queries=-1, seed=0)
+
+
+def test_the_digest_is_the_sha256_of_the_int64_indices():
+    episodes = EpisodeSampler(_split(), ways=3, shots=2, queries=1, seed=4).sample(2)
+    h = hashlib.sha256(b"3,2,1;")
+    for t in (episodes.support, episodes.query, episodes.classes):
+        h.update(np.ascontiguousarray(t.numpy(), dtype="<i8").tobytes())
+    assert episodes.digest() == h.hexdigest()
+
+
+def test_host_gathering_gives_the_same_images():
+    split = _split()
+    episodes = EpisodeSampler(split, 5, 2, 3, seed=1).sample(3)
+    resident = EpisodeLoader(split, lambda x: x.float(), "cpu")
+    host = EpisodeLoader(split, lambda x: x.float(), "cpu")
+    host.resident = False  # the path of splits too large for the device
+    assert torch.equal(host.gather(episodes.images), resident.gather(episodes.images))
+
+
+def test_slices_keep_every_field():
+    split = _split()
+    episodes = EpisodeSampler(split, ways=3, shots=2, queries=1, seed=4).sample(5)
+    part = episodes.slice(1, 4)
+    assert torch.equal(part.query, episodes.query[1:4])
+    batch = EpisodeLoader(split, lambda x: x.float(), "cpu").load(episodes)
+    sub = batch.slice(1, 4)
+    for name in ("support", "support_labels", "query", "query_labels", "classes"):
+        assert torch.equal(getattr(sub, name), getattr(batch, name)[1:4]), name

@@ -1,7 +1,9 @@
 """One identity per run (issue 10, section 1): the key, its settings hash, the variant, what
 "finished" means, schema /1 files, and the tables that group by identity minus the seed."""
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +48,8 @@ def test_the_defaults_keep_the_readable_key():
     (dict(solver="batched"), 'solver="batched"'),
     (dict(logreg_c=1.0), "logreg_c=1.0"),
     (dict(compile=True), "compile=true"),
+    (dict(channels_last=True), "channels_last=true"),
+    (dict(channels_last=False), "channels_last=false"),
 ])
 def test_every_setting_that_can_change_a_number_changes_the_key(change, variant):
     run = config(**change)
@@ -81,7 +85,9 @@ def test_the_seed_and_the_import_path_are_not_identity():
 def test_the_settings_hash_is_stable_across_processes_and_dict_orders():
     run = with_hparams(config(episodes=100), normalize_features=False)
     digest = run.settings_hash()
-    assert len(digest) == 8 and int(digest, 16) >= 0
+    expected = hashlib.sha256(canonical_json(run.settings()).encode("utf-8")).hexdigest()[:8]
+    assert re.fullmatch(r"[0-9a-f]{8}", digest) and digest == expected
+    assert run.key.endswith(f"_{digest}") and digest != config().settings_hash()
     reordered = dict(reversed(list(run.to_dict().items())))
     reordered["budget"] = dict(reversed(list(reordered["budget"].items())))
     assert RunConfig.from_dict(reordered).settings_hash() == digest

@@ -29,17 +29,26 @@ def dead_pid() -> int:
     return proc.pid
 
 
+def _ours(board: ClaimBoard, claim) -> bool:
+    """The claim file now names this process, on this host, with the claim's own token (not
+    the one it replaced)."""
+    on_disk = read_claim(board.path("run"))
+    return (on_disk is not None and on_disk.token == claim.info.token
+            and not on_disk.token.startswith("t-") and on_disk.pid == os.getpid()
+            and on_disk.host == board.host)
+
+
 def test_a_claim_is_exclusive_until_released(tmp_path):
     board = ClaimBoard(tmp_path / "claims")
     claim = board.try_claim("run")
-    assert claim is not None
+    assert claim is not None and _ours(board, claim)
     assert board.try_claim("run") is None  # held by a live process (this one)
     holder = board.holder("run")
     assert holder.pid == os.getpid() and f"pid {os.getpid()}" in holder.describe()
     claim.release()
     assert not board.path("run").exists()
     again = board.try_claim("run")
-    assert again is not None
+    assert again is not None and _ours(board, again) and again.info.token != claim.info.token
     again.release()
 
 
@@ -47,7 +56,7 @@ def test_the_claim_of_a_dead_process_is_broken(tmp_path):
     board = ClaimBoard(tmp_path / "claims")
     write_claim(board, "run", pid=dead_pid(), pid_start=None)
     claim = board.try_claim("run")
-    assert claim is not None and read_claim(board.path("run")).pid == os.getpid()
+    assert claim is not None and _ours(board, claim)
     claim.release()
 
 
@@ -57,7 +66,7 @@ def test_a_reused_pid_does_not_keep_a_claim_alive(tmp_path):
         pytest.skip("process start times need /proc")
     write_claim(board, "run", pid=os.getpid(), pid_start="1")  # our pid, another start time
     claim = board.try_claim("run")
-    assert claim is not None
+    assert claim is not None and _ours(board, claim)
     claim.release()
 
 
@@ -68,7 +77,7 @@ def test_another_hosts_claim_is_live_until_its_heartbeat_is_old(tmp_path):
     old = time.time() - 601
     os.utime(board.path("run"), (old, old))
     claim = board.try_claim("run")
-    assert claim is not None
+    assert claim is not None and _ours(board, claim)
     claim.release()
 
 
@@ -78,7 +87,7 @@ def test_a_requeued_slurm_job_takes_over_its_own_claim(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     write_claim(board, "run", host="node-a", pid=1, slurm_job="4242")
     claim = board.try_claim("run")
-    assert claim is not None
+    assert claim is not None and _ours(board, claim) and claim.info.slurm_job == "4242"
     claim.release()
     write_claim(board, "run", host="node-a", pid=1, slurm_job="999")  # another job: live
     assert board.try_claim("run") is None

@@ -1,6 +1,7 @@
 """Registry errors, CI arithmetic and the timing rule."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,3 +61,17 @@ def test_timer_synchronises_before_every_clock_read_and_excludes_other_sections(
     assert timer.total("train") == pytest.approx(2.0 + 1.0)
     assert timer.total("validation") == pytest.approx(7.5)
     assert device_hours(timer.total("train"), n_devices=4) == pytest.approx(3.0 / 3600 * 4)
+
+
+def test_the_smallest_samples_and_float32_input():
+    # two values are enough for both intervals: 1.96 * |a - b| / sqrt(2) / sqrt(2) and
+    # t(0.975, 1) = 12.706205 * |a - b| / 2
+    assert episode_ci95([50.0, 60.0]) == pytest.approx(9.8)
+    assert seed_ci95([70.0, 72.0]) == pytest.approx(12.706205, rel=1e-6)
+    assert math.isnan(episode_ci95([50.0]))
+    # float32 accuracies (a tensor's .numpy()) are computed in float64, like Python floats
+    values = [0.1, 0.7, 0.3, 0.9, 0.2, 0.6]
+    as32 = np.asarray(values, dtype=np.float32)
+    as64 = as32.astype(np.float64).tolist()
+    assert episode_ci95(as32) == episode_ci95(as64)
+    assert seed_ci95(as32) == seed_ci95(as64)

@@ -8,7 +8,7 @@ import pytest
 
 from bench.results import ResultFileError, read_result
 from core.atomic import write_json_atomic
-from bench.table import make_tables
+from bench.table import accuracy_rows, make_tables
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 GOLDEN = FIXTURES / "golden"
@@ -68,3 +68,18 @@ def test_result_round_trip(tmp_path):
     write_json_atomic(tmp_path / "copy.json", data)
     assert read_result(tmp_path / "copy.json") == data
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_two_seeds_get_the_t_interval_over_seeds():
+    # two finished seeds are enough for a CI over seeds: t(0.975, 1) = 12.7062 times the
+    # standard error |a - b| / 2 of their two means; one seed keeps its episode CI
+    runs = [read_result(FIXTURES / "results" / "runs" / f"mtl_glyphs_5w1s_quick_seed{s}.json")
+            for s in (0, 1)]
+    (two,) = accuracy_rows(runs).itertuples(index=False)
+    a, b = (r["test"]["unified"]["mean"] for r in runs)
+    assert a != b and (two.seeds, two.ci_kind) == (2, "seeds-t95")
+    assert two.mean == pytest.approx((a + b) / 2)
+    assert two.ci95 == pytest.approx(12.706205 * abs(a - b) / 2, rel=1e-6)
+    (one,) = accuracy_rows(runs[:1]).itertuples(index=False)
+    assert (one.seeds, one.ci_kind, one.ci95) == (1, "episodes-95",
+                                                  runs[0]["test"]["unified"]["ci95"])
