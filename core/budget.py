@@ -7,13 +7,12 @@ It lives in the neutral layer so a method class can build its own paper budget
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from core.convergence import PlateauRule
-from core.hparams import HParam, HParamError
+from core.hparams import HParam, HParamError, unknown_names
 
 #: The named budget presets, resolved by :func:`bench.config.resolve_budget`; here, in the
 #: neutral layer, so the command line lists them without importing torch.
@@ -188,11 +187,7 @@ def validate_budget_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     known = {**SETTABLE_FIELDS, **SETTABLE_LISTS}
     unknown = [key for key in settings if key not in known]
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise HParamError(f"--set: the budget has no field {', '.join(hints)}. "
+        raise HParamError(f"--set: the budget has no field {unknown_names(unknown, known)}. "
                           f"Valid: {_settable_description()}")
     problems, out = [], {}
     for key, value in settings.items():

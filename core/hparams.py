@@ -21,9 +21,9 @@ import difflib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["HParam", "HParamError", "validate_hparams"]
+__all__ = ["HParam", "HParamError", "unknown_names", "validate_hparams"]
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
@@ -109,6 +109,16 @@ def _is_type(value: Any, kind: type) -> bool:
     return isinstance(value, str)
 
 
+def unknown_names(unknown: Sequence[str], known: Iterable[str]) -> str:
+    """``'lrr' (did you mean 'lr'?), 'x'``: the unknown keys, each with its closest known one."""
+    known = list(known)
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ", ".join(hints)
+
+
 def validate_hparams(owner: str, spec: Mapping[str, HParam],
                      overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The defaults of ``spec`` updated with ``overrides``, after checking every override.
@@ -119,12 +129,8 @@ def validate_hparams(owner: str, spec: Mapping[str, HParam],
     """
     unknown = [key for key in overrides if key not in spec]
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, list(spec), n=1, cutoff=0.6)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         valid = "; ".join(f"{name} ({hp.describe()})" for name, hp in spec.items())
-        raise HParamError(f"{owner} has no hyperparameter {', '.join(hints)}. "
+        raise HParamError(f"{owner} has no hyperparameter {unknown_names(unknown, spec)}. "
                           f"Valid: {valid or '(none)'}")
     problems = [f"{key} {spec[key].problem(value)}, got {_json(value)}"
                 for key, value in overrides.items() if spec[key].problem(value) is not None]
