@@ -365,6 +365,10 @@ def run_trials(spec: StudySpec, storage: str | Path, trainer: TrialTrainer,
         except NonFiniteLossError as error:  # diverged: a valid, bad outcome
             trial.set_user_attr("diverged", str(error))
             value = best["value"] if math.isfinite(best["value"]) else 100.0 / config.ways
+        except Exception as error:  # a bug or a broken setting: failed, not run again
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
+            study.tell(trial, state=TrialState.FAIL)
+            raise
         trial.set_user_attr("cpu_seconds", time.process_time() - cpu)
         trial.set_user_attr("wall_seconds", time.perf_counter() - started)
         frozen = study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)

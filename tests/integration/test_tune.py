@@ -100,6 +100,25 @@ def test_pruning_stops_a_trial_whose_curve_is_clearly_worse(tmp_path):
     assert (trials[3].state, trials[3].last_step) == (TrialState.PRUNED, 1)  # stopped at once
 
 
+class _Broken:
+    def __call__(self, config, report):
+        raise RuntimeError("a bug in the method")
+
+
+def test_a_trial_that_raises_fails_once_and_is_not_run_again(tmp_path):
+    s = spec(3)
+    storage = journal_path(tmp_path, s)
+    with pytest.raises(RuntimeError, match="a bug in the method"):
+        run_trials(s, storage, _Broken(), tmp_path / "lock")
+    [failed] = _trials(open_study(s, storage))
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["error"] == "RuntimeError: a bug in the method"
+    run_trials(s, storage, ScriptedTrainer(), tmp_path / "lock")  # the rerun goes on
+    study = open_study(s, storage)
+    assert len(_trials(study, TrialState.COMPLETE, TrialState.PRUNED)) == 3
+    assert not any(t.user_attrs.get("retry_of") == failed.number for t in _trials(study))
+
+
 def _run_fake(out: Path, trials: int, sleep: float = 0.0) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(FAKES), str(out), str(trials), str(sleep)],
                             env=_env(), cwd=REPO)
