@@ -396,7 +396,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
                                "last_epoch": t.last_step if t.last_step is not None else "",
                                "cpu_seconds": t.user_attrs.get("cpu_seconds", ""),
                                "retry_of": t.user_attrs.get("retry_of", ""),
-                               "diverged": t.user_attrs.get("diverged", "")}
+                               "diverged": t.user_attrs.get("diverged", ""),
+                               "error": t.user_attrs.get("error", "")}
         if "optimizer" in t.params:
             settings, hparams = decode(t.params)
             row.update(settings)

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from bench.cli import main
 from bench.tune import (HPARAM_PREFIX, LR_RANGES, ValidationTrainer, decode, finished,
-                        journal_path, open_study, run_trials, write_study_files)
+                        journal_path, open_study, run_trials, trial_rows, write_study_files)
 from core.search import Choice, Range
 from datasets import load_dataset
 from methods import METHODS
@@ -117,6 +117,9 @@ def test_a_trial_that_raises_fails_once_and_is_not_run_again(tmp_path):
     study = open_study(s, storage)
     assert len(_trials(study, TrialState.COMPLETE, TrialState.PRUNED)) == 3
     assert not any(t.user_attrs.get("retry_of") == failed.number for t in _trials(study))
+    rows = trial_rows(study)
+    assert [r["error"] for r in rows if r["state"] == "FAIL"] == [
+        "RuntimeError: a bug in the method"]
 
 
 def _run_fake(out: Path, trials: int, sleep: float = 0.0) -> subprocess.Popen:
