@@ -313,9 +313,24 @@ def recover_stale(study: optuna.Study) -> list[int]:
         if process_alive(int(attrs["pid"]), attrs.get("pid_start")):
             continue
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+        retry = {"retry_of": t.number}
+        if "position" in attrs:  # the retry takes the original's place (e.g. unpruned)
+            retry["position"] = attrs["position"]
+        study.enqueue_trial(dict(t.params), user_attrs=retry)
         recovered.append(t.number)
     return recovered
+
+
+def _position(study: optuna.Study, trial: optuna.Trial, position: int) -> int:
+    """The trial's place in the study: a rerun of a trial that was killed takes the place of the
+    one it reruns (so a first, unpruned trial stays unpruned), any other the next place."""
+    if "position" in trial.user_attrs:
+        return int(trial.user_attrs["position"])
+    original = trial.user_attrs.get("retry_of")
+    if original is not None:  # queued by a version that did not carry the place over
+        return int(study.get_trials(deepcopy=False)[original].user_attrs.get("position",
+                                                                              position))
+    return position
 
 
 def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -344,7 +359,7 @@ def run_trials(spec: StudySpec, storage: str | Path, trainer: TrialTrainer,
                 return ran
             study.sampler = _sampler(spec, position)
             trial = study.ask()
-            for key, value in {**_owner(), "position": position}.items():
+            for key, value in {**_owner(), "position": _position(study, trial, position)}.items():
                 trial.set_user_attr(key, value)
             params = suggest(trial, space)
         config = spec.trial_config(params)

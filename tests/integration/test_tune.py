@@ -100,6 +100,38 @@ def test_pruning_stops_a_trial_whose_curve_is_clearly_worse(tmp_path):
     assert (trials[3].state, trials[3].last_step) == (TrialState.PRUNED, 1)  # stopped at once
 
 
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_rerun_trial_keeps_its_place_so_a_first_trial_stays_unpruned(tmp_path):
+    """Two processes: the study's second trial (unpruned) was killed while a later one
+    finished; its rerun must still run every epoch, though the study has moved on."""
+    import socket
+
+    s = spec(5)
+    storage = journal_path(tmp_path, s)
+    study = open_study(s, storage)
+    params = {"optimizer": "adam", "weight_decay": 1e-5, HPARAM_PREFIX + "head_lr_scale": 1.0}
+    study.enqueue_trial({**params, "lr_adam": 3e-3})
+    study.enqueue_trial({**params, "lr_adam": 1e-4})  # far off: killed at its first epoch
+    study.enqueue_trial({**params, "lr_adam": 3e-3})
+    run_trials(spec(1), storage, ScriptedTrainer(), tmp_path / "lock")  # trial 0 completes
+    killed = study.ask()  # trial 1, left running by a process that is gone
+    for key, value in {"host": socket.gethostname(), "pid": _dead_pid(), "pid_start": None,
+                       "position": 1}.items():
+        killed.set_user_attr(key, value)
+    later = study.ask()  # trial 2, finished by another process meanwhile
+    later.set_user_attr("position", 2)
+    study.tell(later, 90.0)
+    run_trials(s, storage, ScriptedTrainer(), tmp_path / "lock")
+    [rerun] = [t for t in _trials(study) if t.user_attrs.get("retry_of") == 1]
+    assert rerun.user_attrs["position"] == 1 < s.unpruned_trials()
+    assert (rerun.state, rerun.last_step) == (TrialState.COMPLETE, 9)  # though far off
+
+
 class _Broken:
     def __call__(self, config, report):
         raise RuntimeError("a bug in the method")
