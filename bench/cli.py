@@ -8,6 +8,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from bench.arg_types import int_list as _int_list
+from bench.arg_types import key_value as _hparam
+from bench.arg_types import name_list as _name_list
+from bench.arg_types import positive_float as _positive_float
 from bench.config_file import ConfigFileError, add_config_argument, apply_config_file
 from bench.precision import PRECISIONS
 from core.budget import BUDGETS
@@ -18,38 +22,11 @@ EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved; rerun the same command to res
 EXIT_INTERRUPTED = 130  # Ctrl-C: the same
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
-
-
 def _slurm_option(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE (an sbatch option), got {text!r}")
     key, value = text.split("=", 1)
     return key.strip().lstrip("-").replace("-", "_"), value.strip()
-
-
-def _name_list(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _hparam(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
-    import json
-
-    try:
-        value: object = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
 
 
 def _ramp(text: str) -> int | None:
@@ -73,16 +50,6 @@ def _log_formats(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"expected {' or '.join(LOG_FORMATS)} (or both, "
                                          f"comma-separated), got {text!r}")
     return formats
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "bench run --tuned")
     from bench import tune_cli
 
-    tune_cli.add_arguments(tune, _name_list, _int_list, _hparam)
+    tune_cli.add_arguments(tune)
     add_config_argument(tune)
 
     theory = sub.add_parser("theory", help="the paper's Figure 1: MTL vs ANIL predictors "

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+
+from bench.arg_types import positive_float
 from typing import Any, Iterable, Mapping, Sequence
 
 from core.atomic import write_text_atomic
@@ -253,8 +255,6 @@ def write_report(folder: Path, out: Path, options: Any = None, strict: bool = Fa
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``bench report``."""
-    from bench.cli import _positive_float
-
     parser.add_argument("folder", type=Path, nargs="?", default=Path("results"),
                         help="results folder (the --out of `bench run`; default: results)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
@@ -265,7 +265,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", default=None,
                         help="method the comparison table compares every other with (default: "
                              "the declared baseline, MTL)")
-    parser.add_argument("--margin", type=_positive_float, default=1.0,
+    parser.add_argument("--margin", type=positive_float, default=1.0,
                         help="equivalence margin in accuracy points (default 1.0)")
 
 

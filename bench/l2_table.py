@@ -29,7 +29,8 @@ from matplotlib.figure import Figure
 from bench.evaluation_run import load_evals
 from bench.figure_kit import finish, grid, log_axis, save_png, short_names, style_map
 from bench.stats import episode_ci95
-from bench.table import REFERENCE_CSV, display_name
+from bench.method_names import display_name
+from bench.reference import REFERENCE_CSV
 from core.atomic import write_text_atomic
 from datasets import by_benchmark
 

@@ -79,7 +79,7 @@ def is_gradient_based(method: str) -> bool:
 
 
 def _display(results: Sequence[Mapping[str, Any]]) -> Callable[[str], str]:
-    from bench.table import display_name
+    from bench.method_names import display_name
 
     names = {str(r["config"]["method"]): display_name(r["config"]) for r in results}
     return lambda method: names.get(method, method)

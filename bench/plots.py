@@ -33,7 +33,7 @@ from matplotlib.lines import Line2D
 from bench.figure_kit import (finish, grid, log_axis, padded_range, save_png, short_names,
                               style_map, unique_handles)
 from bench.reference import REFERENCE_CSV
-from bench.table import CLOCK_NOTES, efficiency_reference
+from bench.cost_notes import CLOCK_NOTES, efficiency_reference
 from datasets import by_benchmark
 
 

@@ -8,16 +8,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.arg_types import name_list as _name_list
 from bench.precision import PRECISIONS
 from bench.speed_report import DEFAULT_ASSUMED_EPOCHS
 from core.budget import BUDGETS
 
 #: Folder of the JSON reports (``--out``), which ``bench plan`` reads by default.
 DEFAULT_OUT = Path("results/speed")
-
-
-def _name_list(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -45,79 +45,16 @@ from bench.results import ResultFileError, RunResult, data_fingerprint, read_res
 from core.atomic import write_text_atomic
 from datasets import by_benchmark
 from methods import METHODS
-from methods import efficiency_reference as reference_method
-from methods.plugins import MethodImportError, import_allowed, method_class
 from methods.base import FewShotMethod
 from bench.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.timing import TIMING_RULE
 from bench.reference import REFERENCE_CSV  # package data: the paper's reported numbers
+from bench.cost_notes import CLOCK_NOTES, CLOCKS, PAPER_CLOCK_NOTE, efficiency_reference
+from bench.method_names import display_name, recorded_import_notes
 
 SKIP_DIRS = {"reference", "speed", "theory", "evals", "models", "plans"}
 """Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
 files, plans: ``bench plan``'s)."""
-
-
-def display_name(config: dict[str, Any]) -> str:
-    """The declared ``display_name`` of a result's method: registered here, or imported from
-    the run's ``method_source`` where the user allowed it (:func:`methods.plugins.
-    allow_imports`); its recorded name otherwise (:func:`recorded_import_notes` says why)."""
-    method = config["method"]
-    if method not in METHODS and config.get("method_source"):
-        try:
-            method_class(method, config["method_source"])
-        except (MethodImportError, ValueError, KeyError):
-            pass
-    return METHODS.get(method).display_name if method in METHODS else method
-
-
-def recorded_import_notes(configs: list[dict[str, Any]]) -> list[str]:
-    """One line per (method, import path) recorded in ``configs`` whose method is shown under
-    its recorded name because the path was not imported (files never import code)."""
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    for config in configs:
-        method, source = config.get("method"), config.get("method_source")
-        if isinstance(source, str) and method not in METHODS and not import_allowed(source):
-            counts[(str(method), source)] += 1
-    return [f"note: {n} file(s) of method {method!r} are shown under its recorded name; its "
-            f"import path {source!r} was not imported (a file's contents never import code): "
-            f"pass --allow-import or --methods {source} to use the method's own facts"
-            for (method, source), n in sorted(counts.items())]
-
-
-CLOCKS = ("train", "run")
-#: What each cost figure counts, for the tables' footers.
-CLOCK_NOTES = {
-    "train": "training device-hours: the timing rule's training steps only",
-    "run": "run device-hours: training plus validation, the whole training loop as it ran "
-           "(every epoch early stopping needed included)",
-}
-PAPER_CLOCK_NOTE = (
-    "The paper's GPU-hours (Table 4 and Figure 2) are whole training runs, whose loops validate "
-    "every epoch: they correspond to run device-hours.")
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The method that speed-ups are relative to (the class that declares
-    ``efficiency_reference``; MetaOptNet in the paper's Table 4 and Figure 2)."""
-
-    name: str
-    display: str
-
-    def speedup(self, clock: str) -> str:
-        """The efficiency frame's speed-up column for ``clock`` ("train" or "run")."""
-        return f"speedup_{clock}_vs_{self.name}"
-
-    @property
-    def speedup_column(self) -> str:
-        """The speed-up the paper's Figure 2 shows: run device-hours
-        (:data:`PAPER_CLOCK_NOTE`)."""
-        return self.speedup("run")
-
-
-def efficiency_reference() -> Reference:
-    cls = reference_method()
-    return Reference(cls.name, cls.display_name)
 
 
 def check_results_folder(folder: Path) -> None:

@@ -16,10 +16,10 @@ EXIT_INTERRUPTED = 130
 DEFAULT_TRIALS = 16
 
 
-def add_arguments(parser: argparse.ArgumentParser, name_list: Any, int_list: Any,
-                  pair: Any) -> None:
-    """``bench tune``'s options (``name_list``, ``int_list`` and ``pair`` are bench.cli's
-    parsers of comma lists and KEY=VALUE, so the flags read as ``bench run``'s)."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``bench tune``'s options (with ``bench run``'s argument types, so they read alike)."""
+    from bench.arg_types import int_list, name_list
+    from bench.arg_types import key_value as pair
     from core.budget import BUDGETS  # the names alone: bench.config imports torch
 
     parser.add_argument("--methods", type=name_list, required=True,
