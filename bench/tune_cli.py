@@ -140,8 +140,7 @@ def _tune_one(spec: Any, args: argparse.Namespace, dataset: Any) -> bool:
     storage = args.storage if args.storage else journal_path(args.out, spec)
     lock_path = tuned_dir(args.out) / f"{spec.stem}.lock"
     print(f"{spec.stem}: study {spec.study_name}, {spec.trials} trials, budget "
-          f"{spec.base.budget.name} ({spec.base.budget.epochs} epochs), storage "
-          f"{storage if args.storage else journal_path(args.out, spec)}")
+          f"{spec.base.budget.name} ({spec.base.budget.epochs} epochs), storage {storage}")
     seen: set[int] = set()
 
     def show(trial: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from bench.tuned import MAX_TUNED_BYTES, SCHEMA, TunedError, read_tuned_file
+from bench.tuned import SCHEMA, TunedError, read_tuned_file
 from core.atomic import write_text_atomic
 
 COLUMNS = ["method", "dataset", "ways", "shots", "budget", "trials", "tuning_cpu_hours",
@@ -52,9 +52,7 @@ def tuning_rows(folder: Path, results: Iterable[dict[str, Any]],
     results = [r for r in results if r.get("status") == "ok"]
     for path in sorted((Path(folder) / "tuned").glob("*.json")):
         try:
-            if path.stat().st_size > MAX_TUNED_BYTES:
-                raise TunedError(f"{path}: larger than {MAX_TUNED_BYTES} bytes")
-            tuned = read_tuned_file(path)
+            tuned = read_tuned_file(path)  # size, encoding and fields checked there
             budget, trials, hours = _cost(path)
         except (TunedError, OSError, ValueError) as error:
             if skipped is None:
