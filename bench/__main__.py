@@ -1,7 +1,7 @@
-"""``python -m bench``: see :mod:`bench.cli`."""
+"""``python -m bench``: see :mod:`bench.commands.main`."""
 import sys
 
-from bench.cli import main
+from bench.commands.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

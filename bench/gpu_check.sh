@@ -3,14 +3,14 @@
 #
 # What it runs, in this order (most needed first), writing JSON flat into $OUT (default
 # results/speed/gpu_check, which `bench table` skips):
-#   1. `python -m bench.speed` (= `python -m bench speed`) for all nine methods under their
+#   1. `python -m bench.cost.speed` (= `python -m bench speed`) for all nine methods under their
 #      paper budgets at 84 px, mini-ImageNet 5-way 5-shot shapes (Table 4's), in bf16 and then
 #      fp32 (10 timed steps after 3 warm-up, 10 validation episodes):
 #      <device>-<precision>-84-mini-5w5s.json;
 #   2. the rest of Table 3's training-step shapes in bf16 for its six methods, shorter (5
 #      timed steps after 2 warm-up, 5 validation episodes): mini 1-shot, tiered-ImageNet 1-
 #      and 5-shot (84 px), CIFAR-FS and FC100 1- and 5-shot (32 px);
-#   3. `python -m bench.solver_bench`: the batched episode solver against scikit-learn on 2000
+#   3. `python -m bench.cost.solver_bench`: the batched episode solver against scikit-learn on 2000
 #      5-way 5-shot 640-d episodes: solver.json;
 #   4. if at least 120 s are left: MTL with --compile at 84 px bf16 (at most 150 s):
 #      <device>-bf16-84-mini-5w5s-compile.json, with the graphs dynamo compiled while timed
@@ -50,8 +50,8 @@ case "${1:-}" in
   *) echo "error: unknown argument '$1' (expected nothing or --cpu-dry-run)" >&2; exit 2 ;;
 esac
 
-if [ ! -f bench/speed.py ]; then
-  echo "error: run this from the repository root (bench/speed.py not found in $(pwd))" >&2
+if [ ! -f bench/cost/speed.py ]; then
+  echo "error: run this from the repository root (bench/cost/speed.py not found in $(pwd))" >&2
   exit 2
 fi
 
@@ -164,7 +164,7 @@ step() {  # step NAME MIN_SECONDS MAX_SECONDS COMMAND...: run under min(remainin
 }
 measure() {  # measure NEED MOST DATASET SHOTS PRECISION ARGS...: one bench speed report
   local need="$1" most="$2" dataset="$3" shots="$4" precision="$5"; shift 5
-  step "speed $dataset 5-way $shots-shot $precision" "$need" "$most" "$PY" -m bench.speed \
+  step "speed $dataset 5-way $shots-shot $precision" "$need" "$most" "$PY" -m bench.cost.speed \
     --device "$DEVICE" --dataset "$dataset" --ways 5 --shots "$shots" --precision "$precision" \
     "$@" --out "$OUT"
 }
@@ -179,7 +179,7 @@ for SHAPE in "mini 1" "tiered 1" "tiered 5" "cifar-fs 1" "cifar-fs 5" "fc100 1" 
   measure 15 45 "$DATASET" "$SHOTS" bf16 "${SHAPE_ARGS[@]}"
 done
 # 3. The unified protocol's solvers.
-step "solver: batched vs scikit-learn" 20 60 "$PY" -m bench.solver_bench --device "$DEVICE" \
+step "solver: batched vs scikit-learn" 20 60 "$PY" -m bench.cost.solver_bench --device "$DEVICE" \
   "${SOLVER_ARGS[@]}" --out "$OUT/solver.json"
 # 4. MTL compiled (steady-state steps only: bench speed warms up until nothing compiles).
 if [ "$DRY_RUN" = 1 ]; then

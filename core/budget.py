@@ -2,7 +2,7 @@
 
 It lives in the neutral layer so a method class can build its own paper budget
 (:meth:`methods.base.FewShotMethod.paper_budget`) without importing ``bench``; the named presets
-(``smoke``, ``quick``, ``paper``) are resolved by :func:`bench.config.resolve_budget`.
+(``smoke``, ``quick``, ``paper``) are resolved by :func:`bench.common.config.resolve_budget`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from core.convergence import PlateauRule
 from core.hparams import HParam, HParamError, unknown_names
 
-#: The named budget presets, resolved by :func:`bench.config.resolve_budget`; here, in the
+#: The named budget presets, resolved by :func:`bench.common.config.resolve_budget`; here, in the
 #: neutral layer, so the command line lists them without importing torch.
 BUDGETS = ("smoke", "quick", "converged", "long", "paper")
 
@@ -59,7 +59,7 @@ class TrainBudget:
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
     # plateau (on val accuracy) | step (lr_factors at lr_epochs) | linear (to 0 over the
-    # epochs) | constant; see bench.training.EpochSchedule
+    # epochs) | constant; see bench.run.training.EpochSchedule
     schedule: str = "plateau"
     plateau_factor: float = 0.1
     plateau_patience: int = 4
@@ -73,7 +73,7 @@ class TrainBudget:
     """Training augmentation: ``"lee2019"`` (:mod:`datasets.augment`), None (normalisation
     only), or :data:`DATASET_AUGMENTATION`: the dataset's declared one under the method's
     policy (:meth:`methods.base.FewShotMethod.training_augmentation`), which
-    :class:`bench.config.RunConfig` resolves, so a run's configuration records what it used."""
+    :class:`bench.common.config.RunConfig` resolves, so a run's configuration records what it used."""
     dropblock_ramp_steps: int | None = REFERENCE_RAMP_COUNT
     """Optimiser steps over which ResNet-12's DropBlock keep rate falls from 1 to
     1 - drop rate (0: the full drop rate from the first step; None: the ramp never advances,

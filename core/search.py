@@ -6,7 +6,7 @@ mapping from a hyperparameter of its ``hparam_spec`` to a :class:`Range` or a :c
     search_space = {"scale_init": Range(1.0, 30.0, log=True)}
 
 It lives in the neutral layer so a method declares its space without importing Optuna; the
-tuner (:mod:`bench.tune`) turns each entry into the matching Optuna suggestion. Every method is
+tuner (:mod:`bench.tune.study`) turns each entry into the matching Optuna suggestion. Every method is
 tuned over the same shared optimiser space plus its own entries (docs/findings.md).
 """
 from __future__ import annotations

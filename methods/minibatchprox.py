@@ -48,7 +48,7 @@ gradient-descent rate.
 
 :meth:`MinibatchProx.paper_budget` maps the 5-way mini-ImageNet scripts onto the harness:
 plain SGD (momentum 0, no weight decay) at rate ``eps / lam = 10`` with the ``linear``
-schedule (:class:`bench.training.EpochSchedule`), so the meta-step ``eta * lam`` anneals from
+schedule (:class:`bench.run.training.EpochSchedule`), so the meta-step ``eta * lam`` anneals from
 1 towards 0 over 100 epochs of 1,000 meta-iterations of 5 tasks, held constant within an
 epoch (Reptile anneals it every iteration: the two differ by at most 1% of the initial step);
 15 training shots and no queries; Conv4-32 (Reptile's mini-ImageNet network; Conv4-64, its

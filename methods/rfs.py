@@ -7,7 +7,7 @@ plain mini-batches of training images: no episodes, no support/query split, no i
 class declares ``training_batches = "images"``, so a run draws its steps from
 :class:`datasets.batches.ImageBatchSampler` (one shuffled pass over the training split after
 another, each batch a set of one-image tasks); the step, timing rule and images-seen count are
-every method's (:mod:`bench.training`). Where MTL (Wang et al. 2021) gives each training task the
+every method's (:mod:`bench.run.training`). Where MTL (Wang et al. 2021) gives each training task the
 head rows of its own classes, RFS classifies every image among all training classes at once:
 the comparison the harness makes possible is whether MTL's per-task heads matter.
 

@@ -1,7 +1,7 @@
 """Train one run and record what happens inside it, epoch by epoch (docs/findings.md).
 
 The same training loop, sampler, optimiser, selection and unified-protocol validation as
-``python -m bench run`` (:class:`bench.session.TrainSession`), plus per-epoch diagnostics the
+``python -m bench run`` (:class:`bench.run.session.TrainSession`), plus per-epoch diagnostics the
 result files do not hold: mean training loss, learning rate, relative distance of the backbone
 from its initialisation and, for a method with a per-class head matrix (``head_weights()``),
 the head rows' mean norm and relative distance from initialisation and the logit scale.
@@ -31,12 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import session as bench_session  # noqa: E402
-from bench.config import RunConfig, resolve_budget  # noqa: E402
-from bench.record import evaluate_test_split  # noqa: E402
-from bench.stats import episode_ci95  # noqa: E402
-from bench.timing import SectionTimer  # noqa: E402
-from bench.training import StepResult, build_training  # noqa: E402
+from bench.run import session as bench_session  # noqa: E402
+from bench.common.config import RunConfig, resolve_budget  # noqa: E402
+from bench.run.train_and_test import evaluate_test_split  # noqa: E402
+from bench.common.stats import episode_ci95  # noqa: E402
+from bench.common.timing import SectionTimer  # noqa: E402
+from bench.run.training import StepResult, build_training  # noqa: E402
 from core.atomic import write_json_atomic  # noqa: E402
 from core.budget import TrainBudget  # noqa: E402
 from datasets import load_dataset  # noqa: E402
@@ -78,7 +78,7 @@ def _flat(module: torch.nn.Module) -> torch.Tensor:
 
 
 class DiagnosedSession(bench_session.TrainSession):
-    """A :class:`bench.session.TrainSession` that records diagnostics after every epoch."""
+    """A :class:`bench.run.session.TrainSession` that records diagnostics after every epoch."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

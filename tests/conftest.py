@@ -59,7 +59,7 @@ def omniglot_root() -> Path:
 def smoke_models(tmp_path_factory) -> Path:
     """A results folder with two finished smoke runs on glyphs (5-way 1-shot, 20 test episodes,
     seed 0) and their model files: MTL (no native adaptation) and ProtoNet (one of its own)."""
-    from bench.sweep import run_sweep
+    from bench.sweep.runs import run_sweep
     from datasets import load_dataset
     from smoke_model_runs import smoke_model_configs  # tests/integration
 

@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bench.figure_kit import finish, unique_handles
+from bench.report.figure_kit import finish, unique_handles
 from bench.theory.sweeps import KERNEL_VARIANTS, ROW_COLUMNS
 from core.atomic import atomic_file, write_json_atomic, write_text_atomic
 

@@ -1,5 +1,5 @@
 """The interrupted-CLI fixture shared by the resume and distributed tests."""
-from bench.config import RunConfig, resolve_budget
+from bench.common.config import RunConfig, resolve_budget
 
 RUN = ("run", "--methods", "mtl", "--dataset", "glyphs", "--shots", "1", "--budget", "smoke",
        "--episodes", "20", "--device", "cpu", "--no-progress", "--keep-checkpoints")
@@ -10,7 +10,7 @@ KEY = RunConfig("mtl", "glyphs", 5, 1, 0, resolve_budget("smoke", "mtl", "glyphs
 # Runs the real CLI, but sends this process a signal when training step N starts.
 INTERRUPTED = """
 import os, signal, sys
-import bench.session as session
+import bench.run.session as session
 step, sig = int(sys.argv[1]), getattr(signal, sys.argv[2])
 original, calls = session.parallel_train_step, [0]
 def interrupted(*args, **kwargs):
@@ -19,6 +19,6 @@ def interrupted(*args, **kwargs):
         os.kill(os.getpid(), sig)
     return original(*args, **kwargs)
 session.parallel_train_step = interrupted
-from bench.cli import main
+from bench.commands.main import main
 sys.exit(main(sys.argv[3:]))
 """

@@ -1,7 +1,7 @@
 """The two smoke runs behind the ``smoke_models`` fixture (tests/conftest.py): MTL and ProtoNet
 on glyphs, 5-way 1-shot, 20 test episodes, seed 0. Their keys carry the settings hash that a
 non-default episode count adds (one identity per run), so tests read the keys from here."""
-from bench.config import RunConfig, resolve_budget
+from bench.common.config import RunConfig, resolve_budget
 
 METHODS = ("mtl", "protonet")
 

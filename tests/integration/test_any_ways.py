@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from bench.api import LoadedModel, load_model
-from bench.cli import main
-from bench.evaluation_run import load_evals
-from bench.record import draw_episodes
-from bench.sweep import run_sweep
-from bench.config import RunConfig, resolve_budget
+from bench.commands.main import main
+from bench.store.eval_files import load_evals
+from bench.run.train_and_test import draw_episodes
+from bench.sweep.runs import run_sweep
+from bench.common.config import RunConfig, resolve_budget
 from datasets import load_dataset
 
 from smoke_model_runs import KEYS  # beside this file (pytest puts it on sys.path)

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from bench.api import load_model
-from bench.evaluate import episode_features
-from bench.preprocess import ImageShapeError
-from bench.record import draw_episodes
-from bench.results import read_result, result_path
+from bench.run.evaluate import episode_features
+from bench.api.preprocess import ImageShapeError
+from bench.run.train_and_test import draw_episodes
+from bench.store.results import read_result, result_path
 from datasets import load_dataset
 from datasets.augment import Normalizer
 from datasets.episodes import EpisodeLoader

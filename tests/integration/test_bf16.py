@@ -15,10 +15,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.config import RunConfig, resolve_budget
-from bench.record import run_one
-from bench.speed import synthetic_dataset
-from bench.training import build_training, train_step
+from bench.common.config import RunConfig, resolve_budget
+from bench.run.train_and_test import run_one
+from bench.cost.speed import synthetic_dataset
+from bench.run.training import build_training, train_step
 from datasets import DATASETS, load_dataset
 from methods import METHODS
 

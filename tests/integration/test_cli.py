@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import RunConfig, resolve_budget
-from bench.results import read_result
+from bench.common.config import RunConfig, resolve_budget
+from bench.store.results import read_result
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.config import RunConfig, resolve_budget
-from bench.results import read_result, result_path
-from bench.sweep import run_sweep
+from bench.common.config import RunConfig, resolve_budget
+from bench.store.results import read_result, result_path
+from bench.sweep.runs import run_sweep
 from core.convergence import PlateauRule
 from datasets import load_dataset
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bench.config import RunConfig, resolve_budget
-from bench.distributed import SINGLE, Parallel, shutdown
-from bench.training import build_training, parallel_train_step, stream_seed
+from bench.common.config import RunConfig, resolve_budget
+from bench.run.distributed import SINGLE, Parallel, shutdown
+from bench.run.training import build_training, parallel_train_step, stream_seed
 from datasets.base import ClassSplit, FewShotDataset
 from datasets.batches import ImageBatchSampler
 from datasets.episodes import EpisodeSampler
@@ -95,7 +95,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     except BaseException:
         torch.distributed.destroy_process_group()
         raise  # mp.spawn reports it
-    # As a torchrun worker ends (bench.distributed.finish_process): a barriered teardown, then
+    # As a torchrun worker ends (bench.run.distributed.finish_process): a barriered teardown, then
     # an immediate exit, so gloo's threads cannot abort the interpreter's exit.
     shutdown(parallel)
     os._exit(0)

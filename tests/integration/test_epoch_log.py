@@ -12,13 +12,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import bench.session as session
-from bench.cli import main
-from bench.epoch_log import (CSV_FILE, TENSORBOARD_TAGS, EpochNumbers, log_folder,
+import bench.run.session as session
+from bench.commands.main import main
+from bench.run.epoch_log import (CSV_FILE, TENSORBOARD_TAGS, EpochNumbers, log_folder,
                              open_epoch_logs)
-from bench.results import read_result, result_path
-from bench.session import Preempted
-from bench.sweep import run_sweep
+from bench.store.results import read_result, result_path
+from bench.run.session import Preempted
+from bench.sweep.runs import run_sweep
 from datasets import load_dataset
 
 from smoke_model_runs import smoke_model_configs  # beside this file (pytest puts it on sys.path)

@@ -1,4 +1,4 @@
-"""``bench eval`` (bench/eval_cli.py, bench/evaluation_run.py): a run's own model evaluated
+"""``bench eval`` (bench/commands/eval.py, bench/api/evaluation.py): a run's own model evaluated
 with the run's settings gives the run's per-episode accuracies exactly, under both protocols;
 a list of C reuses one feature pass; other data is resized or refused by channel count; a bad
 file costs its own line only."""
@@ -8,13 +8,13 @@ import shutil
 import pytest
 import torch
 
-import bench.evaluation_run as evaluation_run
+import bench.api.evaluation as evaluation_run
 from bench.api import load_model
-from bench.checkpoint import dataset_identity, save_checkpoint
-from bench.cli import main
-from bench.evaluation_run import (ChannelMismatchError, EvalSettings, evaluate_model,
-                                  load_evals)
-from bench.results import read_result, result_path
+from bench.store.checkpoint import dataset_identity, save_checkpoint
+from bench.commands.main import main
+from bench.api.evaluation import ChannelMismatchError, evaluate_model
+from bench.store.eval_files import EvalSettings, load_evals
+from bench.store.results import read_result, result_path
 from datasets import ClassSplit, FewShotDataset
 
 from smoke_model_runs import KEYS  # beside this file (pytest puts it on sys.path)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.cli import main
-from bench.models import ModelFileError, read_model_file
+from bench.commands.main import main
+from bench.store.model_files import ModelFileError, read_model_file
 from core.keys import InvalidKeyError, check_key, path_inside
 from methods import METHODS
 from smoke_model_runs import KEYS  # beside this file (pytest puts it on sys.path)
@@ -185,7 +185,7 @@ def test_a_model_changed_after_training_is_refused_naming_both_digests(smoke_mod
         read_model_file(model)
     message = str(caught.value)
     assert recorded["model"]["sha256"] in message and "changed or replaced" in message
-    from bench.models import sha256_of
+    from bench.store.model_files import sha256_of
 
     assert sha256_of(model.read_bytes()) in message
     assert main(["eval", str(model), "--out", str(tmp_path / "r"), *EVAL_ARGS]) == 2

@@ -8,10 +8,10 @@ import errno
 import shutil
 from pathlib import Path
 
-import bench.models as models
-from bench.checkpoint import checkpoint_path, load_checkpoint
-from bench.cli import main
-from bench.results import read_result, result_path
+import bench.store.model_files as models
+from bench.store.checkpoint import checkpoint_path, load_checkpoint
+from bench.commands.main import main
+from bench.store.results import read_result, result_path
 from interrupted_cli import KEY, RUN  # beside this file (pytest puts it on sys.path)
 
 FINISHED = Path(__file__).resolve().parents[1] / "fixtures" / "results" / "runs" / \

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-import bench.pool as pool
-from bench.checkpoint import checkpoint_path, load_checkpoint
-from bench.cli import main
-from bench.config import RunConfig, resolve_budget
-from bench.launch import RunJob
-from bench.pool import plan_slots, run_processes
-from bench.results import read_result, result_path
+import bench.sweep.pool as pool
+from bench.store.checkpoint import checkpoint_path, load_checkpoint
+from bench.commands.main import main
+from bench.common.config import RunConfig, resolve_budget
+from bench.sweep.jobs import RunJob
+from bench.sweep.pool import plan_slots, run_processes
+from bench.store.results import read_result, result_path
 
 REPO = Path(__file__).resolve().parents[2]
 # 20 test episodes are not the budget's default, so the keys carry the settings hash
@@ -28,16 +28,16 @@ SWEEP = ("run", "--methods", "mtl,protonet", "--dataset", "glyphs", "--shots", "
 # The parent runs the real CLI but starts its children through CHILD (below).
 PARENT = """
 import sys
-import bench.pool as pool
+import bench.sweep.pool as pool
 child = sys.argv[1]
 pool.child_command = lambda job_file: [sys.executable, child, str(job_file)]
-from bench.cli import main
+from bench.commands.main import main
 sys.exit(main(sys.argv[2:]))
 """
 # A child whose second epoch is slow and which says (a file) when it is in it.
 CHILD = """
 import os, pathlib, sys, time
-import bench.session as session
+import bench.run.session as session
 original, calls = session.parallel_train_step, [0]
 def slow(*args, **kwargs):
     calls[0] += 1
@@ -47,7 +47,7 @@ def slow(*args, **kwargs):
         time.sleep(0.5)
     return original(*args, **kwargs)
 session.parallel_train_step = slow
-from bench.launch import main
+from bench.sweep.launch import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.config import RunConfig, resolve_budget
-from bench.session import TrainSession
-from bench.timing import SectionTimer
-from bench.training import build_training
+from bench.common.config import RunConfig, resolve_budget
+from bench.run.session import TrainSession
+from bench.common.timing import SectionTimer
+from bench.run.training import build_training
 from core.budget import with_settings
 from datasets import load_dataset
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import RunConfig, resolve_budget
-from bench.record import evaluate_test_split, run_one
-from bench.training import build_method, build_training, train_step
+from bench.common.config import RunConfig, resolve_budget
+from bench.run.train_and_test import evaluate_test_split, run_one
+from bench.run.training import build_method, build_training, train_step
 from datasets import load_dataset
 from methods import METHODS
 

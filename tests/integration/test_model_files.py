@@ -1,4 +1,4 @@
-"""Model files (bench/models.py): every finished run writes its selected model, loadable with
+"""Model files (bench/store/model_files.py): every finished run writes its selected model, loadable with
 ``torch.load(weights_only=True)``, named with its sha256 in the result; anything that is not a
 usable model file is a one-line error naming the file."""
 import hashlib
@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from bench.api import load_model
-from bench.checkpoint import save_checkpoint
-from bench.config import RunConfig, resolve_budget
-from bench.models import MODEL_FORMAT, ModelFileError, read_model_file
-from bench.results import read_result, result_path
-from bench.sweep import run_sweep
+from bench.store.checkpoint import save_checkpoint
+from bench.common.config import RunConfig, resolve_budget
+from bench.store.model_files import MODEL_FORMAT, ModelFileError, read_model_file
+from bench.store.results import read_result, result_path
+from bench.sweep.runs import run_sweep
 from datasets import load_dataset
 from methods import METHODS
 

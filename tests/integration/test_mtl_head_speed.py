@@ -23,10 +23,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.config import RunConfig, resolve_budget
-from bench.session import train
-from bench.timing import SectionTimer
-from bench.training import build_training
+from bench.common.config import RunConfig, resolve_budget
+from bench.run.session import train
+from bench.common.timing import SectionTimer
+from bench.run.training import build_training
 from datasets import load_dataset
 
 CPU = torch.device("cpu")

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.checkpoint as ckpt
-import bench.results as results_module
-import bench.session as session
-from bench.checkpoint import StorageError, checkpoint_path, load_checkpoint
-from bench.config import RunConfig, resolve_budget
-from bench.results import read_result, result_path
-from bench.sweep import CheckpointPolicy, preflight_checkpoints, run_sweep
+import bench.store.checkpoint as ckpt
+import bench.store.results as results_module
+import bench.run.session as session
+from bench.store.checkpoint import StorageError, checkpoint_path, load_checkpoint
+from bench.common.config import RunConfig, resolve_budget
+from bench.store.results import read_result, result_path
+from bench.sweep.runs import CheckpointPolicy, preflight_checkpoints, run_sweep
 from datasets import load_dataset
 from datasets.base import ClassSplit, FewShotDataset
 from interrupted_cli import INTERRUPTED, KEY, RUN  # beside this file (pytest puts it on sys.path)

@@ -10,11 +10,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-import bench.session as session
-from bench.checkpoint import checkpoint_path, load_checkpoint
-from bench.config import RunConfig, resolve_budget
-from bench.results import read_result, result_path
-from bench.sweep import CheckpointPolicy, run_sweep
+import bench.run.session as session
+from bench.store.checkpoint import checkpoint_path, load_checkpoint
+from bench.common.config import RunConfig, resolve_budget
+from bench.store.results import read_result, result_path
+from bench.sweep.runs import CheckpointPolicy, run_sweep
 from datasets import load_dataset
 
 

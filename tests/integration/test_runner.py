@@ -4,11 +4,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.config import RunConfig, resolve_budget
-from bench.results import read_result, result_path
-from bench.record import evaluate_test_split
-from bench.sweep import run_sweep
-from bench.training import build_method, stream_seed
+from bench.common.config import RunConfig, resolve_budget
+from bench.store.results import read_result, result_path
+from bench.run.train_and_test import evaluate_test_split
+from bench.sweep.runs import run_sweep
+from bench.run.training import build_method, stream_seed
 from datasets import load_dataset
 from methods.mtl import MTL
 

@@ -13,12 +13,13 @@ import pytest
 import submitit
 import submitit.slurm.slurm as submitit_slurm
 
-import bench.launch as launch
-import bench.pool as pool
-from bench.config import RunConfig, resolve_budget
-from bench.launch import RunJob, SlurmOptions, parse_slurm_time, run_isolated, submit
-from bench.results import read_result, result_path
-from bench.table import make_tables
+import bench.sweep.launch as launch
+import bench.sweep.pool as pool
+from bench.common.config import RunConfig, resolve_budget
+from bench.sweep.launch import SlurmOptions, parse_slurm_time, run_isolated, submit
+from bench.sweep.jobs import RunJob
+from bench.store.results import read_result, result_path
+from bench.report.table import make_tables
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -184,6 +185,6 @@ def test_job_configs_survive_the_json_round_trip(tmp_path):
 
 
 def test_a_child_that_dies_is_described(tmp_path):
-    assert "killed by SIGSEGV" in str(launch.death_error(-signal.SIGSEGV, "boom\n"))
-    assert "Last output: boom" in str(launch.death_error(-signal.SIGSEGV, "boom\n"))
-    assert "exited with code 7" in str(launch.death_error(7, ""))
+    assert "killed by SIGSEGV" in str(pool.death_error(-signal.SIGSEGV, "boom\n"))
+    assert "Last output: boom" in str(pool.death_error(-signal.SIGSEGV, "boom\n"))
+    assert "exited with code 7" in str(pool.death_error(7, ""))

@@ -4,9 +4,9 @@ run without it, and the evaluations are in neither cost clock (smoke budget on g
 process)."""
 import pytest
 
-from bench.cli import main
-from bench.config import RunConfig, resolve_budget
-from bench.results import read_result
+from bench.commands.main import main
+from bench.common.config import RunConfig, resolve_budget
+from bench.store.results import read_result
 
 SMOKE = ("run", "--methods", "protonet", "--dataset", "glyphs", "--shots", "1", "--budget",
          "smoke", "--episodes", "20", "--device", "cpu", "--no-progress")

@@ -17,8 +17,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bench.cli import main
-from bench.tune import (HPARAM_PREFIX, LR_RANGES, ValidationTrainer, decode, finished,
+from bench.commands.main import main
+from bench.tune.study import (HPARAM_PREFIX, LR_RANGES, ValidationTrainer, decode, finished,
                         journal_path, open_study, run_trials, trial_rows, write_study_files)
 from core.search import Choice, Range
 from datasets import load_dataset

@@ -21,7 +21,7 @@ def curve_value(config, epoch: int) -> float:
 
 
 class ScriptedTrainer:
-    """A :class:`bench.tune.TrialTrainer` following :func:`curve_value`; with ``log``, each trial
+    """A :class:`bench.tune.study.TrialTrainer` following :func:`curve_value`; with ``log``, each trial
     writes a file named by its learning rate and this process (to count who ran what); with
     ``sleep``, each epoch takes that long (so a test can kill a trial midway)."""
 
@@ -43,8 +43,8 @@ class ScriptedTrainer:
 
 def spec(trials: int):
     """A study of MTL on glyphs at the smoke budget stretched to 9 epochs (rungs at 1, 3, 9)."""
-    from bench.config import RunConfig, resolve_budget
-    from bench.tune import StudySpec
+    from bench.common.config import RunConfig, resolve_budget
+    from bench.tune.study import StudySpec
     from core.budget import with_settings
 
     budget = with_settings(resolve_budget("smoke", "mtl", "glyphs", 1), {"epochs": 9})
@@ -53,7 +53,7 @@ def spec(trials: int):
 
 if __name__ == "__main__":  # python tune_fakes.py OUT TRIALS [SLEEP]
     sys.path.insert(0, str(REPO))
-    from bench.tune import journal_path, run_trials
+    from bench.tune.study import journal_path, run_trials
 
     out, trials = Path(sys.argv[1]), int(sys.argv[2])
     sleep = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from bench.cli import main
-from bench.config import LONG_EPOCHS, RunConfig, resolve_budget
-from bench.training import EpochSchedule
+from bench.commands.main import main
+from bench.common.config import LONG_EPOCHS, RunConfig, resolve_budget
+from bench.run.training import EpochSchedule
 from core.budget import schedule_problems, validate_budget_settings, with_settings
 from core.hparams import HParamError
 

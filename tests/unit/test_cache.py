@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import data_cli
+from bench.commands import data as data_cli
 from datasets import DatasetError, load_dataset
 from datasets import cifar, mini_imagenet, tiered_imagenet
 from datasets.cache import CACHE_DIRNAME, CACHE_ENV, load_files, read_manifest

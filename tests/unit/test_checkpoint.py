@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import bench.checkpoint as ckpt
-from bench.checkpoint import (CheckpointError, CheckpointMismatchError, StorageError,
+import bench.store.checkpoint as ckpt
+from bench.store.checkpoint import (CheckpointError, CheckpointMismatchError, StorageError,
                               capture_rng, check_compatible, dataset_identity, ensure_writable,
                               load_checkpoint, normalized_config, restore_rng, save_checkpoint)
-from bench.config import RunConfig, resolve_budget
+from bench.common.config import RunConfig, resolve_budget
 from datasets.base import ClassSplit, FewShotDataset
 
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "numpy", "pandas", "scipy", "sklearn", "matplotlib", "qpth", "cvxpy")
 PROBE = """
 import json, sys
-from bench.cli import main
+from bench.commands.main import main
 try:
     main(sys.argv[1:])
 except SystemExit:

@@ -1,4 +1,4 @@
-"""Paired comparisons against a baseline (bench.compare): hand-computed numbers, agreement with
+"""Paired comparisons against a baseline (bench.report.compare): hand-computed numbers, agreement with
 scipy.stats, the TOST verdicts on constructed cases, the rows that say why a pair is missing,
 and Holm's correction per family (by hand and against statsmodels)."""
 from __future__ import annotations
@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.compare import (BETTER, COMPARISON_COLUMNS, EQUIVALENT, HOLM_COLUMNS, INCONCLUSIVE,
+from bench.report.compare import (BETTER, COMPARISON_COLUMNS, EQUIVALENT, HOLM_COLUMNS, INCONCLUSIVE,
                            NOT_PAIRED, WORSE, _accuracies, comparison_csv, comparison_footer,
                            comparison_markdown, holm_footer, paired_comparisons,
                            paired_difference, verdict, verdict_from_p)
-from bench.stats import holm
-from bench.table import load_results
+from bench.common.stats import holm
+from bench.report.table import load_results
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PAIRED = FIXTURES / "paired"

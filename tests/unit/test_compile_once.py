@@ -21,7 +21,7 @@ def test_ten_training_steps_with_a_ramping_keep_rate_compile_at_most_two_graphs(
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     images = torch.randn(2, 1, 16, 16)
     rates = []
-    for _ in range(10):  # as bench.training.train_step: forward, backward, step, ramp
+    for _ in range(10):  # as bench.run.training.train_step: forward, backward, step, ramp
         loss = net(images).square().mean()
         optimizer.zero_grad()
         loss.backward()

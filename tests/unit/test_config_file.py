@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import command_line
-from bench.cli import build_parser, main
-from bench.config_file import (apply_config_file, resolved_options, subcommand,
+from bench.common import command_line
+from bench.commands.main import build_parser, main
+from bench.commands.config_file import (apply_config_file, resolved_options, subcommand,
                                write_config_file)
 
 FLAGS = ["run", "--methods", "mtl,protonet", "--dataset", "glyphs", "--shots", "1,5",
@@ -117,7 +117,7 @@ def test_other_bad_files_are_one_line(tmp_path, capsys, text, problem):
 
 
 def test_the_recorded_command_can_be_pasted_back(monkeypatch):
-    from bench import provenance
+    from bench.common import provenance
 
     monkeypatch.setattr("sys.argv", ["/somewhere/bench/__main__.py"])
     with command_line.remembered(["run", "--out", "my results", "--methods", "mtl"]):

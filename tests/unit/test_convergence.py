@@ -1,5 +1,5 @@
 """The converged budget's stopping rule (core.convergence) on synthetic validation curves,
-and the budget that carries it (bench.config.converged_budget)."""
+and the budget that carries it (bench.common.config.converged_budget)."""
 from __future__ import annotations
 
 import inspect
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from bench.config import CONVERGED_RULE, RunConfig, resolve_budget
+from bench.common.config import CONVERGED_RULE, RunConfig, resolve_budget
 from core.budget import TrainBudget
 from core.convergence import PlateauRule, has_plateaued
 

@@ -1,5 +1,5 @@
-"""Time to accuracy (bench.cost_curves) on constructed learning curves with hand-computed
-answers, the curve schema's validation, and the learning-curve figure (bench.curve_plots)."""
+"""Time to accuracy (bench.report.cost_curves) on constructed learning curves with hand-computed
+answers, the curve schema's validation, and the learning-curve figure (bench.report.curve_plots)."""
 from __future__ import annotations
 
 import copy
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.cost_curves import (CURVE_KEY, CURVE_OPTIONAL, CURVE_REQUIRED,
-                               TIME_TO_ACCURACY_COLUMNS, CurveError, CurvePoint, curve_hours,
-                               time_to_accuracy, time_to_accuracy_csv,
-                               time_to_accuracy_markdown, validate_curve)
-from bench.curve_plots import curve_figure_name, plot_learning_curves
-from bench.table import load_results
+from bench.report.cost_curves import (TIME_TO_ACCURACY_COLUMNS, curve_hours, time_to_accuracy,
+                                      time_to_accuracy_csv, time_to_accuracy_markdown)
+from bench.store.learning_curves import (CURVE_KEY, CURVE_OPTIONAL, CURVE_REQUIRED, CurveError,
+                                         CurvePoint, validate_curve)
+from bench.report.curve_plots import curve_figure_name, plot_learning_curves
+from bench.report.table import load_results
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PAIRED = FIXTURES / "paired"

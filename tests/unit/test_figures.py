@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from bench.curve_plots import learning_curve_figures
-from bench.figure_kit import log_ticks, short_names, tick_label_overlaps
-from bench.l2_table import CURVE, l2_figure, measured_rows, reported_rows
-from bench.evaluation_run import load_evals
-from bench.plots import device_hours_figure, figure2_figure
-from bench.table import efficiency_reference, efficiency_rows, load_results
+from bench.report.curve_plots import learning_curve_figures
+from bench.report.figure_kit import log_ticks, short_names, tick_label_overlaps
+from bench.report.l2_table import CURVE, l2_figure, measured_rows, reported_rows
+from bench.store.eval_files import load_evals
+from bench.report.efficiency_plots import device_hours_figure, figure2_figure
+from bench.report.table import efficiency_reference, efficiency_rows, load_results
 from bench.theory.report import figure1_figure
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -70,7 +70,7 @@ def test_device_hours_names_the_quantity_and_has_bars_over_seeds(efficiency):
     figure = device_hours_figure(efficiency, warn=pytest.fail)
     assert len(figure.axes) == 3  # glyphs 1-shot, 5-shot (CPU-hours), mini (GPU-hours)
     for axis in figure.axes:
-        assert "bench.timing" not in axis.get_xlabel()
+        assert "bench.common.timing" not in axis.get_xlabel()
         assert "device" not in axis.get_xlabel() or "hours" in axis.get_xlabel()
         assert axis.get_xlabel().startswith("run (training + validation) ")
     several = efficiency[efficiency["seeds"] > 1]

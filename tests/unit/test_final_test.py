@@ -1,14 +1,14 @@
-"""The final test of a run (bench.record.evaluate_test_split) evaluates with the run's own
+"""The final test of a run (bench.run.train_and_test.evaluate_test_split) evaluates with the run's own
 settings: its seed's test episodes and its solver, C and precision, not the defaults."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-import bench.record as record
-from bench.config import RunConfig, resolve_budget
-from bench.record import draw_episodes, evaluate_test_split
-from bench.training import build_method
+import bench.run.train_and_test as record
+from bench.common.config import RunConfig, resolve_budget
+from bench.run.train_and_test import draw_episodes, evaluate_test_split
+from bench.run.training import build_method
 from datasets import load_dataset
 
 

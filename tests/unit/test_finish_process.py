@@ -1,17 +1,17 @@
 """A process that joined a data-parallel group ends with an immediate exit after flushing its
-output (bench.distributed.finish_process, issue 24 item 6: gloo's threads aborted a normal
+output (bench.run.distributed.finish_process, issue 24 item 6: gloo's threads aborted a normal
 interpreter exit); any other process returns its code normally."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from bench import distributed
+from bench.run import distributed
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD = """
 import atexit, sys
-import bench.distributed as d
+import bench.run.distributed as d
 atexit.register(lambda: print("atexit ran"))
 print("summary line", end="")  # unflushed when the process ends
 d._JOINED = True

@@ -2,7 +2,7 @@
 any model exists and on values exactly as the command line delivers them."""
 import pytest
 
-from bench.cli import _hparam
+from bench.commands.main import _hparam
 from core.hparams import HParam, HParamError, validate_hparams
 from methods import METHODS
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from bench.cli import main
-from bench.html_report import markdown_to_html, provenance_rows
-from bench.results import read_result
+from bench.commands.main import main
+from bench.report.html_report import markdown_to_html, provenance_rows
+from bench.store.results import read_result
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

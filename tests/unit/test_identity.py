@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.checkpoint import check_compatible, normalized_config
-from bench.config import RunConfig, canonical_json, resolve_budget
-from bench.results import (SCHEMA, SCHEMA_V1, ResultFileError, existing_result, migrate_v1,
+from bench.store.checkpoint import check_compatible, normalized_config
+from bench.common.config import RunConfig, canonical_json, resolve_budget
+from bench.store.results import (SCHEMA, SCHEMA_V1, ResultFileError, existing_result, migrate_v1,
                            read_result)
-from bench.table import accuracy_rows, efficiency_rows, make_tables
+from bench.report.table import accuracy_rows, efficiency_rows, make_tables
 from core.atomic import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,7 +92,7 @@ def test_the_settings_hash_is_stable_across_processes_and_dict_orders():
     reordered["budget"] = dict(reversed(list(reordered["budget"].items())))
     assert RunConfig.from_dict(reordered).settings_hash() == digest
     assert canonical_json({"b": 1, "a": [1, 2]}) == canonical_json({"a": [1, 2], "b": 1})
-    code = ("from dataclasses import replace; from bench.config import RunConfig, resolve_budget;"
+    code = ("from dataclasses import replace; from bench.common.config import RunConfig, resolve_budget;"
             "b = resolve_budget('smoke', 'mtl', 'glyphs', 1);"
             "b = replace(b, hparams={**b.hparams, 'normalize_features': False});"
             "print(RunConfig('mtl', 'glyphs', 5, 1, 0, b, episodes=100).settings_hash())")

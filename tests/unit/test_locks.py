@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from bench.locks import ClaimBoard, ClaimInfo, process_start, read_claim
+from bench.sweep.claims import ClaimBoard, ClaimInfo, process_start, read_claim
 
 
 def write_claim(board: ClaimBoard, key: str, **changes) -> ClaimInfo:

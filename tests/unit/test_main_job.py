@@ -40,7 +40,7 @@ def test_tox_full_runs_every_registered_method():
 def test_methods_all_is_every_registered_method():
     from argparse import Namespace
 
-    from bench.cli import _collapse_lists
+    from bench.commands.main import _collapse_lists
 
     args = Namespace(methods=["all"], dataset=["glyphs"], shots=[1], seeds=[0])
     methods, datasets = _collapse_lists(args)

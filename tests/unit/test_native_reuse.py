@@ -3,9 +3,9 @@ accuracies as adapting every episode on its own images, to float tolerance."""
 import pytest
 import torch
 
-from bench.config import RunConfig, resolve_budget
-from bench.evaluate import distinct_image_features, evaluate_native
-from bench.training import build_training, stream_seed, train_step
+from bench.common.config import RunConfig, resolve_budget
+from bench.run.evaluate import distinct_image_features, evaluate_native
+from bench.run.training import build_training, stream_seed, train_step
 from datasets import load_dataset
 from datasets.augment import Normalizer
 from datasets.episodes import EpisodeLoader, EpisodeSampler

@@ -1,5 +1,5 @@
 """``bench table`` writes the paired comparison, time to accuracy and the learning-curve figures
-(bench.paired_tables), end to end on fixture result files: golden files, the expected verdicts,
+(bench.report.paired_tables), end to end on fixture result files: golden files, the expected verdicts,
 the flags, and older results without learning curves (a note, never an error)."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.cli import EXIT_USAGE, main
-from bench.paired_tables import OUTPUTS, PairedOptions, resolve_baseline
-from bench.table import make_tables
+from bench.commands.main import EXIT_USAGE, main
+from bench.report.paired_tables import OUTPUTS, PairedOptions, resolve_baseline
+from bench.report.table import make_tables
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PAIRED = FIXTURES / "paired"

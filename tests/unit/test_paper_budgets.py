@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import RunConfig, resolve_budget
-from bench.training import EpochSchedule, build_training
-from bench.cli import _ramp
+from bench.common.config import RunConfig, resolve_budget
+from bench.run.training import EpochSchedule, build_training
+from bench.commands.main import _ramp
 from core.budget import REFERENCE_RAMP_COUNT, ramp_steps_ending_at_epoch
 from methods.backbones import dropblock_keep_rate
 from methods.heads import ridge_weights
@@ -95,8 +95,8 @@ def test_metaoptnet_recipes_ramp(method):
 def test_smoke_and_quick_keep_the_old_ramp_and_the_ramp_reaches_the_backbone(tmp_path):
     assert resolve_budget("quick", "mtl", "mini", 5).dropblock_ramp_steps == REFERENCE_RAMP_COUNT
     assert resolve_budget("smoke", "metaoptnet", "mini", 5).dropblock_ramp_steps == 40_000
-    from bench.speed import synthetic_dataset
-    from bench.training import build_method
+    from bench.cost.speed import synthetic_dataset
+    from bench.run.training import build_method
 
     data = synthetic_dataset("cifar-fs", 32, 3, 64, 2)
     run = RunConfig("metaoptnet", "cifar-fs", 5, 5, 0,
@@ -139,7 +139,7 @@ def test_no_augmentation_for_finn_raghu_and_the_proximal_references(method):
 
 
 def test_the_training_data_path_uses_the_budgets_augmentation():
-    from bench.speed import synthetic_dataset
+    from bench.cost.speed import synthetic_dataset
 
     data = synthetic_dataset("cifar-fs", 32, 3, 64, 20)
     for method, expected in (("mtl", "lee2019"), ("maml", None)):
@@ -194,7 +194,7 @@ def test_the_ridge_head_equals_metaoptnets_ridge_qp_up_to_a_factor_two():
 def test_reference_rows_are_labelled_with_their_head_and_shown_with_their_counterpart():
     import pandas as pd
 
-    from bench.table import reference_notes, reference_rows
+    from bench.report.table import reference_notes, reference_rows
 
     measured = pd.DataFrame([
         {"method": "R2D2", "dataset": "cifar-fs"}, {"method": "MetaOptNet", "dataset": "mini"},

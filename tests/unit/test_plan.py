@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import bench.plan as plan_module
-from bench.cli import main
-from bench.plan import load_speed_reports, plan_sweep, read_plan
-from bench.results import read_result
-from bench.table import make_tables
+import bench.cost.plan as plan_module
+from bench.commands.main import main
+from bench.cost.plan import load_speed_reports, plan_sweep
+from bench.store.plan_file import read_plan
+from bench.store.results import read_result
+from bench.report.table import make_tables
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SPEED = FIXTURES / "speed"
@@ -30,7 +31,7 @@ def fixture_device(monkeypatch):
 
 
 def _configs(capsys, tmp_path, *extra):
-    from bench.cli import _build_configs, build_parser
+    from bench.commands.main import _build_configs, build_parser
     from methods.plugins import resolve_method
 
     args = build_parser().parse_args(["run", *SWEEP, "--out", str(tmp_path), *extra])

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from bench.config import RunConfig, resolve_budget
+from bench.common.config import RunConfig, resolve_budget
 from core.registry import UnknownNameError
 from methods import METHODS
 from methods.plugins import MethodImportError, import_method, method_class, resolve_method

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import bench.pool as pool
-from bench.config import RunConfig, resolve_budget
-from bench.launch import RunJob
-from bench.pool import Slot, auto_jobs, check_devices, plan_slots, run_processes
+import bench.sweep.pool as pool
+from bench.common.config import RunConfig, resolve_budget
+from bench.sweep.jobs import RunJob
+from bench.sweep.pool import Slot, auto_jobs, check_devices, plan_slots, run_processes
 
 
 def test_slots_go_round_robin_over_the_devices_with_an_equal_share_of_the_cores():

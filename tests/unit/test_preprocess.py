@@ -3,7 +3,7 @@ resized (on the images' device) and normalised otherwise; never changes the call
 import pytest
 import torch
 
-from bench.preprocess import ImageShapeError, ModelPreprocess
+from bench.api.preprocess import ImageShapeError, ModelPreprocess
 from datasets.augment import Normalizer
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)

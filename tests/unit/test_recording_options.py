@@ -5,12 +5,12 @@ from dataclasses import replace
 
 import pytest
 
-from bench.cells import cell_settings
-from bench.checkpoint import normalized_config
-from bench.config import RunConfig, resolve_budget
+from bench.common.cells import cell_settings
+from bench.store.checkpoint import normalized_config
+from bench.common.config import RunConfig, resolve_budget
 from datasets import load_dataset
 from datasets.episodes import EpisodeSampler
-from bench.training import stream_seed
+from bench.run.training import stream_seed
 
 
 def config(**changes) -> RunConfig:
@@ -56,8 +56,8 @@ def test_log_is_recorded_but_not_identity():
 
 
 def test_every_recording_option_is_ignored_by_checkpoints_and_cells():
-    from bench.cells import REPLICATE_FIELDS
-    from bench.checkpoint import IGNORED_CONFIG_KEYS
-    from bench.config import RECORDING_OPTIONS
+    from bench.common.cells import REPLICATE_FIELDS
+    from bench.store.checkpoint import IGNORED_CONFIG_KEYS
+    from bench.common.config import RECORDING_OPTIONS
 
     assert set(RECORDING_OPTIONS) <= set(IGNORED_CONFIG_KEYS) & set(REPLICATE_FIELDS)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from core.registry import Registry, UnknownNameError
-from bench.stats import episode_ci95, seed_ci95
-from bench.timing import SectionTimer, device_hours
+from bench.common.stats import episode_ci95, seed_ci95
+from bench.common.timing import SectionTimer, device_hours
 
 
 def test_registry_did_you_mean_and_choices():

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import RunConfig, resolve_budget
-from bench.training import (EpochSchedule, build_optimizer, build_training, images_per_task,
+from bench.common.config import RunConfig, resolve_budget
+from bench.run.training import (EpochSchedule, build_optimizer, build_training, images_per_task,
                             stream_seed)
 from datasets import DATASETS
 from datasets.augment import Normalizer

@@ -1,9 +1,9 @@
-"""Learning-rate schedules stepped once per epoch (bench.training.EpochSchedule)."""
+"""Learning-rate schedules stepped once per epoch (bench.run.training.EpochSchedule)."""
 import pytest
 import torch
 from torch import nn
 
-from bench.training import EpochSchedule, build_optimizer
+from bench.run.training import EpochSchedule, build_optimizer
 from core.budget import TrainBudget
 
 

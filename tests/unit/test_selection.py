@@ -1,4 +1,4 @@
-"""Model selection and early stopping in the training loop (bench.session.TrainSession), driven
+"""Model selection and early stopping in the training loop (bench.run.session.TrainSession), driven
 by a scripted validation curve instead of real training: the end of each epoch reads
 ``validate()``, keeps the strictly best epoch (a tie keeps the earlier one) and its weights,
 and stops after ``early_stop_patience`` epochs without a strictly better value or when the
@@ -10,11 +10,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.config import RunConfig, resolve_budget
-from bench.record import draw_episodes
-from bench.session import TrainSession
-from bench.timing import SectionTimer
-from bench.training import build_training, stream_seed
+from bench.common.config import RunConfig, resolve_budget
+from bench.run.train_and_test import draw_episodes
+from bench.run.session import TrainSession
+from bench.common.timing import SectionTimer
+from bench.run.training import build_training, stream_seed
 from core.convergence import PlateauRule
 from datasets import load_dataset
 
@@ -82,7 +82,7 @@ def test_the_plateau_rule_stops_at_its_epoch(glyphs):
 def test_validation_draws_the_run_seeds_own_episodes(glyphs, monkeypatch):
     """``validate()`` evaluates the val stream of the run's seed (what ``bench eval --split
     val --seed S`` draws), so two seeds select on different episodes."""
-    import bench.session as session_module
+    import bench.run.session as session_module
 
     seen = []
 

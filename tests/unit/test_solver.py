@@ -1,4 +1,4 @@
-"""Tests for bench/solver.py: the unified protocol's episode solvers (Wang et al. 2021, Sec. 3.4).
+"""Tests for bench/run/solver.py: the unified protocol's episode solvers (Wang et al. 2021, Sec. 3.4).
 
 The batched Newton solver must find the minimiser of the problem scikit-learn's
 ``LogisticRegression(C=3.0, solver="lbfgs")`` solves, and make the same predictions.
@@ -14,7 +14,7 @@ from joblib import parallel_config
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from bench.solver import (
+from bench.run.solver import (
     SolverConvergenceWarning,
     SolverInputError,
     check_labels,

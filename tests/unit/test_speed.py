@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import speed, speed_report
-from bench.config import resolve_budget
-from bench.solver_bench import agreement, run_bench, synthetic_episodes
-from bench.timing import SectionTimer
+from bench.cost import speed, speed_report
+from bench.common.config import resolve_budget
+from bench.cost.solver_bench import agreement, run_bench, synthetic_episodes
+from bench.common.timing import SectionTimer
 from methods import METHODS
 
 

@@ -4,8 +4,8 @@ import re
 import shutil
 from pathlib import Path
 
-from bench.cli import main
-from bench.summary import brief_summary
+from bench.commands.main import main
+from bench.report.summary import brief_summary
 from methods import comparison_baseline
 from methods.mtl import MTL
 
@@ -55,7 +55,7 @@ def test_the_summary_writes_nothing_itself_and_lists_no_files_when_none_were_wri
 def test_a_method_run_with_several_settings_keeps_one_row_per_variant():
     import pandas as pd
 
-    from bench.summary import _labelled
+    from bench.report.summary import _labelled
 
     frame = pd.DataFrame({"method": ["MTL", "MTL", "ProtoNet"],
                           "variant": ["", "lr=0.01", "episodes=40"]})

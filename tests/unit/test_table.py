@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import ResultFileError, read_result
+from bench.store.results import ResultFileError, read_result
 from core.atomic import write_json_atomic
-from bench.table import accuracy_rows, make_tables
+from bench.report.table import accuracy_rows, make_tables
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 GOLDEN = FIXTURES / "golden"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import bench.table as table
-from bench.cli import main
-from bench.results import ResultFileError, accuracy_problem, read_result
-from bench.stats import episode_ci95
+import bench.report.table as table
+from bench.commands.main import main
+from bench.store.results import ResultFileError, accuracy_problem, read_result
+from bench.common.stats import episode_ci95
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OUTPUTS = ("accuracy.csv", "accuracy.md", "efficiency.csv", "efficiency.md")

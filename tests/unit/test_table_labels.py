@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import bench.plan as plan_module
-from bench.cli import main
-from bench.data_split import dataset_label, split_label
-from bench.plan import read_plan
-from bench.results import SCHEMA, read_result
-from bench.summary import brief_summary
+import bench.cost.plan as plan_module
+from bench.commands.main import main
+from bench.common.data_split import dataset_label, split_label
+from bench.store.plan_file import read_plan
+from bench.store.results import SCHEMA, read_result
+from bench.report.summary import brief_summary
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SPEED = FIXTURES / "speed"
@@ -116,7 +116,7 @@ def fixture_device(monkeypatch):
 
 
 def test_plan_marks_finished_runs_and_leaves_them_out(tmp_path, capsys, fixture_device):
-    from bench.cli import _build_configs, build_parser
+    from bench.commands.main import _build_configs, build_parser
     from methods.plugins import resolve_method
 
     out = tmp_path / "out"

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bench.results
-from bench.cli import main
-from bench.table import efficiency_rows, load_results, make_tables
+import bench.store.results
+from bench.commands.main import main
+from bench.report.table import efficiency_rows, load_results, make_tables
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "results" / "runs" / "mtl_glyphs_5w1s_quick_seed0.json"
@@ -60,7 +60,7 @@ BAD_FILES = {
 
 @pytest.fixture
 def folder_with_bad_files(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setattr(bench.results, "MAX_FILE_BYTES", 500_000)  # the deep files fit
+    monkeypatch.setattr(bench.store.results, "MAX_FILE_BYTES", 500_000)  # the deep files fit
     shutil.copy(FIXTURE, _write(tmp_path, "runs/good.json", ""))
     for name, (content, _) in BAD_FILES.items():
         _write(tmp_path, name, content)

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.cli import main
-from bench.config import RunConfig, resolve_budget
-from bench.validate_sweep import (MAX_SEED, argument_problems, collapse_duplicates,
+from bench.commands.main import main
+from bench.common.config import RunConfig, resolve_budget
+from bench.sweep.validation import (MAX_SEED, argument_problems, collapse_duplicates,
                                   config_problems, out_problem, split_problem, unique_runs)
 from datasets.base import ClassSplit, FewShotDataset
 
