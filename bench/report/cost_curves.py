@@ -52,7 +52,7 @@ def device_count(run: Mapping[str, Any]) -> int:
     return int(count) if is_finite_number(count) and count >= 1 else 1
 
 
-def curvehours_text(run: Mapping[str, Any], clock: str = "train",
+def curve_hours(run: Mapping[str, Any], clock: str = "train",
                 metric: str = "val_accuracy") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(epochs, device-hours at each epoch's end, accuracy) for the points that hold
     ``metric``; empty arrays when the run has no curve."""
@@ -165,8 +165,8 @@ def _measure(arm: Arm, target: Arm, seeds: list[int], clock: str,
     method_hours, method_epoch, speedups = [], [], []
     own_best, own_hours, own_epoch = [], [], []
     for seed in seeds:
-        t_epochs, t_hours, t_acc = curvehours_text(target.runs[seed], clock, metric)
-        m_epochs, m_hours, m_acc = curvehours_text(arm.runs[seed], clock, metric)
+        t_epochs, t_hours, t_acc = curve_hours(target.runs[seed], clock, metric)
+        m_epochs, m_hours, m_acc = curve_hours(arm.runs[seed], clock, metric)
         best = float(t_acc.max())
         i_t = first_reach(t_acc, best)
         target_best.append(best)
