@@ -30,16 +30,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 import submitit
 
 from bench.common.config import RunConfig
+from bench.common.exit_codes import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED,
+                                     EXIT_STOPPED)
 from bench.sweep.claims import ClaimBoard
 from bench.sweep.pool import PARENT_PID_VARIABLE
 from bench.store.results import Existing, result_path
 from bench.sweep.jobs import RunJob, SweepStopped
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # the run failed and a failure record was written
-EXIT_STOPPED = 2  # nothing useful can run (storage, data or setup problem); stop the sweep
-EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved, rerun to resume (128 + SIGTERM)
-EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): the same (128 + SIGINT)
 if TYPE_CHECKING:
     from bench.sweep.runs import SweepSummary
 

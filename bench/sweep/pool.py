@@ -52,6 +52,8 @@ from tqdm.auto import tqdm
 
 from bench.store.checkpoint import checkpoint_path
 from bench.common.config import RunConfig
+from bench.common.exit_codes import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED,
+                                     EXIT_TERMINATED)
 from bench.sweep.claims import Claim, ClaimBoard
 from bench.store.results import Existing, read_result, result_path
 from bench.run.session import StopSignalHandlers
@@ -61,9 +63,6 @@ if TYPE_CHECKING:
     from bench.sweep.jobs import RunJob
     from bench.sweep.runs import SweepSummary
 
-EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 2  # as bench.sweep.launch's children exit
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 _STOP_CODES = {EXIT_INTERRUPTED, EXIT_TERMINATED, -signal.SIGINT, -signal.SIGTERM}
 _TAIL_BYTES = 6000
 _POLL_S = 0.2
