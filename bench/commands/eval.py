@@ -28,70 +28,52 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.common.precision import PRECISIONS
+from bench.common import options
+from bench.common.arg_types import name_list
+from bench.common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     import torch
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _list(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in _list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``bench eval``'s own options (``--config``, ``--allow-import`` and ``--methods`` are
+    added after them by :mod:`bench.commands.main`)."""
     parser.add_argument("models", type=Path, nargs="+", metavar="MODEL",
                         help="model files (<out>/models/<key>.pt, written by `bench run`) or "
                              "folders of them")
-    parser.add_argument("--dataset", type=_list, default=None,
+    parser.add_argument("--dataset", type=name_list, default=None,
                         help="dataset name(s), comma-separated (default: each model's own); "
                              "another dataset needs the model's channel count, and images of "
                              "another size are resized to the model's")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="folder with the dataset's files (as for `bench run`)")
+    options.add_data_root(parser, "folder with the dataset's files (as for `bench run`)")
     parser.add_argument("--allow-nonstandard", action="store_true",
                         help="use data that departs from the standard split (an empty class "
                              "folder, ...) with a warning instead of refusing it")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="evaluate on the test split (default) or the validation split")
-    parser.add_argument("--ways", type=int, default=None, help="default: the model's run's")
-    parser.add_argument("--shots", type=_int_list, default=None,
-                        help="e.g. 1,5 (default: the model's run's)")
-    parser.add_argument("--queries", type=int, default=None,
-                        help="queries per class (default: the model's run's)")
+    options.add_ways(parser, None, "default: the model's run's")
+    options.add_shots(parser, None, "e.g. 1,5 (default: the model's run's)")
+    options.add_queries(parser, None, "queries per class (default: the model's run's)")
     parser.add_argument("--episodes", type=int, default=None,
                         help="episodes (default: the model's run's test episodes)")
     parser.add_argument("--seed", type=int, default=None,
                         help="episode seed: the episodes `bench run` tests a run of this seed "
                              "on (default: the model's run's seed)")
-    parser.add_argument("--protocol", type=_list, default=["unified", "native"],
+    parser.add_argument("--protocol", type=name_list, default=["unified", "native"],
                         help="unified, native or both (default); native is skipped for a "
                              "method without its own adaptation (it is the unified one)")
     parser.add_argument("--logreg-c", default=None, metavar="C[,C...]",
                         help="inverse L2 penalty(ies) of the unified head, comma-separated, "
                              "e.g. 0.1,0.33,1,3,10 (lambda = 1/C; default: the model's run's, "
                              "3 = the paper's lambda 0.33); features are computed once for all")
-    parser.add_argument("--solver", choices=("sklearn", "batched"), default=None,
-                        help="unified-protocol solver (default: the model's run's)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="default: the model's run's")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    options.add_solver(parser, None, "unified-protocol solver (default: the model's run's)")
+    options.add_precision(parser, None, "default: the model's run's")
+    options.add_device(parser)
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="results folder; eval results go to <out>/evals/")
     parser.add_argument("--force", action="store_true",
                         help="redo evals whose result exists (same model file and settings)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    options.add_no_progress(parser)
 
 
 def _parse_Cs(text: str | None) -> list[float] | None:
@@ -99,7 +81,7 @@ def _parse_Cs(text: str | None) -> list[float] | None:
 
     if text is None:
         return None
-    values = _list(text)
+    values = name_list(text)
     if not values:
         raise ValueError("--logreg-c: expected at least one value")
     try:

@@ -11,27 +11,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from bench.common import options
+from bench.common.arg_types import name_list
+from bench.common.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+
 DEFAULT_TRIALS = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``bench tune``'s options (with ``bench run``'s argument types, so they read alike)."""
-    from bench.common.arg_types import int_list, name_list
-    from bench.common.arg_types import key_value as pair
-    from core.budget import BUDGETS  # the names alone: bench.common.config imports torch
-
+    """``bench tune``'s options (declared as ``bench run``'s, so they read alike)."""
     parser.add_argument("--methods", type=name_list, required=True,
                         help="comma-separated method names or import paths; one study each")
     parser.add_argument("--dataset", required=True, help="dataset name (see `bench list`)")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="folder with the dataset's files (as for bench run)")
-    parser.add_argument("--ways", type=int, default=5)
-    parser.add_argument("--shots", type=int_list, default=[1], help="e.g. 1,5 (default 1)")
-    parser.add_argument("--budget", choices=BUDGETS, default="long",
-                        help="the budget every trial trains with (default long: 40 epochs, "
-                             "cuts after 25 and 35); the search changes its optimiser fields")
+    options.add_data_root(parser, "folder with the dataset's files (as for bench run)")
+    options.add_ways(parser)
+    options.add_shots(parser, [1], "e.g. 1,5 (default 1)")
+    options.add_budget(parser, "long", "the budget every trial trains with (default long: 40 "
+                                       "epochs, cuts after 25 and 35); the search changes its "
+                                       "optimiser fields")
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                         help=f"trials per study, the same for every method (default "
                              f"{DEFAULT_TRIALS}); finished and pruned trials count")
@@ -46,14 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="trials run at once on this machine, one single-threaded process "
                              "each (default 1)")
-    parser.add_argument("--set", type=pair, action="append", default=[], metavar="FIELD=VALUE",
-                        help="fix a budget field for every trial (as bench run --set)")
-    parser.add_argument("--hparam", type=pair, action="append", default=[], metavar="KEY=VALUE",
-                        help="fix a method hyperparameter for every trial (taken out of the "
-                             "search)")
-    parser.add_argument("--queries", type=int, default=15,
-                        help="query images per class of validation episodes")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    options.add_set(parser, "fix a budget field for every trial (as bench run --set)")
+    options.add_hparam(parser, "fix a method hyperparameter for every trial (taken out of the "
+                               "search)")
+    options.add_queries(parser, 15, "query images per class of validation episodes")
+    options.add_device(parser, "cpu", "cpu or cuda[:N] (default cpu)")
     parser.add_argument("--force", action="store_true",
                         help="replace a tuned file of another study setup at the same name")
 
@@ -232,5 +226,5 @@ def run(args: argparse.Namespace) -> int:
     if incomplete:
         print(f"not finished: {', '.join(incomplete)} (rerun the same command to resume)",
               file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
