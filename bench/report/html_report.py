@@ -15,23 +15,18 @@ turned into HTML here, every piece of text escaped.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as _dt
 import html
 import re
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
-
-from bench.common.arg_types import positive_float
 from typing import Any, Iterable, Mapping, Sequence
 
 from core.atomic import write_text_atomic
 
 DEFAULT_NAME = "report.html"
-EXIT_USAGE = 2
 _STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
@@ -249,57 +244,3 @@ def write_report(folder: Path, out: Path, options: Any = None, strict: bool = Fa
         page = render(folder, markdown, figures, results, generated)
     write_text_atomic(out, page)
     return Path(out)
-
-
-# ------------------------------------------------------------------------------- command line
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``bench report``."""
-    parser.add_argument("folder", type=Path, nargs="?", default=Path("results"),
-                        help="results folder (the --out of `bench run`; default: results)")
-    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
-                        help=f"the HTML file to write (default: FOLDER/{DEFAULT_NAME})")
-    parser.add_argument("--strict", action="store_true",
-                        help="stop at the first invalid result file (default: leave it out and "
-                             "list it under the tables)")
-    parser.add_argument("--baseline", default=None,
-                        help="method the comparison table compares every other with (default: "
-                             "the declared baseline, MTL)")
-    parser.add_argument("--margin", type=positive_float, default=1.0,
-                        help="equivalence margin in accuracy points (default 1.0)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``bench report``: check the folder and where the page goes, then write it."""
-    from bench.store.eval_files import EvalFileError
-    from bench.report.paired_tables import PairedOptions
-    from bench.store.results import ResultFileError
-    from bench.report.table import check_results_folder, output_problem, table_inputs
-
-    out = args.out if args.out is not None else Path(args.folder) / DEFAULT_NAME
-    try:
-        check_results_folder(args.folder)
-    except OSError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    if not table_inputs(args.folder):
-        print(f"error: no results in {args.folder} (no run or eval result files under it); "
-              "run `python -m bench run ... --out DIR` first", file=sys.stderr)
-        return EXIT_USAGE
-    if out.is_dir():
-        print(f"error: --out {out} is a folder; give the HTML file's path (e.g. "
-              f"{out / DEFAULT_NAME})", file=sys.stderr)
-        return EXIT_USAGE
-    why = output_problem(out.parent)
-    if why is not None:
-        print(f"error: cannot write {out} ({why}); pass --out FILE somewhere writable",
-              file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        path = write_report(args.folder, out, PairedOptions(args.baseline, args.margin),
-                            args.strict)
-    except (ResultFileError, EvalFileError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"report written to {path}")
-    return 0
