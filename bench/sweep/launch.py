@@ -25,37 +25,34 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import submitit
 
 from bench.common.config import RunConfig
-from bench.sweep.claims import ClaimBoard
-from bench.sweep.pool import PARENT_PID_VARIABLE
+from bench.run.distributed import DistributedSetupError, init_from_environment, shutdown
+from bench.run.session import Preempted
+from bench.run.training import resolve_device
+from bench.store.checkpoint import CheckpointError, StorageError
 from bench.store.results import Existing, result_path
+from bench.sweep.claims import ClaimBoard
 from bench.sweep.jobs import RunJob, SweepStopped
+from bench.sweep.pool import PARENT_PID_VARIABLE, Slot, run_processes
+from bench.sweep.runs import CheckpointPolicy, ResultConflict, SweepSummary, run_sweep
+from datasets import DatasetError, load_dataset
+from methods.plugins import allow_imports
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed and a failure record was written
 EXIT_STOPPED = 2  # nothing useful can run (storage, data or setup problem); stop the sweep
 EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved, rerun to resume (128 + SIGTERM)
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): the same (128 + SIGINT)
-if TYPE_CHECKING:
-    from bench.sweep.runs import SweepSummary
-
 
 def execute(job: RunJob) -> int:
     """Run ``job`` in this process (an isolated child or a Slurm task); returns an exit code.
 
     Joins the process group the environment describes (torchrun, or a multi-GPU Slurm job).
     """
-    from bench.store.checkpoint import CheckpointError, StorageError
-    from bench.run.distributed import DistributedSetupError, init_from_environment, shutdown
-    from bench.run.session import Preempted
-    from bench.sweep.runs import CheckpointPolicy, ResultConflict, run_sweep
-    from bench.run.training import resolve_device
-    from datasets import DatasetError, load_dataset
-    from methods.plugins import allow_imports
 
     source = job.config.get("method_source")
     if source:  # the parent process wrote this job from its own command line's --methods
@@ -96,7 +93,6 @@ def execute(job: RunJob) -> int:
 def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
     """Each job in its own child process, one after the other, the child's output shown
     live (:func:`bench.sweep.pool.run_processes` with one slot on the jobs' device)."""
-    from bench.sweep.pool import Slot, run_processes
 
     slots = [Slot(jobs[0].device if jobs else "auto")]
     return run_processes(jobs, out_dir, slots, live=True)
