@@ -80,11 +80,6 @@ def find_result_files(folder: Path) -> ResultFiles:
                        tuple(tuned_files(folder)))
 
 
-def table_inputs(folder: Path) -> list[Path]:
-    """The files ``bench table`` reads under ``folder``: run results and eval results."""
-    return result_files(folder) + eval_files(folder)
-
-
 @dataclass(frozen=True)
 class Skipped:
     """A file that could not be used, with the error that says why (and names it)."""
