@@ -21,12 +21,12 @@ from bench.store.plan_file import read_plan
 from bench.store.results import ResultFileError, RunResult, read_result
 from bench.store.tuned_files import TunedError, TunedStudy, read_tuned_study
 
-SKIP_DIRS = {"reference", "speed", "theory", "evals", "models", "plans"}
-"""Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
-files, plans: ``bench plan``'s)."""
-
 TUNED_DIR = "tuned"
 """Folder of a results folder that holds ``bench tune``'s studies (``tuned/*.json``)."""
+
+SKIP_DIRS = {"reference", "speed", "theory", "evals", "models", "plans", TUNED_DIR}
+"""Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
+files, plans: ``bench plan``'s, tuned: ``bench tune``'s studies)."""
 
 RESULTS, EVALS, TUNED = "results", "evals", "tuned"
 """The kinds of file a results folder holds (:attr:`Skipped.kind`)."""
