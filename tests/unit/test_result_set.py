@@ -101,3 +101,13 @@ def test_bench_table_reads_and_builds_once_even_when_a_write_fails(folder, capsy
     assert main(["table", "--brief", str(folder), "--out", str(folder / "out")]) == 0
     assert calls == {"load": 2, "build": 2}  # one more of each for --brief
     assert "Paired difference from MTL" in capsys.readouterr().out
+
+
+def test_strict_stops_at_an_invalid_eval_file_before_any_file_is_written(tmp_path, capsys):
+    folder = tmp_path / "results"
+    shutil.copytree(FIXTURES / "results", folder)
+    (folder / "evals").mkdir()
+    (folder / "evals" / "bad.json").write_text("[]")
+    assert main(["table", "--strict", str(folder), "--out", str(tmp_path / "out")]) == 2
+    assert f"error: {folder / 'evals' / 'bad.json'}: not a " in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
