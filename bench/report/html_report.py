@@ -7,8 +7,9 @@ code versions (git commit, uncommitted changes), devices, package versions, data
 when the runs started. It needs nothing else to display: no stylesheet, script or image from
 elsewhere, so it can be mailed or attached as it is.
 
-The tables and figures are made by :func:`bench.report.table.make_tables` in a temporary folder, so the
-results folder is only read; the page is written atomically (:mod:`core.atomic`) to ``--out``
+The results are read once and the tables and figures built once
+(:func:`bench.report.all_tables.build_tables`); their files are written into a temporary folder,
+so the results folder is only read; the page is written atomically (:mod:`core.atomic`) to ``--out``
 (default ``RESULTS/report.html``). The Markdown of the tables is the small subset that
 :mod:`bench.report.table` writes (headings, pipe tables, bullet lists, paragraphs, ``code``); it is
 turned into HTML here, every piece of text escaped.
@@ -24,11 +25,14 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from bench import __version__
 from bench.common.arg_types import positive_float
-from typing import Any, Iterable, Mapping, Sequence
-
 from core.atomic import write_text_atomic
+
+if TYPE_CHECKING:
+    from bench.store.result_set import ResultFiles
 
 DEFAULT_NAME = "report.html"
 EXIT_USAGE = 2
@@ -203,8 +207,6 @@ def _figure_html(path: Path) -> str:
 def render(folder: Path, tables_markdown: str, figures: Sequence[Path],
            results: Sequence[Mapping[str, Any]], generated: str) -> str:
     """The page: title, the tables and their footnotes, the figures, the provenance."""
-    from bench import __version__
-
     title = f"bridgebench report: {Path(folder).resolve().name}"
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
@@ -234,19 +236,26 @@ def _figure_order(path: Path) -> tuple[int, str]:
     return rank, path.name
 
 
-def write_report(folder: Path, out: Path, options: Any = None, strict: bool = False) -> Path:
-    """Write the report of the results under ``folder`` to ``out``; returns ``out``."""
-    from bench.report.table import load_results, make_tables
+def write_report(folder: Path | ResultFiles, out: Path, options: Any = None,
+                 strict: bool = False) -> Path:
+    """Write the report of the results under ``folder`` (or of the files already found there,
+    :func:`bench.store.result_set.find_result_files`) to ``out``; returns ``out``. The results
+    are read once (:func:`bench.store.result_set.load_result_set`) and the tables built once
+    (:func:`bench.report.all_tables.build_tables`): their files are written into a temporary
+    folder, so the results folder is only read."""
+    # start-up: build_parser imports this module for add_arguments; the tables pull in
+    # pandas, matplotlib and every method
+    from bench.report.all_tables import build_tables
+    from bench.store.result_set import load_result_set
 
-    folder = Path(folder)
-    skipped: list[str] | None = None if strict else []
-    results = load_results(folder, skipped)
+    result_set = load_result_set(folder)
+    tables = build_tables(result_set, strict=strict, paired=options)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:
-        markdown = make_tables(folder, Path(scratch), strict=strict, write=True,
-                               paired=options)
+        tables.write(Path(scratch))
         figures = sorted(Path(scratch).glob("*.png"), key=_figure_order)
-        page = render(folder, markdown, figures, results, generated)
+        page = render(result_set.folder, tables.text(written=True), figures,
+                      result_set.results, generated)
     write_text_atomic(out, page)
     return Path(out)
 
@@ -271,18 +280,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``bench report``: check the folder and where the page goes, then write it."""
-    from bench.store.eval_files import EvalFileError
+    # start-up: as in write_report (the readers pull in pandas and the method registry)
     from bench.report.paired_tables import PairedOptions
+    from bench.store.eval_files import EvalFileError
+    from bench.store.result_set import find_result_files
     from bench.store.results import ResultFileError
-    from bench.report.table import check_results_folder, output_problem, table_inputs
+    from bench.store.written import output_problem
 
     out = args.out if args.out is not None else Path(args.folder) / DEFAULT_NAME
     try:
-        check_results_folder(args.folder)
+        files = find_result_files(args.folder)
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if not table_inputs(args.folder):
+    if not files.inputs:
         print(f"error: no results in {args.folder} (no run or eval result files under it); "
               "run `python -m bench run ... --out DIR` first", file=sys.stderr)
         return EXIT_USAGE
@@ -296,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        path = write_report(args.folder, out, PairedOptions(args.baseline, args.margin),
+        path = write_report(files, out, PairedOptions(args.baseline, args.margin),
                             args.strict)
     except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
