@@ -52,7 +52,7 @@ def narrow_curves() -> list[dict]:
 def gallery(out: Path) -> list[Path]:
     """Draw every figure into ``out``; return the paths written."""
     from bench.report.curve_plots import plot_learning_curves
-    from bench.report.table import make_tables
+    from bench.report.all_tables import make_tables
     from bench.theory.report import plot_figure
 
     out.mkdir(parents=True, exist_ok=True)

@@ -33,18 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``bench report``: check the folder and where the page goes, then write it."""
-    # here, not at the top: these import torch, pandas and scipy
+    # here, not at the top: the readers pull in torch, pandas and the method registry
     from bench.report.paired_tables import PairedOptions
-    from bench.report.table import check_results_folder, output_problem, table_inputs
     from bench.store.eval_files import EvalFileError
+    from bench.store.result_set import find_result_files
+    from bench.store.written import output_problem
 
     out = args.out if args.out is not None else Path(args.folder) / DEFAULT_NAME
     try:
-        check_results_folder(args.folder)
+        files = find_result_files(args.folder)
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if not table_inputs(args.folder):
+    if not files.inputs:
         print(f"error: no results in {args.folder} (no run or eval result files under it); "
               "run `python -m bench run ... --out DIR` first", file=sys.stderr)
         return EXIT_USAGE
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     try:
-        path = write_report(args.folder, out, PairedOptions(args.baseline, args.margin),
+        path = write_report(files, out, PairedOptions(args.baseline, args.margin),
                             args.strict)
     except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

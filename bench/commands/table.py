@@ -47,40 +47,39 @@ def run(args: argparse.Namespace) -> int:
 def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
               args: argparse.Namespace | None = None) -> int:
     """Print the tables of ``folder`` and write their files into ``out`` (default: the
-    folder). Files that cannot be written never cost the printed tables: without ``out`` a
-    read-only folder is one line of note (exit 0); an unwritable ``out`` is an error (exit 2)
-    after the tables are printed. ``args``: the paired tables' ``--baseline`` and
-    ``--margin``, and ``--brief`` (:mod:`bench.report.summary` printed instead of the tables)."""
-    from bench.store.eval_files import EvalFileError
+    folder). The results are read once and the tables built once; files that cannot be
+    written never cost the printed tables: without ``out`` a read-only folder is one line of
+    note (exit 0); an unwritable ``out`` is an error (exit 2) after the tables are printed.
+    ``args``: the paired tables' ``--baseline`` and ``--margin``, and ``--brief``
+    (:mod:`bench.report.summary` of the tables built, printed instead of them)."""
+    from bench.report.all_tables import build_tables
     from bench.report.paired_tables import PairedOptions
+    from bench.report.summary import summarize
+    from bench.store.eval_files import EvalFileError
+    from bench.store.result_set import find_result_files, load_result_set
     from bench.store.results import ResultFileError
-    from bench.report.table import check_results_folder, make_tables, output_problem, table_inputs
-    from bench.store.written import snapshot, written_since
+    from bench.store.written import output_problem, snapshot, written_since
 
     paired = PairedOptions(args.baseline, args.margin) if args is not None else None
     target = out if out is not None else folder
     brief = bool(getattr(args, "brief", False))
     try:
-        check_results_folder(folder)
-        if not table_inputs(folder):
+        files = find_result_files(folder)
+        if not files.inputs:
             print(f"no results in {folder} (no run or eval result files under it); nothing "
                   "written", file=sys.stderr)
             return EXIT_USAGE
         why = output_problem(target)
         before = snapshot(target)
-        try:
-            text = make_tables(folder, target, strict=strict, write=why is None,
-                               paired=paired)
-        except OSError as error:  # a write failed part-way (disk full, ...)
-            why = (f"{error.filename}: " if error.filename else "") \
-                + (error.strerror or str(error))
-            text = make_tables(folder, target, strict=strict, write=False,
-                               paired=paired)
-        if brief:
-            from bench.report.summary import brief_summary
-
-            text = brief_summary(folder, None, paired, strict,
-                                 written_since(target, before) if why is None else None)
+        tables = build_tables(load_result_set(files), strict=strict, paired=paired)
+        if why is None:
+            try:
+                tables.write(target)
+            except OSError as error:  # a write failed part-way (disk full, ...)
+                why = (f"{error.filename}: " if error.filename else "") \
+                    + (error.strerror or str(error))
+        text = (summarize(tables, None, written_since(target, before) if why is None else None)
+                if brief else tables.text(written=why is None))
     except (ResultFileError, EvalFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

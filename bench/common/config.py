@@ -29,19 +29,19 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from core.budget import BUDGETS, DATASET_AUGMENTATION, TrainBudget, as_image_batches
 from core.convergence import PlateauRule
-from datasets import DATASETS, TRAIN_AUGMENTATIONS, DatasetInfo
+from core.keys import check_key
+from datasets import (DATASETS, TRAIN_AUGMENTATIONS, DatasetInfo,
+                      efficiency_reference as reference_dataset,)
 from methods import METHODS
+from methods.base import FewShotMethod
 from methods.plugins import MethodImportError, method_class
 
 #: The live learning-curve logs ``bench run --log`` can write (:mod:`bench.run.epoch_log`).
 LOG_FORMATS = ("tensorboard", "csv")
-
-if TYPE_CHECKING:
-    from methods.base import FewShotMethod
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,14 +189,12 @@ def _as_declared(spec: Any, value: Any) -> Any:
 
 def has_native_adaptation(cls: type[FewShotMethod]) -> bool:
     """Whether method class ``cls`` has a test-time adaptation of its own."""
-    from methods.base import FewShotMethod
 
     return cls.adapt is not FewShotMethod.adapt
 
 
 def describe_budgets() -> list[str]:
     """One line per budget for ``bench list``."""
-    from datasets import efficiency_reference as reference_dataset
 
     small = "/".join(n for n in DATASETS.names() if DATASETS.get(n).small_images)
     classes = [METHODS.get(n) for n in METHODS.names()]
@@ -414,7 +412,6 @@ class RunConfig:
         :meth:`settings_hash` unless :meth:`is_default`. A file-name key
         (:func:`core.keys.check_key`: a method or dataset name read from a file cannot make
         it a path)."""
-        from core.keys import check_key
 
         key = self.readable_key if self.is_default() else \
             f"{self.readable_key}_{self.settings_hash()}"

@@ -31,15 +31,21 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import pandas as pd
+import torch
 
+from bench.common import provenance
 from bench.common.exit_codes import EXIT_OK, EXIT_USAGE
 from bench.common.timing import hours_text
 from bench.cost.speed_report import DEFAULT_ASSUMED_EPOCHS
+from bench.run.training import build_method_for, resolve_device
 from bench.store.plan_file import PLAN_FILE, save_plan
+from bench.store.results import existing_result, result_path
+from datasets import DATASETS
 
 DEFAULT_SPEED_DIR = Path("results/speed")
 #: The training step's shape: a speed entry measured with another shape times another step.
@@ -126,10 +132,6 @@ def missing_commands(configs: Sequence[Any], device: str) -> list[str]:
 
 def model_bytes(config: Any) -> int:
     """Bytes of the untrained method's state dict (a model file's tensors)."""
-    import torch
-
-    from bench.run.training import build_method_for
-    from datasets import DATASETS
 
     info = DATASETS.get(config.dataset)
     torch.manual_seed(0)
@@ -158,7 +160,6 @@ def finished_runs(configs: Iterable[Any], out_dir: Path) -> set[str]:
     """Keys of the runs whose finished result of the same settings is already in ``out_dir``
     (:func:`bench.store.results.existing_result`; the data is not read, so its fingerprint is not
     checked: ``bench run`` checks it before it skips)."""
-    from bench.store.results import existing_result, result_path
 
     return {c.key for c in configs
             if existing_result(result_path(out_dir, c.key), c, None).finished}
@@ -262,8 +263,6 @@ def device_target(device_arg: str) -> tuple[str, str | None]:
     """(device type, device name or None: any of that type) that a plan's reports must match:
     the device ``--device`` resolves to here, or any CUDA device when it asks for one that
     this machine lacks (planning a GPU sweep from a login node)."""
-    from bench.common import provenance
-    from bench.run.training import resolve_device
 
     try:
         device = resolve_device(device_arg)
@@ -276,7 +275,6 @@ def cmd_plan(args: Any, configs: list) -> int:
     """``bench plan`` / ``bench run --dry-run``: print the plan, finished runs marked;
     ``bench plan`` saves it (the runs still to do, or every run with ``--force``), says when
     there is nothing to save, and exits 2 with one ``error:`` line when it cannot be saved."""
-    import sys
 
     device_type, device_name = device_target(args.device)
     reports = load_speed_reports(args.speed_reports)

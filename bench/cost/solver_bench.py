@@ -25,9 +25,10 @@ import torch
 
 from bench.common import provenance
 from bench.common.exit_codes import EXIT_OK, EXIT_USAGE
-from core.atomic import write_json_atomic
-from bench.run.solver import l2_normalize, predict_batched, predict_sklearn
 from bench.common.timing import SectionTimer
+from bench.run.solver import l2_normalize, predict_batched, predict_sklearn
+from bench.run.training import resolve_device
+from core.atomic import write_json_atomic
 
 SOLVER_SCHEMA = "bridgebench.solver-bench/1"
 WARMUP_EPISODES = 32
@@ -125,7 +126,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.run.training import resolve_device
 
     for name in ("episodes", "ways", "shots", "queries", "dim"):
         if getattr(args, name) < (2 if name == "ways" else 1):

@@ -54,14 +54,23 @@ from bench.common import provenance
 from bench.common.config import RunConfig, resolve_budget
 from bench.common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from bench.common.precision import autocast
-from bench.cost.speed_args import DEFAULT_OUT, add_arguments  # noqa: F401  (bench.cost.speed's API)
-from bench.cost.speed_report import (REFERENCE_CSV, backend_settings,
-                                budget_projection, extrapolate, format_report, report_path)
 from bench.common.timing import TIMING_RULE, SectionTimer
+from bench.cost.speed_args import DEFAULT_OUT  # noqa: F401  (bench.cost.speed's API)
+from bench.cost.speed_args import add_arguments
+from bench.cost.speed_report import (REFERENCE_CSV, backend_settings, budget_projection,
+                                     extrapolate, format_report, report_path,)
+from bench.run.evaluate import evaluate_native, evaluate_unified
+from bench.run.training import (build_method, build_training, images_per_task, prepare_for_device,
+                                resolve_device, stream_seed, train_step,)
 from core.atomic import write_json_atomic
 from core.budget import TrainBudget
-from datasets import DatasetInfo
+from core.registry import UnknownNameError
+from datasets import DATASETS, DatasetInfo, efficiency_reference
+from datasets.augment import Normalizer, augmentation_applies
 from datasets.base import ClassSplit, FewShotDataset
+from datasets.episodes import EpisodeLoader, EpisodeSampler
+from methods import METHODS
+from methods.plugins import method_class, resolve_method
 
 SPEED_SCHEMA = "bridgebench.speed/1"
 FLOP_NOTE = ("FLOPs of one step counted once with torch.utils.flop_counter.FlopCounterMode "
@@ -162,7 +171,7 @@ def time_steps(step: Callable[[], int], steps: int, warmup: int, timer: SectionT
 
 def count_flops(step: Callable[[], Any]) -> int:
     """Floating-point operations of one call of ``step`` (forward and backward matrix work)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # here: it loads triton; only measuring needs it
 
     with FlopCounterMode(display=False) as counter:
         step()
@@ -205,7 +214,6 @@ def dataset_shape(name: str | None, image_size: int | None) -> tuple[str, int, i
     """Canonical dataset name (default: the dataset that declares ``efficiency_reference``,
     the one the paper's Table 4 was timed on), image size (default: the dataset's own) and
     channels."""
-    from datasets import DATASETS, efficiency_reference
 
     info = DATASETS.get(name) if name is not None else efficiency_reference()
     size = image_size if image_size is not None else info.image_size
@@ -257,14 +265,14 @@ def _peak(device: torch.device) -> int | None:
 
 def dynamo_graphs() -> int:
     """Graphs torch.compile (dynamo) has compiled so far in this process."""
-    from torch._dynamo.utils import counters
+    from torch._dynamo.utils import counters  # here: dynamo loads sympy; compiled runs only
 
     return int(counters["stats"]["unique_graphs"])
 
 
 def dynamo_gave_up() -> int:
     """Times dynamo hit its recompile limit (and ran a frame eagerly from then on)."""
-    from torch._dynamo.utils import counters
+    from torch._dynamo.utils import counters  # here: dynamo loads sympy; compiled runs only
 
     return sum(int(n) for key, n in counters["unimplemented"].items()
                if "recompile" in str(key).lower())
@@ -281,7 +289,7 @@ def _measure(step: Callable[[], int], compile_fn: Callable[[], None] | None, ste
     """
     flops = count_flops(step)
     if compile_fn is not None:
-        import torch._dynamo
+        import torch._dynamo  # here: dynamo loads sympy; compiled runs only
 
         torch._dynamo.reset()  # as in a fresh process: no graphs cached by an earlier model
         gave_up = dynamo_gave_up()
@@ -331,10 +339,6 @@ def measure_validation(config: RunConfig, dataset: FewShotDataset, device: torch
     """Seconds per validation episode of ``config`` as a run validates
     (:meth:`bench.run.session.TrainSession.validate`: its selection protocol, solver and C, on
     eval-mode features), timed over ``episodes`` episodes after one excluded warm-up."""
-    from bench.run.evaluate import evaluate_native, evaluate_unified
-    from bench.run.training import build_method, prepare_for_device, stream_seed
-    from datasets.augment import Normalizer
-    from datasets.episodes import EpisodeLoader, EpisodeSampler
 
     budget = config.budget
     torch.manual_seed(config.seed)
@@ -375,7 +379,6 @@ def measure_training_step(config: RunConfig, dataset: FewShotDataset, device: to
     one meta-batch of training images ``[T*N, C, H, W]`` drawn the same way, for the bare
     backbone measurement.
     """
-    from bench.run.training import build_training, train_step
 
     budget = config.budget
     # Compiled (if asked) after the FLOP count, below, so the count runs eagerly.
@@ -408,7 +411,6 @@ def measure_backbone(backbone: nn.Module, images: torch.Tensor, config: RunConfi
     schedule advances once per step as the method's does; the loss is the mean square of the
     features (no head), and there is no data path and no optimiser step.
     """
-    from bench.run.training import prepare_for_device
 
     holder = prepare_for_device(_BackboneOnly(backbone), config.with_overrides(compile=False),
                                 device)
@@ -456,9 +458,6 @@ def _check_args(args: argparse.Namespace) -> None:
 def measure_all(args: argparse.Namespace, device: torch.device,
                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every requested method; a method that fails costs its row, not the run."""
-    from bench.run.training import images_per_task
-    from methods import METHODS
-    from methods.plugins import method_class, resolve_method
 
     _check_args(args)
     sources = dict(resolve_method(m) for m in (args.methods or METHODS.names()))
@@ -466,8 +465,6 @@ def measure_all(args: argparse.Namespace, device: torch.device,
     name, size, channels = dataset_shape(args.dataset, args.image_size)
     budgets = {m: speed_budget(m, name, args.shots, args) for m in methods}
     val_per_class = max((b.val_shots or args.shots) + args.queries for b in budgets.values())
-    from datasets import DATASETS
-    from datasets.augment import augmentation_applies
 
     # The standard split's number of training classes, so MTL's head matrix has its real size;
     # enough images per class for every episode, and for every batch of images.
@@ -547,7 +544,6 @@ def measure_all(args: argparse.Namespace, device: torch.device,
 
 def run(args: argparse.Namespace) -> int:
     """``python -m bench speed``: measure, print the table, write the JSON report."""
-    from bench.run.training import resolve_device
 
     device = resolve_device(args.device)
     report = measure_all(args, device, progress=lambda m: print(m, file=sys.stderr,
@@ -567,7 +563,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``python -m bench.cost.speed`` (same options as ``bench speed``)."""
-    from core.registry import UnknownNameError
 
     parser = argparse.ArgumentParser(prog="python -m bench speed", description=__doc__.split(
         "\n\n")[0])

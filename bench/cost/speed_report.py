@@ -4,15 +4,17 @@ MetaOptNet-SVM), and the printed table and JSON file name.
 """
 from __future__ import annotations
 
+import csv
 import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.reference import REFERENCE_CSV
+
 if TYPE_CHECKING:
     import torch
 
-from bench.reference import REFERENCE_CSV
 
 #: MTL's paper budget stops early (docs/references.md#mtl) and the paper does not say after how
 #: many epochs; the extrapolation assumes this many unless ``--assume-epochs`` says otherwise.
@@ -31,7 +33,6 @@ def paper_ratio(method: str, reference: str, reference_csv: Path = REFERENCE_CSV
     """``reference``'s over ``method``'s GPU-hours as the paper's Table 4 reports them (display
     names, as in the reference CSV; MetaOptNet over MTL: 85.6 / 3.7), or None when the CSV
     has no such pair."""
-    import csv
 
     if not Path(reference_csv).exists():
         return None
@@ -98,7 +99,7 @@ def extrapolate(entries: list[dict[str, Any]], assume_epochs: int,
     the ratios are the overridden budgets'. None without a reference measurement and at least
     one other.
     """
-    from methods import efficiency_reference
+    from methods import efficiency_reference  # here: methods load torch (speed --help reads us)
 
     reference = efficiency_reference()
     by_name = {e["method"]: e for e in entries if "step" in e}

@@ -290,7 +290,7 @@ def paired_comparisons(results: Iterable[Mapping[str, Any]], baseline: str,
                        arm_fields: Sequence[str] = ARM_FIELDS) -> pd.DataFrame:
     """Every method against ``baseline`` (a method's registry name), per cell and protocol.
 
-    ``results``: loaded result dicts (:func:`bench.report.table.load_results`; failed runs are
+    ``results``: loaded result dicts (:func:`bench.store.result_set.load_results`; failed runs are
     used only to say "failed"). ``display`` maps a registry name to the name shown. A cell
     (:mod:`bench.common.cells`) gets one row per (method arm, baseline arm, protocol); arms of the
     baseline method are baselines and are not compared with one another. A cell without a

@@ -113,6 +113,13 @@ def _draw_panel(axis: Any, cell: Cell, unit: str, clock: str, metric: str,
     return True
 
 
+def no_curves_warning(metric: str = "val_accuracy") -> str:
+    """What is said when no run has a learning curve of ``metric`` to draw."""
+    what = "validation" if metric == "val_accuracy" else "--test-every test"
+    return (f"learning-curve figure not drawn: no finished run has a {what} learning curve "
+            "(results written before curves were recorded have none)")
+
+
 def plot_learning_curves(results: Iterable[Mapping[str, Any]], out_dir: Path,
                          targets: Callable[[str], bool] | Collection[str] = (),
                          clock: str = "train", metric: str = "val_accuracy",
@@ -121,12 +128,10 @@ def plot_learning_curves(results: Iterable[Mapping[str, Any]], out_dir: Path,
                          warn: Callable[[str], None] = _warn) -> list[Path]:
     """Write :func:`learning_curve_figures` into ``out_dir``; return their paths. When no
     run has a learning curve, nothing is written and ``warn`` says so."""
-    written = [save_png(figure, Path(out_dir) / name) for name, figure in
-               learning_curve_figures(results, targets, clock, metric, display, arm_fields)]
+    written = [save_png(draw(), Path(out_dir) / name) for name, draw in
+               learning_curve_plan(results, targets, clock, metric, display, arm_fields)]
     if not written:
-        what = "validation" if metric == "val_accuracy" else "--test-every test"
-        warn(f"learning-curve figure not drawn: no finished run has a {what} learning curve "
-             "(results written before curves were recorded have none)")
+        warn(no_curves_warning(metric))
     return written
 
 
@@ -141,6 +146,18 @@ def learning_curve_figures(results: Iterable[Mapping[str, Any]],
     ``targets`` (a predicate on the registry name, or names) get a dotted line at their best
     accuracy. Runs without a learning curve are left out.
     """
+    return [(name, draw()) for name, draw in
+            learning_curve_plan(results, targets, clock, metric, display, arm_fields)]
+
+
+def learning_curve_plan(results: Iterable[Mapping[str, Any]],
+                        targets: Callable[[str], bool] | Collection[str] = (),
+                        clock: str = "train", metric: str = "val_accuracy",
+                        display: Callable[[str], str] = str,
+                        arm_fields: Sequence[str] = ARM_FIELDS
+                        ) -> list[tuple[str, Callable[[], Figure]]]:
+    """The figures :func:`learning_curve_figures` draws, not drawn yet: (file name, a
+    function that draws it) each, in the same order."""
     check_options(clock, metric)
     is_target = target_predicate(targets)
     figures: dict[tuple[str, int, int], list[tuple[Cell, str]]] = {}
@@ -149,19 +166,29 @@ def learning_curve_figures(results: Iterable[Mapping[str, Any]],
                         if curve_hours(r, clock, metric)[0].size})
         for unit in units:
             figures.setdefault((cell.dataset, cell.ways, cell.shots), []).append((cell, unit))
-    drawn = []
-    for (dataset, ways, shots), panels in figures.items():
-        labels = [_arm_label(a, display) for cell, _ in panels for a in cell.arms]
-        styles = style_map(labels)
-        figure, axes = grid(len(panels), width=6.0, height=4.4)
-        for axis, (cell, unit) in zip(axes, panels):
-            _draw_panel(axis, cell, unit, clock, metric, display, is_target, styles)
-        title = (f"{_METRIC_LABEL[metric].split(',')[0].capitalize()} against device-hours, "
-                 f"{dataset} {ways}-way {shots}-shot")
-        notes = ["Thick line: the mean over a method's seeds at every epoch all its seeds "
-                 "reached (x: their mean device-hours); band: the lowest to the highest seed "
-                 "there; faint lines: each seed. Dotted: a target's best accuracy (mean over "
-                 "its seeds), where time to accuracy reads its hours."]
-        drawn.append((curve_figure_name(dataset, ways, shots, metric),
-                      finish(figure, axes, title, notes)))
-    return drawn
+
+    def drawer(dataset: str, ways: int, shots: int, panels: list[tuple[Cell, str]]
+               ) -> Callable[[], Figure]:
+        return lambda: _figure(dataset, ways, shots, panels, clock, metric, display, is_target)
+
+    return [(curve_figure_name(dataset, ways, shots, metric),
+             drawer(dataset, ways, shots, panels))
+            for (dataset, ways, shots), panels in figures.items()]
+
+
+def _figure(dataset: str, ways: int, shots: int, panels: list[tuple[Cell, str]], clock: str,
+            metric: str, display: Callable[[str], str], is_target: Callable[[str], bool]
+            ) -> Figure:
+    """The learning-curve figure of one (dataset, ways, shots): a panel per (cell, unit)."""
+    labels = [_arm_label(a, display) for cell, _ in panels for a in cell.arms]
+    styles = style_map(labels)
+    figure, axes = grid(len(panels), width=6.0, height=4.4)
+    for axis, (cell, unit) in zip(axes, panels):
+        _draw_panel(axis, cell, unit, clock, metric, display, is_target, styles)
+    title = (f"{_METRIC_LABEL[metric].split(',')[0].capitalize()} against device-hours, "
+             f"{dataset} {ways}-way {shots}-shot")
+    notes = ["Thick line: the mean over a method's seeds at every epoch all its seeds "
+             "reached (x: their mean device-hours); band: the lowest to the highest seed "
+             "there; faint lines: each seed. Dotted: a target's best accuracy (mean over "
+             "its seeds), where time to accuracy reads its hours."]
+    return finish(figure, axes, title, notes)

@@ -7,8 +7,9 @@ code versions (git commit, uncommitted changes), devices, package versions, data
 when the runs started. It needs nothing else to display: no stylesheet, script or image from
 elsewhere, so it can be mailed or attached as it is.
 
-The tables and figures are made by :func:`bench.report.table.make_tables` in a temporary folder, so the
-results folder is only read; the page is written atomically (:mod:`core.atomic`) to ``--out``
+The results are read once and the tables and figures built once
+(:func:`bench.report.all_tables.build_tables`); their files are written into a temporary folder,
+so the results folder is only read; the page is written atomically (:mod:`core.atomic`) to ``--out``
 (default ``RESULTS/report.html``). The Markdown of the tables is the small subset that
 :mod:`bench.report.table` writes (headings, pipe tables, bullet lists, paragraphs, ``code``); it is
 turned into HTML here, every piece of text escaped.
@@ -22,9 +23,13 @@ import re
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from bench import __version__
 from core.atomic import write_text_atomic
+
+if TYPE_CHECKING:
+    from bench.store.result_set import ResultFiles
 
 DEFAULT_NAME = "report.html"
 _STYLE = """
@@ -198,8 +203,6 @@ def _figure_html(path: Path) -> str:
 def render(folder: Path, tables_markdown: str, figures: Sequence[Path],
            results: Sequence[Mapping[str, Any]], generated: str) -> str:
     """The page: title, the tables and their footnotes, the figures, the provenance."""
-    from bench import __version__
-
     title = f"bridgebench report: {Path(folder).resolve().name}"
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
@@ -229,18 +232,25 @@ def _figure_order(path: Path) -> tuple[int, str]:
     return rank, path.name
 
 
-def write_report(folder: Path, out: Path, options: Any = None, strict: bool = False) -> Path:
-    """Write the report of the results under ``folder`` to ``out``; returns ``out``."""
-    from bench.report.table import load_results, make_tables
+def write_report(folder: Path | ResultFiles, out: Path, options: Any = None,
+                 strict: bool = False) -> Path:
+    """Write the report of the results under ``folder`` (or of the files already found there,
+    :func:`bench.store.result_set.find_result_files`) to ``out``; returns ``out``. The results
+    are read once (:func:`bench.store.result_set.load_result_set`) and the tables built once
+    (:func:`bench.report.all_tables.build_tables`): their files are written into a temporary
+    folder, so the results folder is only read."""
+    # start-up: build_parser imports this module for add_arguments; the tables pull in
+    # pandas, matplotlib and every method
+    from bench.report.all_tables import build_tables
+    from bench.store.result_set import load_result_set
 
-    folder = Path(folder)
-    skipped: list[str] | None = None if strict else []
-    results = load_results(folder, skipped)
+    result_set = load_result_set(folder)
+    tables = build_tables(result_set, strict=strict, paired=options)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:
-        markdown = make_tables(folder, Path(scratch), strict=strict, write=True,
-                               paired=options)
+        tables.write(Path(scratch))
         figures = sorted(Path(scratch).glob("*.png"), key=_figure_order)
-        page = render(folder, markdown, figures, results, generated)
+        page = render(result_set.folder, tables.text(written=True), figures,
+                      result_set.results, generated)
     write_text_atomic(out, page)
     return Path(out)

@@ -30,6 +30,7 @@ from bench.store.eval_files import load_evals
 from bench.report.figure_kit import finish, grid, log_axis, save_png, short_names, style_map
 from bench.common.stats import episode_ci95
 from bench.report.method_names import display_name
+from bench.report.output import OutputFile, Section, write_files
 from bench.reference import REFERENCE_CSV
 from core.atomic import write_text_atomic
 from datasets import by_benchmark
@@ -241,17 +242,11 @@ def l2_figure(frame: pd.DataFrame) -> Figure:
                   "head (Wang et al. 2021, Table 5)", notes)
 
 
-def make_l2_table(folder: Path, out_dir: Path | None = None,
-                  reference_csv: Path = REFERENCE_CSV,
-                  skipped: list[str] | None = None, write: bool = True) -> str | None:
-    """Write :data:`OUTPUTS` into ``out_dir`` (default ``folder``) from the eval results under
-    ``folder``; returns the Markdown section, or None when there is no unified-protocol eval
-    result (nothing is written then). ``skipped``: as :func:`bench.api.evaluation.load_evals`'s
-    (invalid eval files are listed there instead of raised); ``write`` False: nothing is
-    written."""
-    folder = Path(folder)
-    out_dir = Path(out_dir) if out_dir is not None else folder
-    measured = measured_rows(load_evals(folder, skipped))
+def build_l2_table(evals: list[dict[str, Any]], reference_csv: Path = REFERENCE_CSV
+                   ) -> Section | None:
+    """The Markdown section and :data:`OUTPUTS` of the eval results ``evals``, or None when
+    none of them is of the unified protocol (nothing to write then)."""
+    measured = measured_rows(evals)
     if measured.empty:
         return None
     paired = paired_markdown(measured)
@@ -265,12 +260,32 @@ def make_l2_table(folder: Path, out_dir: Path | None = None,
                 "± 95% CI over test episodes of one model and one episode set. ‡ as reported "
                 "in the paper (Table 5, no CI), a model of its own, for the shape.\n"
                 + paired)
-    if not write:
-        return markdown
-    write_text_atomic(out_dir / OUTPUTS[0], frame.to_csv(index=False, float_format="%.6g"))
-    write_text_atomic(out_dir / OUTPUTS[1], markdown)
-    try:
-        l2_plot(frame, out_dir / OUTPUTS[2])
-    except (ValueError, RuntimeError) as error:  # a plot problem never costs the table
-        print(f"no {OUTPUTS[2]}: {error}", file=sys.stderr)
-    return markdown
+    csv = frame.to_csv(index=False, float_format="%.6g")
+
+    def plot(path: Path) -> None:
+        try:
+            l2_plot(frame, path)
+        except (ValueError, RuntimeError) as error:  # a plot problem never costs the table
+            print(f"no {OUTPUTS[2]}: {error}", file=sys.stderr)
+
+    return Section(markdown, (
+        OutputFile(OUTPUTS[0], lambda path: write_text_atomic(path, csv)),
+        OutputFile(OUTPUTS[1], lambda path: write_text_atomic(path, markdown)),
+        OutputFile(OUTPUTS[2], plot)))
+
+
+def make_l2_table(folder: Path, out_dir: Path | None = None,
+                  reference_csv: Path = REFERENCE_CSV,
+                  skipped: list[str] | None = None, write: bool = True) -> str | None:
+    """Write :data:`OUTPUTS` into ``out_dir`` (default ``folder``) from the eval results under
+    ``folder``; returns the Markdown section, or None when there is no unified-protocol eval
+    result (nothing is written then). ``skipped``: as :func:`bench.store.eval_files.load_evals`'s
+    (invalid eval files are listed there instead of raised); ``write`` False: nothing is
+    written."""
+    folder = Path(folder)
+    section = build_l2_table(load_evals(folder, skipped), reference_csv)
+    if section is None:
+        return None
+    if write:
+        write_files(section.files, Path(out_dir) if out_dir is not None else folder)
+    return section.markdown

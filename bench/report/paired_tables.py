@@ -25,7 +25,6 @@ time to accuracy and the figures, with a note; they still enter the paired compa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
@@ -34,6 +33,11 @@ from bench.report.compare import DEFAULT_MARGIN, comparison_csv, comparison_mark
     paired_comparisons
 from bench.report.cost_curves import CLOCKS, time_to_accuracy, time_to_accuracy_csv, \
     time_to_accuracy_footer, time_to_accuracy_markdown
+from bench.report.curve_plots import learning_curve_plan, no_curves_warning
+from bench.report.figure_kit import save_png
+from bench.report.method_names import display_name
+from bench.report.output import OutputFile, Section
+from bench.report.plan_vs_measured import plan_vs_measured, plan_vs_measured_markdown
 from bench.store.learning_curves import CURVE_KEY
 from core.atomic import write_text_atomic
 from core.registry import UnknownNameError
@@ -80,8 +84,6 @@ def is_gradient_based(method: str) -> bool:
 
 
 def _display(results: Sequence[Mapping[str, Any]]) -> Callable[[str], str]:
-    from bench.report.method_names import display_name
-
     names = {str(r["config"]["method"]): display_name(r["config"]) for r in results}
     return lambda method: names.get(method, method)
 
@@ -105,22 +107,30 @@ def curve_note(missing: list[str], finished: int) -> str:
             f"of time to accuracy and the figures: {shown}.")
 
 
-def write_paired_tables(results: Sequence[Mapping[str, Any]], out_dir: Path,
-                        options: PairedOptions | None = None, folder: Path | None = None,
-                        write: bool = True) -> str:
-    """Write :data:`OUTPUTS` and the learning-curve figures into ``out_dir`` (and, where the
-    results ``folder`` holds a ``bench plan``, ``plan_vs_measured.{csv,md}``); return the
-    Markdown ``bench table`` prints (the tables, their footers and notes). ``write`` False:
-    nothing is written (a read-only results folder), the Markdown is the same less the
-    figures' names."""
-    from bench.report.curve_plots import plot_learning_curves
+@dataclass(frozen=True)
+class PairedTables:
+    """The paired tables of a set of results, built: the comparison frame (with the baseline
+    and the names it shows methods by) and the Markdown and files of every table and figure."""
 
+    comparison: pd.DataFrame
+    baseline: str  # the baseline's registry name (:func:`resolve_baseline`)
+    display: Callable[[str], str]  # registry name -> the name the tables show
+    section: Section
+
+
+def build_paired_tables(results: Sequence[Mapping[str, Any]],
+                        options: PairedOptions | None = None,
+                        plan: Mapping[str, Mapping[str, Any]] | None = None) -> PairedTables:
+    """:data:`OUTPUTS`, the learning-curve figures and, where ``plan`` (the results folder's
+    saved ``bench plan``, :func:`bench.store.plan_file.read_plan`) has finished runs,
+    ``plan_vs_measured.{csv,md}``, with the Markdown ``bench table`` prints: the tables, their
+    footers and notes (without the files written: the same less the figures' names and
+    notes)."""
     options = options or PairedOptions()
-    out_dir = Path(out_dir)
+    files: list[OutputFile] = []
 
     def put(name: str, text: str) -> None:
-        if write:
-            write_text_atomic(out_dir / name, text)
+        files.append(OutputFile(name, lambda path: write_text_atomic(path, text)))
     display = _display(results)  # imports the results' plugin methods (method_source)
     baseline = resolve_baseline(options.baseline, results)
 
@@ -146,39 +156,45 @@ def write_paired_tables(results: Sequence[Mapping[str, Any]], out_dir: Path,
                             f"{_CLOCK_TITLES[clock]}\n\n" + table)
         sections.append(time_to_accuracy_footer("both", metric) + "\n")  # one per metric
     notes = [curve_note(missing, finished)] if missing else []
-    figures: list[Path] = []
-    for metric in metrics if write else ():
-        figures += plot_learning_curves(with_curves, out_dir, is_gradient_based, FIGURE_CLOCK,
-                                        metric, display, warn=notes.append)
+    figure_notes = list(notes)  # the notes when the figures are drawn
+    figures: list[str] = []
+    for metric in metrics:
+        planned = learning_curve_plan(with_curves, is_gradient_based, FIGURE_CLOCK, metric,
+                                      display)
+        if not planned:
+            figure_notes.append(no_curves_warning(metric))
+        for name, draw in planned:
+            files.append(OutputFile(name, lambda path, draw=draw: save_png(draw(), path)))
+            figures.append(name)
     if figures:
-        notes.append("Figures: " + ", ".join(p.name for p in figures) + f" ({metric_axis()}).")
+        figure_notes.append("Figures: " + ", ".join(figures) + f" ({metric_axis()}).")
     tta = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     put("time_to_accuracy.csv", time_to_accuracy_csv(tta))
-    tta_md = ("## Time to accuracy (targets: the gradient-based meta-learning methods)\n\n"
-              + "\n".join(sections)
-              + "".join(f"\n{note}\n" for note in notes))
+    heading = ("## Time to accuracy (targets: the gradient-based meta-learning methods)\n\n"
+               + "\n".join(sections))
+    tta_md = heading + "".join(f"\n{note}\n" for note in figure_notes)
     put("time_to_accuracy.md", tta_md)
-    return comparison_md + "\n" + tta_md + _plan_vs_measured(results, folder, out_dir, write)
+    plan_md, plan_files = _plan_vs_measured(results, plan or {})
+    files += plan_files
+    unwritten = heading + "".join(f"\n{note}\n" for note in notes)
+    return PairedTables(comparison, baseline, display, Section(
+        comparison_md + "\n" + tta_md + plan_md, tuple(files),
+        comparison_md + "\n" + unwritten + plan_md))
 
 
-def _plan_vs_measured(results: Sequence[Mapping[str, Any]], folder: Path | None,
-                      out_dir: Path, write: bool = True) -> str:
-    """``plan_vs_measured.{csv,md}`` where ``folder`` holds a saved plan (:mod:`bench.store.plan_file`)
-    with finished runs; its Markdown, or "" without."""
-    from bench.report.plan_vs_measured import plan_vs_measured, plan_vs_measured_markdown
-    from bench.store.plan_file import read_plan
-
-    plan = read_plan(folder) if folder is not None else {}
+def _plan_vs_measured(results: Sequence[Mapping[str, Any]],
+                      plan: Mapping[str, Mapping[str, Any]]) -> tuple[str, list[OutputFile]]:
+    """The Markdown and files of ``plan_vs_measured.{csv,md}`` where ``plan`` (a saved plan,
+    :mod:`bench.store.plan_file`) has finished runs; ("", []) without."""
     frame = plan_vs_measured(results, plan) if plan else None
     if frame is None or frame.empty:
-        return ""
+        return "", []
     markdown = "## Projected (bench plan) vs measured device-hours\n\n" \
         + plan_vs_measured_markdown(frame)
-    if write:
-        write_text_atomic(out_dir / "plan_vs_measured.csv",
-                          frame.to_csv(index=False, float_format="%.6g"))
-        write_text_atomic(out_dir / "plan_vs_measured.md", markdown)
-    return "\n" + markdown
+    csv = frame.to_csv(index=False, float_format="%.6g")
+    return "\n" + markdown, [
+        OutputFile("plan_vs_measured.csv", lambda path: write_text_atomic(path, csv)),
+        OutputFile("plan_vs_measured.md", lambda path: write_text_atomic(path, markdown))]
 
 
 def metric_axis() -> str:

@@ -17,10 +17,13 @@ from typing import Sequence
 import pandas as pd
 
 from bench.report.compare import EQUIVALENT, NOT_PAIRED, paired_comparisons
-from bench.report.paired_tables import PairedOptions, resolve_baseline
 from bench.common.data_split import dataset_label
-from bench.report.table import (accuracy_rows, display_name, efficiency_reference, efficiency_rows,
-                         load_results, unavailable_note)
+from bench.report.all_tables import Tables, build_tables
+from bench.report.cost_notes import efficiency_reference
+from bench.report.method_names import display_name
+from bench.report.paired_tables import PairedOptions
+from bench.report.table import unavailable_note
+from bench.store.result_set import load_result_set
 
 TABLE_FILES = ("accuracy.csv", "accuracy.md", "efficiency.csv", "efficiency.md",
                "comparison.csv", "comparison.md", "time_to_accuracy.csv", "time_to_accuracy.md",
@@ -128,20 +131,30 @@ def _cost_lines(cost: pd.DataFrame, shots: list[int], baseline: str) -> list[str
 def brief_summary(folder: Path, written_to: Path | None = None,
                   options: PairedOptions | None = None, strict: bool = True,
                   written: Sequence[Path] | None = None) -> str:
-    """The summary of the results under ``folder`` (writes nothing: ``bench table --brief``
-    writes the full tables first); ``written``: the files the tables wrote, which the last
-    line lists (None with ``written_to``: the table files found in that folder; both None:
-    none were written). ``options``: the paired tables' baseline and margin; ``strict``
-    False: invalid result files are left out, as the tables leave them out."""
-    folder = Path(folder)
-    options = options or PairedOptions()
-    results = load_results(folder, None if strict else [])
-    baseline = resolve_baseline(options.baseline, results)
+    """The summary of the results under ``folder`` (writes nothing): :func:`summarize` of
+    their tables (:func:`bench.report.all_tables.build_tables`). ``options``: the paired
+    tables' baseline and margin; ``strict`` False: invalid files are left out, as the tables
+    leave them out; ``written_to`` and ``written`` as :func:`summarize`'s."""
+    tables = build_tables(load_result_set(folder), strict=strict, paired=options)
+    return summarize(tables, written_to, written)
+
+
+def summarize(tables: Tables, written_to: Path | None = None,
+              written: Sequence[Path] | None = None) -> str:
+    """The summary of the tables already built (``bench table --brief`` writes the full
+    tables first); ``written``: the files the tables wrote, which the last line lists (None
+    with ``written_to``: the table files found in that folder; both None: none were
+    written)."""
+    results = tables.result_set.results
+    baseline, margin = tables.paired.baseline, tables.options.margin
     display = (lambda n: display_name({"method": n}))
     base_name = display(baseline)
-    margin = options.margin
-    pairs = _labelled(paired_comparisons(results, baseline, margin, display=display))
-    acc, cost = _labelled(accuracy_rows(results)), _labelled(efficiency_rows(results))
+    # The comparison already built names every method as the summary does, unless its
+    # baseline has no run at all (the tables then show it by its registry name).
+    same = tables.paired.display(baseline) == base_name
+    pairs = _labelled(tables.paired.comparison if same else
+                      paired_comparisons(results, baseline, margin, display=display))
+    acc, cost = _labelled(tables.main.measured), _labelled(tables.main.efficiency)
     lines: list[str] = []
     for key, block in acc.groupby(_BLOCK, sort=True):
         dataset, ways, budget = key

@@ -41,7 +41,7 @@ import pandas as pd
 from bench.common.cells import cell_settings
 from bench.common.config import RunConfig, canonical_json
 from bench.common.data_split import dataset_label, split_label
-from bench.store.results import ResultFileError, RunResult, data_fingerprint, read_result
+from bench.store.results import ResultFileError, RunResult, data_fingerprint
 from core.atomic import write_text_atomic
 from datasets import by_benchmark
 from methods import METHODS
@@ -50,74 +50,9 @@ from bench.common.stats import EPISODE_CI_RULE, SEED_CI_RULE, seed_ci95
 from bench.common.timing import TIMING_RULE
 from bench.reference import REFERENCE_CSV  # package data: the paper's reported numbers
 from bench.report.cost_notes import CLOCK_NOTES, CLOCKS, PAPER_CLOCK_NOTE, efficiency_reference
-from bench.report.method_names import display_name, recorded_import_notes
-
-SKIP_DIRS = {"reference", "speed", "theory", "evals", "models", "plans"}
-"""Folders of a results folder that hold no run results (evals: ``bench eval``'s, models: model
-files, plans: ``bench plan``'s)."""
-
-
-def check_results_folder(folder: Path) -> None:
-    """``FileNotFoundError`` or ``NotADirectoryError`` (saying what to do) unless ``folder``
-    is a folder."""
-    folder = Path(folder)
-    if folder.is_file():
-        raise NotADirectoryError(f"{folder} is a file, not a folder; pass the results folder "
-                                 "(the --out of `python -m bench run`)")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"results folder {folder} does not exist; run `python -m bench "
-                                "run ... --out DIR` first")
-
-
-def result_files(folder: Path) -> list[Path]:
-    """Every ``.json`` file under ``folder`` (recursively, skipping :data:`SKIP_DIRS`)."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*.json")
-                  if not SKIP_DIRS.intersection(p.relative_to(folder).parts[:-1]))
-
-
-def table_inputs(folder: Path) -> list[Path]:
-    """The files ``bench table`` reads under ``folder``: run results and eval results."""
-    from bench.store.eval_files import eval_files
-
-    return result_files(folder) + eval_files(folder)
-
-
-def load_results(folder: Path, skipped: list[str] | None = None) -> list[RunResult]:
-    """Every result file under ``folder`` (:func:`result_files`). ``skipped`` given: a file
-    that fails validation is left out (never averaged) and its error appended there instead
-    of raised."""
-    check_results_folder(folder)
-    results = []
-    for path in result_files(folder):
-        try:
-            results.append(read_result(path))
-        except ResultFileError as error:
-            if skipped is None:
-                raise
-            skipped.append(str(error))
-    return results
-
-
-def output_problem(folder: Path) -> str | None:
-    """Why the table files cannot be written into ``folder`` (created if missing), or None."""
-    import tempfile
-
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        return error.strerror or str(error)
-    return None
-
-
-def skipped_section(skipped: list[str]) -> str:
-    """The Markdown that lists the files left out of the tables (empty: none)."""
-    if not skipped:
-        return ""
-    return ("\n## Files left out of these tables (not valid; nothing from them is shown)\n\n"
-            + "".join(f"- {line}\n" for line in skipped))
+from bench.report.efficiency_plots import accuracy_vs_device_hours, figure2
+from bench.report.method_names import display_name
+from bench.report.output import OutputFile
 
 
 def _column(dataset: str, ways: int, shots: int) -> str:
@@ -494,22 +429,23 @@ def failures(results: list[RunResult]) -> list[str]:
     return [f"- {r['key']}: {r['error']}" for r in results if r["status"] == "failed"]
 
 
-def make_tables(folder: Path, out_dir: Path | None = None,
-                reference_csv: Path = REFERENCE_CSV, strict: bool = True,
-                write: bool = True, paired: Any = None) -> str:
-    """Read every result under ``folder``, write the table files into ``out_dir`` (default:
-    ``folder``; ``write`` False: nothing is written) and return the Markdown that ``bench
-    table`` prints. ``strict`` False: invalid result and eval files are left out and listed
-    under the tables (:func:`skipped_section`) instead of stopping everything. ``paired``:
-    :class:`bench.report.paired_tables.PairedOptions` (baseline, margin) of the paired tables."""
-    folder = Path(folder)
-    out_dir = Path(out_dir) if out_dir is not None else folder
-    skipped: list[str] | None = None if strict else []
-    results = load_results(folder, skipped)
-    measured = accuracy_rows(results)  # first: two results of one run are refused by name
-    from bench.report.paired_tables import write_paired_tables  # comparison, time to accuracy, curves
+@dataclass(frozen=True)
+class MainTables:
+    """The accuracy and training-cost tables (Tables 3 and 4) of a set of results, built:
+    their rows, their Markdown and the files that hold them."""
 
-    paired_md = write_paired_tables(results, out_dir, paired, folder, write=write)
+    accuracy: pd.DataFrame  # measured and reported rows, sorted as accuracy.csv holds them
+    measured: pd.DataFrame  # the measured rows only (:func:`accuracy_rows`)
+    efficiency: pd.DataFrame  # :func:`efficiency_rows`
+    accuracy_md: str
+    efficiency_md: str
+    files: tuple[OutputFile, ...]  # accuracy.{csv,md}, efficiency.{csv,md} and their figures
+
+
+def main_tables(results: list[RunResult], reference_csv: Path = REFERENCE_CSV) -> MainTables:
+    """:class:`MainTables` of ``results`` (two finished results of one run raise
+    :class:`ResultFileError` naming both, before anything else is built)."""
+    measured = accuracy_rows(results)
     reference = reference_rows(measured, reference_csv)
     accuracy = pd.concat([measured, reference], ignore_index=True) if not reference.empty \
         else measured
@@ -538,46 +474,23 @@ def make_tables(folder: Path, out_dir: Path | None = None,
         tail = "\n### Failed runs\n\n" + "\n".join(failed) + "\n"
         acc_md += tail
         eff_md += tail
-    if write:
-        write_tables(out_dir, accuracy, efficiency, acc_md, eff_md, reference_csv)
-    from bench.report.l2_table import make_l2_table  # Table 5, from the eval results (if any)
-
-    l2_md = make_l2_table(folder, out_dir, reference_csv, skipped, write=write)
-    from bench.report.tuning_table import make_tuning_table  # bench tune's studies (if any)
-
-    tuning_md = make_tuning_table(folder, out_dir, results, skipped, write=write)
-    from bench.store.eval_files import load_evals
-
-    configs = [r["config"] for r in results] + [e["model"]["config"]
-                                                for e in load_evals(folder, [])]
-    notes = "".join(f"\n{line}\n" for line in recorded_import_notes(configs))
-    return acc_md + "\n" + eff_md + "\n" + paired_md + (f"\n{l2_md}" if l2_md else "") \
-        + (f"\n{tuning_md}" if tuning_md else "") + notes + skipped_section(skipped or [])
+    return MainTables(accuracy, measured, efficiency, acc_md, eff_md,
+                      table_files(accuracy, efficiency, acc_md, eff_md, reference_csv))
 
 
-def write_tables(out_dir: Path, accuracy: pd.DataFrame, efficiency: pd.DataFrame,
-                 acc_md: str, eff_md: str, reference_csv: Path = REFERENCE_CSV) -> None:
-    """The accuracy and efficiency files and plots, each written atomically (``OSError``
-    naming the file when one cannot be: the files written before it are complete, the rest
-    untouched)."""
-    from bench.report.efficiency_plots import accuracy_vs_device_hours, figure2
+def table_files(accuracy: pd.DataFrame, efficiency: pd.DataFrame, acc_md: str, eff_md: str,
+                reference_csv: Path = REFERENCE_CSV) -> tuple[OutputFile, ...]:
+    """The accuracy and efficiency files and plots, in the order they are written; a file that
+    cannot be written raises ``OSError`` naming it (:attr:`OutputFile.named_errors`)."""
 
-    writes = [
-        ("accuracy.csv", lambda p: write_text_atomic(
-            p, accuracy.to_csv(index=False, float_format="%.4f"))),
-        ("efficiency.csv", lambda p: write_text_atomic(
-            p, efficiency.to_csv(index=False, float_format="%.6g"))),
-        ("accuracy.md", lambda p: write_text_atomic(p, acc_md)),
-        ("efficiency.md", lambda p: write_text_atomic(p, eff_md)),
-        ("figure2.png", lambda p: figure2(efficiency, p, reference_csv)),
-        ("device_hours.png", lambda p: accuracy_vs_device_hours(efficiency, p))]
-    for name, write in writes:
-        try:
-            write(out_dir / name)
-        except OSError as error:
-            if error.filename is not None:
-                raise
-            raise OSError(error.errno, error.strerror or str(error), str(out_dir / name)) \
-                from error
+    def text(name: str, content: str) -> OutputFile:
+        return OutputFile(name, lambda path: write_text_atomic(path, content), True)
 
-
+    return (
+        text("accuracy.csv", accuracy.to_csv(index=False, float_format="%.4f")),
+        text("efficiency.csv", efficiency.to_csv(index=False, float_format="%.6g")),
+        text("accuracy.md", acc_md),
+        text("efficiency.md", eff_md),
+        OutputFile("figure2.png", lambda path: figure2(efficiency, path, reference_csv), True),
+        OutputFile("device_hours.png", lambda path: accuracy_vs_device_hours(efficiency, path),
+                   True))

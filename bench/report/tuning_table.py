@@ -9,32 +9,17 @@ process CPU time (:mod:`bench.tune.study`); run CPU-hours the timing rule's run 
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
-from bench.store.tuned_files import SCHEMA, TunedError, read_tuned_file
+from bench.report.output import OutputFile, Section
+from bench.store.tuned_files import SCHEMA, TunedStudy
 from core.atomic import write_text_atomic
 
 COLUMNS = ["method", "dataset", "ways", "shots", "budget", "trials", "tuning_cpu_hours",
            "tuned_runs", "run_cpu_hours_per_seed", "total_cpu_hours"]
-
-
-def _cost(path: Path) -> tuple[str, int, float]:
-    """(budget, trials counted, tuning CPU-hours) of a tuned file already checked by
-    :func:`bench.store.tuned_files.read_tuned_file`."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    study, cost = data.get("study", {}), data.get("cost", {})
-    trials = study.get("complete", 0) + study.get("pruned", 0)
-    hours = cost.get("cpu_hours")
-    if not isinstance(trials, int) or not isinstance(hours, (int, float)) \
-            or isinstance(hours, bool) or not math.isfinite(hours) or hours < 0:
-        raise TunedError(f"{path}: study.complete/pruned and cost.cpu_hours must be counts and "
-                         "a finite number >= 0")
-    return str(data.get("budget", "")), trials, float(hours)
 
 
 def _uses(result: dict[str, Any], settings: dict[str, Any], hparams: dict[str, Any]) -> bool:
@@ -44,21 +29,14 @@ def _uses(result: dict[str, Any], settings: dict[str, Any], hparams: dict[str, A
         budget.get("hparams", {}).get(k) == v for k, v in hparams.items())
 
 
-def tuning_rows(folder: Path, results: Iterable[dict[str, Any]],
-                skipped: list[str] | None = None) -> pd.DataFrame:
-    """One row per tuned file under ``folder/tuned``; a file that cannot be read is listed in
-    ``skipped`` (or raised as :class:`bench.store.tuned_files.TunedError` when ``skipped`` is None)."""
+def tuning_rows(studies: Iterable[TunedStudy], results: Iterable[dict[str, Any]]
+                ) -> pd.DataFrame:
+    """One row per study (:func:`bench.store.tuned_files.read_tuned_study`), with the finished
+    ``results`` trained with its best settings."""
     rows = []
     results = [r for r in results if r.get("status") == "ok"]
-    for path in sorted((Path(folder) / "tuned").glob("*.json")):
-        try:
-            tuned = read_tuned_file(path)  # size, encoding and fields checked there
-            budget, trials, hours = _cost(path)
-        except (TunedError, OSError, ValueError) as error:
-            if skipped is None:
-                raise
-            skipped.append(f"{path}: {error}")
-            continue
+    for study in studies:
+        tuned, budget, trials, hours = study.best, study.budget, study.trials, study.cpu_hours
         runs = [r for r in results
                 if (r["config"]["method"], r["config"]["dataset"], r["config"]["ways"],
                     r["config"]["shots"], r["config"]["budget"].get("name")) ==
@@ -91,19 +69,16 @@ def tuning_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_tuning_table(folder: Path, out_dir: Path, results: Iterable[dict[str, Any]],
-                      skipped: list[str] | None = None, write: bool = True) -> str:
-    """``tuning.{csv,md}`` in ``out_dir`` and their Markdown, or ``""`` when ``folder`` holds
-    no tuned file."""
-    frame = tuning_rows(folder, results, skipped)
+def build_tuning_table(studies: Iterable[TunedStudy], results: Iterable[dict[str, Any]]
+                       ) -> Section | None:
+    """``tuning.{csv,md}`` and their Markdown, or None without a study."""
+    frame = tuning_rows(studies, results)
     if frame.empty:
-        return ""
+        return None
     text = tuning_markdown(frame)
-    if write:
-        write_text_atomic(Path(out_dir) / "tuning.csv",
-                          frame.to_csv(index=False, float_format="%.6g"))
-        write_text_atomic(Path(out_dir) / "tuning.md", text)
-    return text
+    csv = frame.to_csv(index=False, float_format="%.6g")
+    return Section(text, (OutputFile("tuning.csv", lambda path: write_text_atomic(path, csv)),
+                          OutputFile("tuning.md", lambda path: write_text_atomic(path, text))))
 
 
-__all__ = ["SCHEMA", "make_tuning_table", "tuning_markdown", "tuning_rows"]
+__all__ = ["SCHEMA", "build_tuning_table", "tuning_markdown", "tuning_rows"]

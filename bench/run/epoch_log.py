@@ -80,7 +80,7 @@ def check_formats(formats: Sequence[str]) -> str | None:
                 f"{', '.join(LOG_FORMATS)}")
     if "tensorboard" in formats:
         try:
-            import torch.utils.tensorboard  # noqa: F401 (needs the tensorboard package)
+            import torch.utils.tensorboard  # noqa: F401 (here: tensorboard is optional)
         except ImportError as error:
             return (f"--log tensorboard needs the tensorboard package, which is not installed "
                     f"here ({error}); install it with {INSTALL_TENSORBOARD}, or use --log csv")
@@ -134,7 +134,7 @@ class TensorBoardEpochLog:
 
     def log_epoch(self, numbers: EpochNumbers) -> None:
         if self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # here: tensorboard is optional
 
             self.writer = SummaryWriter(str(self.folder), purge_step=numbers.epoch)
         values = asdict(numbers)

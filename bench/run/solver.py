@@ -177,8 +177,8 @@ def _sklearn_fit_predict(
     BLAS is limited to one thread: the problems are tiny, and a multi-threaded L-BFGS-B on a
     busy machine was measured 17x slower per fit.
     """
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
+    from sklearn.linear_model import LogisticRegression  # here: sklearn loads only for its solver
+    from threadpoolctl import threadpool_limits  # (comes with sklearn)
 
     out = np.empty(query.shape[:2], dtype=np.int64)
     with threadpool_limits(limits=1):
@@ -213,7 +213,7 @@ def predict_sklearn(
     s, y, q = _as_numpy(support), _as_numpy(support_labels).astype(np.int64), _as_numpy(query)
     if n_jobs == 1 or s.shape[0] == 1:
         return torch.from_numpy(_sklearn_fit_predict(s, y, q, C))
-    from joblib import Parallel, delayed, effective_n_jobs
+    from joblib import Parallel, delayed, effective_n_jobs  # here: sklearn solver only
 
     n_chunks = min(s.shape[0], effective_n_jobs(n_jobs))
     bounds = np.linspace(0, s.shape[0], n_chunks + 1).astype(int)

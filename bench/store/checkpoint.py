@@ -29,7 +29,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from bench.store.results import migrate_config_v1
 from core.atomic import atomic_file
+from core.keys import check_key, path_inside
 from datasets.base import FewShotDataset
 
 CHECKPOINT_FORMAT = "bridgebench.checkpoint/1"
@@ -61,8 +63,6 @@ class StorageError(OSError):
 def checkpoint_path(out_dir: Path | str, key: str) -> Path:
     """Where run ``key``'s checkpoint lives in results folder ``out_dir`` (``key`` checked,
     :mod:`core.keys`)."""
-    from core.keys import check_key, path_inside
-
     return path_inside(out_dir, "checkpoints", f"{check_key(key, 'run key')}.pt")
 
 
@@ -248,8 +248,6 @@ def checkpoint_differences(saved: Any, config: dict[str, Any]) -> list[str]:
     configuration written before issue 10 is first read with the values that run used
     (:func:`bench.store.results.migrate_config_v1`)."""
     if isinstance(saved, dict) and "select_on" not in saved:
-        from bench.store.results import migrate_config_v1
-
         saved = normalized_config(migrate_config_v1(saved))
     return _differences(saved, normalized_config(config))
 

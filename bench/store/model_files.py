@@ -34,6 +34,7 @@ import torch
 from bench.store.checkpoint import (CHECKPOINT_FORMAT, StorageError, dataset_identity,
                               describe_write_failure)
 from bench.common.config import RunConfig
+from bench.store.results import ResultFileError, config_problem, read_result, result_path
 from core.atomic import write_bytes_atomic
 from core.keys import InvalidKeyError, check_key, path_inside
 from datasets import FewShotDataset
@@ -208,8 +209,6 @@ def read_model_file(path: Path | str) -> ModelFile:
     _check_weights(path, payload["state_dict"])
     model = ModelFile(path, sha256_of(data), {k: v for k, v in payload.items()
                                               if k != "state_dict"}, payload["state_dict"])
-    from bench.store.results import config_problem
-
     try:
         problem = config_problem(model.meta["config"])
         model.config
@@ -254,8 +253,6 @@ def recorded_result_path(model_file: Path, key: str) -> Path | None:
     model_file = Path(model_file)
     if model_file.parent.name != MODELS_DIR:
         return None
-    from bench.store.results import result_path
-
     return result_path(model_file.parent.parent, key)
 
 
@@ -264,8 +261,6 @@ def check_recorded_hash(model: ModelFile) -> None:
     file (:func:`recorded_result_path`) records another sha256 for this file: its bytes were
     changed or replaced after training. Nothing to compare (no result there, an unreadable
     one, a result that names another file or no model): no check."""
-    from bench.store.results import ResultFileError, read_result
-
     where = recorded_result_path(model.path, model.key)
     if where is None or not where.is_file():
         return

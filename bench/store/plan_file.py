@@ -40,12 +40,28 @@ def save_plan(out_dir: Path, frame: pd.DataFrame, assume_epochs: int) -> Path:
 
 
 def read_plan(folder: Path) -> dict[str, dict[str, Any]]:
-    """The saved plan's runs by key (empty without a readable plan)."""
+    """The saved plan's runs by key (empty without a readable plan); a run whose entry lacks
+    its planned epochs or holds device-hours that are not numbers is left out (a plan is read
+    as data, like every file of a results folder)."""
     path = Path(folder) / PLAN_FILE
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
-    return dict(data.get("runs", {})) if isinstance(data, dict) else {}
+    runs = data.get("runs", {}) if isinstance(data, dict) else {}
+    if not isinstance(runs, dict):
+        return {}
+    return {str(key): run for key, run in runs.items() if _usable(run)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _usable(run: Any) -> bool:
+    """A plan entry that :mod:`bench.report.plan_vs_measured` can set against a result."""
+    return (isinstance(run, dict) and "epochs" in run and _is_number(run.get(
+        "train_device_hours")) and (run.get("run_device_hours") is None
+                                    or _is_number(run["run_device_hours"])))

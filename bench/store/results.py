@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
+from bench.store.learning_curves import CurveError, validate_curve
+from core.keys import InvalidKeyError, check_key, path_inside
+
 if TYPE_CHECKING:
     from bench.common.config import RunConfig
 
@@ -133,8 +136,6 @@ class ResultFileError(ValueError):
 def result_path(out_dir: Path, key: str) -> Path:
     """Where run ``key``'s result lives in results folder ``out_dir`` (``key`` checked,
     :mod:`core.keys`)."""
-    from core.keys import check_key, path_inside
-
     return path_inside(out_dir, "runs", f"{check_key(key, 'run key')}.json")
 
 
@@ -190,8 +191,6 @@ def validate_result(data: Any, source: str) -> RunResult:
     if not isinstance(data["episode_hash"], str):
         raise fail("episode_hash must be a string")
     if "learning_curve" in data:
-        from bench.store.learning_curves import CurveError, validate_curve
-
         try:
             validate_curve(data["learning_curve"], source)
         except CurveError as error:
@@ -213,6 +212,7 @@ def accuracy_problem(res: dict[str, Any]) -> str | None:
     nothing): the accuracies must be finite percentages, and the stored mean and 95% CI must
     be what they give (:func:`bench.common.stats.episode_ci95`) within :data:`ROUNDING_TOLERANCE`;
     a table shows the stored numbers, so a file where they disagree is refused."""
+    # start-up: reading a result file needs no scipy (bench.common.stats imports it)
     from bench.common.stats import episode_ci95
 
     accs = res.get("accuracies")
@@ -243,8 +243,6 @@ _CONFIG_INTS = {"ways": 2, "shots": 1, "seed": 0, "episodes": 1}  # each with it
 
 def key_problem(key: Any) -> str | None:
     """What is wrong with a result's recorded ``key`` (a file-name key, :mod:`core.keys`)."""
-    from core.keys import InvalidKeyError, check_key
-
     try:
         check_key(key, "key")
     except InvalidKeyError as error:
@@ -256,8 +254,6 @@ def config_problem(config: dict[str, Any]) -> str | None:
     """What is wrong with the parts of a result's ``config`` that tables and file names read
     (None: nothing): method and dataset are file-name keys, ways, shots, seed and episodes
     integers, the budget an object with a name and a backbone."""
-    from core.keys import InvalidKeyError, check_key
-
     for field in ("method", "dataset"):
         try:
             check_key(config[field], f"config.{field}")
@@ -373,6 +369,7 @@ def migrate_config_v1(config: dict[str, Any]) -> dict[str, Any]:
 def _v1_augmentation(config: dict[str, Any]) -> str | None:
     """The training augmentation a ``/1`` run had: its method's policy applied to the
     dataset's declared augmentation (None where neither is known here)."""
+    # start-up: only schema /1 files need the registries, which import torch
     from datasets import DATASETS
     from methods.plugins import MethodImportError, method_class
 
@@ -386,6 +383,7 @@ def _v1_augmentation(config: dict[str, Any]) -> str | None:
 
 def _canonical_config(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` as :class:`bench.common.config.RunConfig` stores it (every hyperparameter)."""
+    # start-up: RunConfig imports the method and dataset registries (torch)
     from bench.common.config import RunConfig
 
     try:
@@ -423,6 +421,7 @@ def existing_result(path: Path, config: "RunConfig", fingerprint: str | None) ->
     (no recorded fingerprint) whose settings match counts as finished, with a note saying its
     data was not fingerprinted. Anything else finished there is a conflict.
     """
+    # start-up: RunConfig imports the method and dataset registries (torch)
     from bench.common.config import RunConfig, describe_differences
 
     if not Path(path).exists():

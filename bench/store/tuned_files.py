@@ -43,15 +43,24 @@ class TunedSettings:
 
 def read_tuned_file(path: Path) -> TunedSettings:
     """``path`` checked and read (:class:`TunedError` saying what is wrong)."""
+    return _settings(path, _load(path))
+
+
+def _load(path: Path) -> Any:
+    """The JSON of a tuned file no larger than :data:`MAX_TUNED_BYTES`."""
     try:
         if path.stat().st_size > MAX_TUNED_BYTES:
             raise TunedError(f"--tuned {path}: larger than {MAX_TUNED_BYTES} bytes; not a "
                              "tuned file")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         if isinstance(error, TunedError):
             raise
         raise TunedError(f"--tuned {path}: cannot be read as JSON ({error})") from None
+
+
+def _settings(path: Path, data: Any) -> TunedSettings:
+    """The best settings a tuned file's JSON ``data`` records, checked."""
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise TunedError(f"--tuned {path}: not a `bench tune` file (schema {SCHEMA!r})")
     try:
@@ -73,6 +82,36 @@ def read_tuned_file(path: Path) -> TunedSettings:
     except ValueError as error:
         raise TunedError(f"--tuned {path}: best.settings: {error}") from None
     return TunedSettings(path, method, dataset, ways, shots, study, settings, hparams)
+
+
+@dataclass(frozen=True)
+class TunedStudy:
+    """One tuned file as ``bench table`` reads it: its best settings, the budget it was tuned
+    at, and what the study cost (finished and pruned trials, process CPU-hours)."""
+
+    best: TunedSettings
+    budget: str
+    trials: int
+    cpu_hours: float
+
+
+def read_tuned_study(path: Path) -> TunedStudy:
+    """``path`` read once and checked as :func:`read_tuned_file` checks it, with the study's
+    cost (:class:`TunedError` saying what is wrong, whatever the file holds)."""
+    data = _load(path)
+    best = _settings(path, data)
+    problem = TunedError(f"{path}: study.complete/pruned and cost.cpu_hours must be counts and "
+                         "a finite number >= 0")
+    try:
+        study, cost = data.get("study", {}), data.get("cost", {})
+        trials = study.get("complete", 0) + study.get("pruned", 0)
+        hours = cost.get("cpu_hours")
+    except (AttributeError, TypeError):
+        raise problem from None
+    if not isinstance(trials, int) or not isinstance(hours, (int, float)) \
+            or isinstance(hours, bool) or not math.isfinite(hours) or hours < 0:
+        raise problem
+    return TunedStudy(best, str(data.get("budget", "")), trials, float(hours))
 
 
 @dataclass

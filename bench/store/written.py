@@ -1,4 +1,5 @@
-"""Which files a command wrote into a folder: a snapshot before, a comparison after.
+"""Which files a command wrote into a folder: whether it can write there, a snapshot before,
+a comparison after.
 
 Every table and figure file is written atomically (:mod:`core.atomic`: a new file renamed over
 the old one), so a file written by the command has a new inode or modification time even where
@@ -8,9 +9,21 @@ files it wrote this way, whichever module wrote them.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 Snapshot = dict[str, tuple[int, int]]
+
+
+def output_problem(folder: Path) -> str | None:
+    """Why files cannot be written into ``folder`` (created if missing), or None."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def snapshot(folder: Path) -> Snapshot:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from core.atomic import create_new
+from core.keys import check_key, path_inside
 
 HEARTBEAT_S = 30.0
 """How often a held claim's modification time is refreshed."""
@@ -144,7 +145,6 @@ class ClaimBoard:
 
     def path(self, key: str) -> Path:
         """Run ``key``'s claim file (``key`` checked, :mod:`core.keys`)."""
-        from core.keys import check_key, path_inside
 
         return path_inside(self.folder, f"{check_key(key, 'run key')}.claim")
 

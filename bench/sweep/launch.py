@@ -25,20 +25,24 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import submitit
 
 from bench.common.config import RunConfig
 from bench.common.exit_codes import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED,
                                      EXIT_STOPPED)
-from bench.sweep.claims import ClaimBoard
-from bench.sweep.pool import PARENT_PID_VARIABLE
+from bench.run.distributed import DistributedSetupError, init_from_environment, shutdown
+from bench.run.session import Preempted
+from bench.run.training import resolve_device
+from bench.store.checkpoint import CheckpointError, StorageError
 from bench.store.results import Existing, result_path
+from bench.sweep.claims import ClaimBoard
 from bench.sweep.jobs import RunJob, SweepStopped
-
-if TYPE_CHECKING:
-    from bench.sweep.runs import SweepSummary
+from bench.sweep.pool import PARENT_PID_VARIABLE, Slot, run_processes
+from bench.sweep.runs import CheckpointPolicy, ResultConflict, SweepSummary, run_sweep
+from datasets import DatasetError, load_dataset
+from methods.plugins import allow_imports
 
 
 def execute(job: RunJob) -> int:
@@ -46,13 +50,6 @@ def execute(job: RunJob) -> int:
 
     Joins the process group the environment describes (torchrun, or a multi-GPU Slurm job).
     """
-    from bench.store.checkpoint import CheckpointError, StorageError
-    from bench.run.distributed import DistributedSetupError, init_from_environment, shutdown
-    from bench.run.session import Preempted
-    from bench.sweep.runs import CheckpointPolicy, ResultConflict, run_sweep
-    from bench.run.training import resolve_device
-    from datasets import DatasetError, load_dataset
-    from methods.plugins import allow_imports
 
     source = job.config.get("method_source")
     if source:  # the parent process wrote this job from its own command line's --methods
@@ -93,7 +90,6 @@ def execute(job: RunJob) -> int:
 def run_isolated(jobs: Sequence[RunJob], out_dir: Path) -> "SweepSummary":
     """Each job in its own child process, one after the other, the child's output shown
     live (:func:`bench.sweep.pool.run_processes` with one slot on the jobs' device)."""
-    from bench.sweep.pool import Slot, run_processes
 
     slots = [Slot(jobs[0].device if jobs else "auto")]
     return run_processes(jobs, out_dir, slots, live=True)

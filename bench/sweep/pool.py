@@ -46,22 +46,25 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Sequence
+from typing import IO, Any, Sequence
 
+import torch
 from tqdm.auto import tqdm
 
-from bench.store.checkpoint import checkpoint_path
 from bench.common.config import RunConfig
 from bench.common.exit_codes import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED,
                                      EXIT_TERMINATED)
-from bench.sweep.claims import Claim, ClaimBoard
+from bench.run.session import Preempted, StopSignalHandlers, signal_label
+from bench.run.train_and_test import failure_record, write_result
+from bench.run.training import resolve_device
+from bench.store.checkpoint import checkpoint_path
 from bench.store.results import Existing, read_result, result_path
-from bench.run.session import StopSignalHandlers
+from bench.sweep.claims import Claim, ClaimBoard
+from bench.sweep.jobs import RunJob, SweepStopped
+from bench.sweep.runs import SweepSummary, done_line
 from core.atomic import write_json_atomic
-
-if TYPE_CHECKING:
-    from bench.sweep.jobs import RunJob
-    from bench.sweep.runs import SweepSummary
+from core.keys import check_key, path_inside
+from methods.plugins import method_class
 
 _STOP_CODES = {EXIT_INTERRUPTED, EXIT_TERMINATED, -signal.SIGINT, -signal.SIGTERM}
 _TAIL_BYTES = 6000
@@ -143,7 +146,6 @@ def plan_slots(jobs: int, devices: Sequence[str], cores: int,
 
 def check_devices(devices: Sequence[str]) -> str | None:
     """What is wrong with a ``--devices`` list, if anything (before anything runs)."""
-    import torch
 
     for name in devices:
         try:
@@ -167,7 +169,6 @@ def expected_cost(job: "RunJob") -> tuple[float, int, int]:
     """What ``job`` is expected to cost, for ordering runs only (larger: costlier): its
     method's declared ``relative_cost`` (:class:`methods.base.FewShotMethod`), then its shots
     and its test episodes (more images per episode, more episodes)."""
-    from methods.plugins import method_class
 
     config = job.config
     cls = method_class(config["method"], config.get("method_source"))
@@ -213,7 +214,6 @@ def _tee(stream: IO[bytes], tail: bytearray) -> None:
 
 
 def log_path(out_dir: Path, key: str) -> Path:
-    from core.keys import check_key, path_inside
 
     return path_inside(out_dir, "logs", f"{check_key(key, 'run key')}.log")
 
@@ -337,8 +337,6 @@ def run_processes(jobs: Sequence["RunJob"], out_dir: Path, slots: Sequence[Slot]
     reports a problem no other run can escape (storage, data); running children are stopped
     first in both cases.
     """
-    from bench.run.session import Preempted, signal_label
-    from bench.sweep.runs import SweepSummary
 
     out_dir = Path(out_dir)
     board = ClaimBoard(out_dir / "claims")
@@ -391,7 +389,6 @@ def run_processes(jobs: Sequence["RunJob"], out_dir: Path, slots: Sequence[Slot]
                 bar.update(outcome is None)
     bar.close()
     if fatal is not None:
-        from bench.sweep.jobs import SweepStopped
 
         raise SweepStopped(fatal)
     if relay.stopping:
@@ -411,7 +408,6 @@ def _skip_finished(job: "RunJob", out_dir: Path, summary: "SweepSummary", live: 
     path = result_path(out_dir, job.key)
     found = job.existing(out_dir) if not job.force else Existing()
     if found.conflict:
-        from bench.sweep.jobs import SweepStopped
 
         raise SweepStopped(found.conflict)
     if not found.finished:
@@ -444,9 +440,6 @@ def _settle(child: Child, code: int, tail: str, out_dir: Path, summary: "SweepSu
             stopping: bool, say: Any) -> str | None:
     """Book a child's exit. Returns None when its run ended (finished or failed), "stopped"
     when a signal stopped it, or the message of a problem that stops the sweep."""
-    from bench.run.train_and_test import failure_record, write_result
-    from bench.sweep.runs import done_line
-    from bench.run.training import resolve_device
 
     key, path = child.key, result_path(out_dir, child.key)
     log = "" if child.live else f"; log: {child.log}"

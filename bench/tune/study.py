@@ -33,27 +33,35 @@ fields for ``--set`` and method hyperparameters for ``--hparam``), and
 """
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
+import io
 import math
 import os
 import socket
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
+import optuna
+from optuna.trial import TrialState
+
 from bench.common.config import RunConfig, canonical_json
+from bench.common.provenance import git_state
+from bench.common.timing import SectionTimer
+from bench.run.session import NonFiniteLossError, TrainSession
+from bench.run.training import build_training
 from bench.sweep.claims import process_alive, process_start
-from bench.run.session import NonFiniteLossError
 from core.atomic import write_json_atomic, write_text_atomic
 from core.budget import with_settings
 from core.search import Choice, Range, SearchDim, describe
 from methods.plugins import method_class
 
 if TYPE_CHECKING:
-    import optuna
     import torch
 
     from datasets import FewShotDataset
@@ -193,9 +201,6 @@ class ValidationTrainer:
     device: torch.device
 
     def __call__(self, config: RunConfig, report: Callable[[int, float], None]) -> float:
-        from bench.run.session import TrainSession  # torch and the methods: only to train
-        from bench.common.timing import SectionTimer
-        from bench.run.training import build_training
 
         training = build_training(config, self.dataset, self.device)
         session = TrainSession(training, self.dataset, config, self.device,
@@ -214,14 +219,12 @@ class _WithoutFailed:
         return getattr(self._study, name)
 
     def get_trials(self, deepcopy: bool = True, states: Any = None) -> list:
-        from optuna.trial import TrialState
 
         return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
                 if t.state != TrialState.FAIL]
 
 
 def _pruner(epochs: int, unpruned: int) -> optuna.pruners.BasePruner:
-    import optuna
 
     class Halving(optuna.pruners.BasePruner):
         """Successive halving over the study's trials that have not failed, the first
@@ -248,9 +251,6 @@ def _pruner(epochs: int, unpruned: int) -> optuna.pruners.BasePruner:
 def _sampler(spec: StudySpec, position: int) -> optuna.samplers.BaseSampler:
     """TPE seeded for the ``position``-th trial of the study: the same proposal for the same
     history, whichever process asks and whether or not the study was interrupted."""
-    import warnings
-
-    import optuna
 
     seed = int.from_bytes(hashlib.sha256(f"{spec.sampler_seed}:{position}".encode()).digest()[:4],
                           "little")
@@ -262,7 +262,6 @@ def _sampler(spec: StudySpec, position: int) -> optuna.samplers.BaseSampler:
 
 def journal_storage(path: Path) -> optuna.storages.BaseStorage:
     """The embedded storage: an Optuna journal file (appends under a file lock)."""
-    import optuna
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
@@ -271,7 +270,6 @@ def journal_storage(path: Path) -> optuna.storages.BaseStorage:
 def open_study(spec: StudySpec, storage: str | Path) -> optuna.Study:
     """The study of ``spec`` in ``storage`` (a journal file path, or an RDB URL), created if
     new."""
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = journal_storage(storage) if isinstance(storage, Path) else storage
@@ -303,7 +301,6 @@ def recover_stale(study: optuna.Study) -> list[int]:
     """Mark failed every trial left running by a process of this machine that is gone, and
     queue its parameters again (the trial is run again from scratch); the numbers of the
     trials recovered."""
-    from optuna.trial import TrialState
 
     host, recovered = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -336,7 +333,6 @@ def _position(study: optuna.Study, trial: optuna.Trial, position: int) -> int:
 def counted_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The trials that count towards the study's budget: finished (complete or pruned) and
     running ones; failed trials (killed, and queued again) do not."""
-    from optuna.trial import TrialState
 
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                     TrialState.RUNNING))
@@ -347,8 +343,6 @@ def run_trials(spec: StudySpec, storage: str | Path, trainer: TrialTrainer,
                = None) -> int:
     """Run trials of the study until it has ``spec.trials`` of them (counting other
     processes' too); the number run here."""
-    import optuna
-    from optuna.trial import TrialState
 
     study, space, ran = open_study(spec, storage), spec.space(), 0
     while True:
@@ -422,8 +416,6 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
 
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
@@ -435,9 +427,6 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def study_summary(spec: StudySpec, study: optuna.Study, storage: str | Path) -> dict[str, Any]:
     """The tuned file's content (:data:`TUNED_SCHEMA`)."""
-    from optuna.trial import TrialState
-
-    from bench.common.provenance import git_state
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
@@ -484,7 +473,6 @@ def write_study_files(spec: StudySpec, study: optuna.Study, out: Path,
 
 def finished(spec: StudySpec, study: optuna.Study) -> bool:
     """The study has its trials, none still running."""
-    from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     return len(done) >= spec.trials and any(t.state == TrialState.COMPLETE for t in done)

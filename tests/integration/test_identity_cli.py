@@ -11,7 +11,7 @@ from bench.commands.main import main
 from bench.common.config import RunConfig, resolve_budget
 from bench.store.learning_curves import validate_curve
 from bench.store.results import read_result
-from bench.report.table import make_tables
+from bench.report.all_tables import make_tables
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "results" / "runs"
 SMOKE = ("run", "--methods", "mtl", "--dataset", "glyphs", "--shots", "1", "--budget", "smoke",

@@ -19,7 +19,7 @@ from bench.common.config import RunConfig, resolve_budget
 from bench.sweep.launch import SlurmOptions, parse_slurm_time, run_isolated, submit
 from bench.sweep.jobs import RunJob
 from bench.store.results import read_result, result_path
-from bench.report.table import make_tables
+from bench.report.all_tables import make_tables
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from bench.report.compare import (BETTER, COMPARISON_COLUMNS, EQUIVALENT, HOLM_C
                            comparison_markdown, holm_footer, paired_comparisons,
                            paired_difference, verdict, verdict_from_p)
 from bench.common.stats import holm
-from bench.report.table import load_results
+from bench.store.result_set import load_results
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PAIRED = FIXTURES / "paired"

@@ -16,7 +16,7 @@ from bench.report.cost_curves import (TIME_TO_ACCURACY_COLUMNS, curve_hours, tim
 from bench.store.learning_curves import (CURVE_KEY, CURVE_OPTIONAL, CURVE_REQUIRED, CurveError,
                                          CurvePoint, validate_curve)
 from bench.report.curve_plots import curve_figure_name, plot_learning_curves
-from bench.report.table import load_results
+from bench.store.result_set import load_results
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PAIRED = FIXTURES / "paired"
@@ -325,7 +325,9 @@ def test_new_modules_name_no_method_or_dataset():
         names.update(registry.names())
         names.update(getattr(registry, "_aliases", {}))
     bench = Path(__file__).resolve().parents[2] / "bench"
-    for module in ("cells.py", "compare.py", "cost_curves.py", "curve_plots.py"):
+    for module in ("common/cells.py", "report/compare.py", "report/cost_curves.py",
+                   "report/curve_plots.py", "report/all_tables.py", "report/output.py",
+                   "store/result_set.py"):
         text = (bench / module).read_text().lower()
         hits = [n for n in names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)]
         assert not hits, f"bench/{module} names {hits}"

@@ -16,7 +16,8 @@ from bench.report.figure_kit import log_ticks, short_names, tick_label_overlaps
 from bench.report.l2_table import CURVE, l2_figure, measured_rows, reported_rows
 from bench.store.eval_files import load_evals
 from bench.report.efficiency_plots import device_hours_figure, figure2_figure
-from bench.report.table import efficiency_reference, efficiency_rows, load_results
+from bench.report.table import efficiency_reference, efficiency_rows
+from bench.store.result_set import load_results
 from bench.theory.report import figure1_figure
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -16,7 +16,8 @@ from bench.store.checkpoint import check_compatible, normalized_config
 from bench.common.config import RunConfig, canonical_json, resolve_budget
 from bench.store.results import (SCHEMA, SCHEMA_V1, ResultFileError, existing_result, migrate_v1,
                            read_result)
-from bench.report.table import accuracy_rows, efficiency_rows, make_tables
+from bench.report.table import accuracy_rows, efficiency_rows
+from bench.report.all_tables import make_tables
 from core.atomic import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 from bench.report.l2_table import make_l2_table, penalty_labels, reported_rows
-from bench.report.table import make_tables
+from bench.report.all_tables import make_tables
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 L2 = FIXTURES / "l2"

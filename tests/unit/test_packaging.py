@@ -67,13 +67,14 @@ def test_the_reference_rows_load_through_the_package():
 
 
 def test_every_reader_of_the_reference_rows_defaults_to_the_packaged_file():
-    from bench.report.l2_table import make_l2_table, reported_rows
+    from bench.report.l2_table import build_l2_table, make_l2_table, reported_rows
     from bench.report.efficiency_plots import paper_points
     from bench.cost.speed_report import paper_ratio
-    from bench.report.table import make_tables, reference_rows
+    from bench.report.table import main_tables, reference_rows
+    from bench.report.all_tables import build_tables, make_tables
 
-    for function in (make_l2_table, reported_rows, paper_points, paper_ratio, make_tables,
-                     reference_rows):
+    for function in (make_l2_table, build_l2_table, reported_rows, paper_points, paper_ratio,
+                     make_tables, build_tables, main_tables, reference_rows):
         default = inspect.signature(function).parameters["reference_csv"].default
         assert default == REFERENCE_CSV, function.__qualname__
 

@@ -14,7 +14,7 @@ import pytest
 from bench.commands.main import main
 from bench.common.exit_codes import EXIT_USAGE
 from bench.report.paired_tables import OUTPUTS, PairedOptions, resolve_baseline
-from bench.report.table import make_tables
+from bench.report.all_tables import make_tables
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PAIRED = FIXTURES / "paired"

@@ -16,7 +16,7 @@ from bench.commands.main import main
 from bench.cost.plan import load_speed_reports, plan_sweep
 from bench.store.plan_file import read_plan
 from bench.store.results import read_result
-from bench.report.table import make_tables
+from bench.report.all_tables import make_tables
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SPEED = FIXTURES / "speed"

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from bench.report.efficiency_plots import accuracy_vs_device_hours, figure2, no_reference, paper_points
-from bench.report.table import efficiency_rows, load_results
+from bench.report.table import efficiency_rows
+from bench.store.result_set import load_results
 
 FIXTURE_RESULTS = Path(__file__).resolve().parents[1] / "fixtures" / "results"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,8 @@ import pytest
 
 from bench.store.results import ResultFileError, read_result
 from core.atomic import write_json_atomic
-from bench.report.table import accuracy_rows, make_tables
+from bench.report.table import accuracy_rows
+from bench.report.all_tables import make_tables
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 GOLDEN = FIXTURES / "golden"

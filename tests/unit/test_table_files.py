@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import bench.report.table as table
+import bench.store.written as written
 from bench.commands.main import main
 from bench.store.results import ResultFileError, accuracy_problem, read_result
 from bench.common.stats import episode_ci95
@@ -72,7 +73,7 @@ def test_invalid_files_are_listed_under_the_tables_and_never_averaged(folder, tm
 
 def test_a_folder_that_cannot_be_written_still_prints_the_tables(folder, tmp_path, capsys,
                                                                  monkeypatch):
-    monkeypatch.setattr(table, "output_problem",
+    monkeypatch.setattr(written, "output_problem",
                         lambda path: "Read-only file system" if path == folder else None)
     assert main(["table", str(folder)]) == 0
     captured = capsys.readouterr()

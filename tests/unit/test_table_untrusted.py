@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 import bench.store.results
 from bench.commands.main import main
-from bench.report.table import efficiency_rows, load_results, make_tables
+from bench.report.table import efficiency_rows
+from bench.store.result_set import load_results
+from bench.report.all_tables import make_tables
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "results" / "runs" / "mtl_glyphs_5w1s_quick_seed0.json"
