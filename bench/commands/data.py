@@ -23,10 +23,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from core.registry import UnknownNameError
+
+HELP = "prepare or verify a dataset's files (prepare/verify)"
+
 if TYPE_CHECKING:
     from datasets.cache import DatasetSpec
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +66,7 @@ def _add_location(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec(name: str) -> DatasetSpec:
+    # here, not at the top: datasets imports torch
     from datasets.cache import get_spec
 
     return get_spec(name)
@@ -83,6 +87,7 @@ def _summary(manifest: dict[str, Any]) -> str:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    # here, not at the top: datasets imports torch
     from datasets.cache import (CACHE_ENV, cache_folder, check_standard, read_manifest,
                                 resolve_root, stale_problems, write_cache)
 
@@ -120,6 +125,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    # here, not at the top: datasets imports torch
     from datasets.cache import verify_cache
 
     spec = _spec(args.dataset)
@@ -137,8 +143,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``bench data <command>``; returns the exit status (0 ok, 1 verify failed, 2 error)."""
-    from core.registry import UnknownNameError
-    from datasets.base import DatasetError  # here: datasets imports torch (--help does not)
+    # here, not at the top: datasets imports torch
+    from datasets.base import DatasetError
 
     try:
         if args.data_command == "prepare":

@@ -1,7 +1,10 @@
-"""``python -m bench tune``: the arguments and the command (the search is :mod:`bench.tune.study`)."""
+"""``python -m bench tune``: the arguments and the command (the search is
+:mod:`bench.tune.study`)."""
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
 import multiprocessing
 import os
 import signal
@@ -9,29 +12,31 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from bench.commands.config_file import add_config_argument
+from bench.common import options
+from bench.common.arg_types import name_list
+from bench.common.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from core.budget import validate_budget_settings, with_settings
+
+HELP = ("the same hyperparameter search for every method, on validation data only (Optuna); "
+        "<out>/tuned/*.json for bench run --tuned")
 DEFAULT_TRIALS = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``bench tune``'s options (with ``bench run``'s argument types, so they read alike)."""
-    from bench.common.arg_types import int_list, name_list
-    from bench.common.arg_types import key_value as pair
-    from core.budget import BUDGETS  # the names alone: bench.common.config imports torch
-
+    """``bench tune``'s options (declared as ``bench run``'s, so they read alike), and
+    ``--config``."""
     parser.add_argument("--methods", type=name_list, required=True,
                         help="comma-separated method names or import paths; one study each")
     parser.add_argument("--dataset", required=True, help="dataset name (see `bench list`)")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="folder with the dataset's files (as for bench run)")
-    parser.add_argument("--ways", type=int, default=5)
-    parser.add_argument("--shots", type=int_list, default=[1], help="e.g. 1,5 (default 1)")
-    parser.add_argument("--budget", choices=BUDGETS, default="long",
-                        help="the budget every trial trains with (default long: 40 epochs, "
-                             "cuts after 25 and 35); the search changes its optimiser fields")
+    options.add_data_root(parser, "folder with the dataset's files (as for bench run)")
+    options.add_ways(parser)
+    options.add_shots(parser, [1], "e.g. 1,5 (default 1)")
+    options.add_budget(parser, "long", "the budget every trial trains with (default long: 40 "
+                                       "epochs, cuts after 25 and 35); the search changes its "
+                                       "optimiser fields")
     parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                         help=f"trials per study, the same for every method (default "
                              f"{DEFAULT_TRIALS}); finished and pruned trials count")
@@ -46,24 +51,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="trials run at once on this machine, one single-threaded process "
                              "each (default 1)")
-    parser.add_argument("--set", type=pair, action="append", default=[], metavar="FIELD=VALUE",
-                        help="fix a budget field for every trial (as bench run --set)")
-    parser.add_argument("--hparam", type=pair, action="append", default=[], metavar="KEY=VALUE",
-                        help="fix a method hyperparameter for every trial (taken out of the "
-                             "search)")
-    parser.add_argument("--queries", type=int, default=15,
-                        help="query images per class of validation episodes")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    options.add_set(parser, "fix a budget field for every trial (as bench run --set)")
+    options.add_hparam(parser, "fix a method hyperparameter for every trial (taken out of the "
+                               "search)")
+    options.add_queries(parser, 15, "query images per class of validation episodes")
+    options.add_device(parser, "cpu", "cpu or cuda[:N] (default cpu)")
     parser.add_argument("--force", action="store_true",
                         help="replace a tuned file of another study setup at the same name")
+    add_config_argument(parser)
 
 
 def build_specs(args: argparse.Namespace, datasets: dict) -> tuple[list, list[str]]:
     """One :class:`bench.tune.study.StudySpec` per (method, shots), and the problems found."""
+    # here, not at the top: these import torch
     from bench.common.config import RunConfig, resolve_budget
-    from bench.tune.study import StudySpec
     from bench.sweep.validation import argument_problems, sweep_problems
-    from core.budget import validate_budget_settings, with_settings
+    from bench.tune.study import StudySpec
     from methods import METHODS
     from methods.plugins import resolve_method
 
@@ -102,8 +105,6 @@ def _die_with_parent(parent: int) -> None:
     """Linux: SIGTERM this process when the command's process dies (killed, even by SIGKILL),
     so no worker goes on alone; its trial then stays "running" and a rerun runs it again."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return  # not Linux: a killed command may leave its workers to finish their trials
@@ -115,6 +116,7 @@ def _worker(spec: Any, storage: Any, lock_path: Path, dataset: str, root: Path |
             device: str, parent: int) -> None:
     """One ``--jobs`` process: its own copy of the data, trials until the study has them."""
     _die_with_parent(parent)
+    # here, after the line above: a worker dies with its parent before it imports torch
     import torch
 
     from bench.run.session import Preempted
@@ -132,10 +134,11 @@ def _worker(spec: Any, storage: Any, lock_path: Path, dataset: str, root: Path |
 def _tune_one(spec: Any, args: argparse.Namespace, dataset: Any) -> bool:
     """Run ``spec``'s study to its trials (here, or in ``--jobs`` processes); whether it has
     them all (then its files are written)."""
+    # here, not at the top: these import torch and optuna
     import torch
 
     from bench.tune.study import (ValidationTrainer, describe_trial, finished, journal_path,
-                            open_study, run_trials, tuned_dir, write_study_files)
+                                  open_study, run_trials, tuned_dir, write_study_files)
 
     storage = args.storage if args.storage else journal_path(args.out, spec)
     lock_path = tuned_dir(args.out) / f"{spec.stem}.lock"
@@ -155,26 +158,7 @@ def _tune_one(spec: Any, args: argparse.Namespace, dataset: Any) -> bool:
         run_trials(spec, storage, ValidationTrainer(dataset, torch.device(args.device)),
                    lock_path, on_trial=show)
     else:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")  # children: one thread each
-        context = multiprocessing.get_context("spawn")
-        workers = [context.Process(target=_worker, args=(spec, storage, lock_path,
-                                                          spec.base.dataset, args.data_root,
-                                                          args.device, os.getpid()))
-                   for _ in range(args.jobs)]
-        for worker in workers:
-            worker.start()
-        try:
-            while any(w.is_alive() for w in workers):
-                time.sleep(2.0)
-                for trial in study.get_trials(deepcopy=False):
-                    show(trial)
-        finally:
-            for worker in workers:
-                if worker.is_alive():
-                    worker.terminate()
-                worker.join()
-        for trial in study.get_trials(deepcopy=False):
-            show(trial)
+        _run_workers(spec, args, storage, lock_path, study, show)
     if not finished(spec, study):
         return False
     path = write_study_files(spec, study, args.out, storage)
@@ -182,10 +166,35 @@ def _tune_one(spec: Any, args: argparse.Namespace, dataset: Any) -> bool:
     return True
 
 
+def _run_workers(spec: Any, args: argparse.Namespace, storage: Any, lock_path: Path,
+                 study: Any, show: Callable[[Any], None]) -> None:
+    """``--jobs N``: N single-threaded processes run the study's trials; each trial finished
+    or pruned is shown (``show``) as it ends."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # children: one thread each
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker, args=(spec, storage, lock_path,
+                                                      spec.base.dataset, args.data_root,
+                                                      args.device, os.getpid()))
+               for _ in range(args.jobs)]
+    for worker in workers:
+        worker.start()
+    try:
+        while any(w.is_alive() for w in workers):
+            time.sleep(2.0)
+            for trial in study.get_trials(deepcopy=False):
+                show(trial)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+    for trial in study.get_trials(deepcopy=False):
+        show(trial)
+
+
 def _existing_conflicts(specs: list, out: Path) -> list[str]:
     """Tuned files at the specs' names written by another study setup."""
-    import json
-
+    # here, not at the top: bench.tune.study imports torch and optuna
     from bench.tune.study import tuned_dir
 
     problems = []
@@ -202,6 +211,7 @@ def _existing_conflicts(specs: list, out: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # here, not at the top: these import torch
     from bench.run.session import Preempted
     from datasets import DATASETS, DatasetError, load_dataset
 
@@ -232,5 +242,5 @@ def run(args: argparse.Namespace) -> int:
     if incomplete:
         print(f"not finished: {', '.join(incomplete)} (rerun the same command to resume)",
               file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from bench.common import provenance
+from bench.common.exit_codes import EXIT_OK, EXIT_USAGE
 from bench.common.timing import hours_text
 from bench.cost.speed_report import DEFAULT_ASSUMED_EPOCHS
 from bench.run.training import build_method_for, resolve_device
@@ -289,21 +290,21 @@ def cmd_plan(args: Any, configs: list) -> int:
         print(f"(no bench speed report in {args.speed_reports}; `python -m bench speed --help`"
               " measures one for this device)")
     if not getattr(args, "save_plan", False):
-        return 0
+        return EXIT_OK
     todo = frame if force else frame[~frame["finished"]]
     if not todo["train_device_hours"].notna().any():
         why = ("every run is finished already" if todo.empty else
                "no run still to do has a matching speed report")
         print(f"(no plan saved in {Path(args.out) / PLAN_FILE}: {why}, so there is nothing to "
               "set measured hours against)")
-        return 0
+        return EXIT_OK
     try:
         path = save_plan(args.out, todo, args.assume_epochs)
     except OSError as error:
         print(f"error: the plan could not be saved to {Path(args.out) / PLAN_FILE} "
               f"({error.strerror or error}); pass a writable --out, or use `bench run "
               "--dry-run` to print the plan only", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(f"(saved to {path}; after the sweep, `python -m bench table {args.out}` sets "
           "measured hours against it)")
-    return 0
+    return EXIT_OK

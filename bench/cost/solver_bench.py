@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from bench.common import provenance
+from bench.common.exit_codes import EXIT_OK, EXIT_USAGE
 from bench.common.timing import SectionTimer
 from bench.run.solver import l2_normalize, predict_batched, predict_sklearn
 from bench.run.training import resolve_device
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
           f"{report['mean_accuracy_batched']:.2f}% vs {report['mean_accuracy_sklearn']:.2f}% "
           f"(difference {report['mean_accuracy_difference_points']:.3f} points)")
     print(f"(written to {args.out})")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

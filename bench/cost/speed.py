@@ -52,6 +52,7 @@ from torch import nn
 
 from bench.common import provenance
 from bench.common.config import RunConfig, resolve_budget
+from bench.common.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from bench.common.precision import autocast
 from bench.common.timing import TIMING_RULE, SectionTimer
 from bench.cost.speed_args import DEFAULT_OUT  # noqa: F401  (bench.cost.speed's API)
@@ -556,8 +557,8 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"error: {len(failed)} method(s) failed: {', '.join(failed)} (traceback in the "
               "JSON report)", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -571,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except (UnknownNameError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.common import options
 from bench.common.arg_types import name_list as _name_list
-from bench.common.precision import PRECISIONS
 from bench.cost.speed_report import DEFAULT_ASSUMED_EPOCHS
-from core.budget import BUDGETS
 
 #: Folder of the JSON reports (``--out``), which ``bench plan`` reads by default.
 DEFAULT_OUT = Path("results/speed")
@@ -28,34 +27,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "synthetic, no files needed)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="image side in pixels (default: the dataset's)")
-    parser.add_argument("--ways", type=int, default=5)
+    options.add_ways(parser)
     parser.add_argument("--shots", type=int, default=5,
                         help="test shots that select the budget row (default 5, as Table 4)")
-    parser.add_argument("--budget", choices=BUDGETS, default="paper",
-                        help="budget whose episode shape is measured (default: paper)")
+    options.add_budget(parser, "paper", "budget whose episode shape is measured (default: paper)")
     parser.add_argument("--meta-batch", type=int, default=None,
                         help="override the budget's tasks per optimiser step")
     parser.add_argument("--train-shots", type=int, default=None,
                         help="override the budget's support images per class")
     parser.add_argument("--train-queries", type=int, default=None,
                         help="override the budget's query images per class")
-    parser.add_argument("--backbone", default=None, help="override the budget's backbone")
-    parser.add_argument("--feature-mode", choices=("avg", "flatten"), default=None,
-                        help="override the budget's feature mode")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    options.add_backbone_overrides(parser)
+    options.add_precision(parser)
+    options.add_device(parser)
     parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     parser.add_argument("--val-episodes", type=int, default=10,
                         help="validation episodes timed per method for the run device-hours "
                              "(default 10; 0: training steps only)")
-    parser.add_argument("--select-on", choices=("unified", "native"), default="unified",
-                        help="validation protocol timed, as `bench run --select-on` "
-                             "(default unified)")
-    parser.add_argument("--solver", choices=("sklearn", "batched"), default="sklearn",
-                        help="unified-protocol solver of the timed validation (default "
-                             "sklearn, as `bench run`)")
-    parser.add_argument("--queries", type=int, default=15,
-                        help="validation queries per class (default 15, as `bench run`)")
+    options.add_select_on(parser, "validation protocol timed, as `bench run --select-on` "
+                                  "(default unified)")
+    options.add_solver(parser, "sklearn", "unified-protocol solver of the timed validation "
+                                          "(default sklearn, as `bench run`)")
+    options.add_queries(parser, 15, "validation queries per class (default 15, as `bench run`)")
     parser.add_argument("--warmup", type=int, default=5,
                         help="warm-up steps before timing, excluded (default 5)")
     parser.add_argument("--compile", action="store_true",

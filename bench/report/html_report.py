@@ -16,26 +16,22 @@ turned into HTML here, every piece of text escaped.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as _dt
 import html
 import re
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from bench import __version__
-from bench.common.arg_types import positive_float
 from core.atomic import write_text_atomic
 
 if TYPE_CHECKING:
     from bench.store.result_set import ResultFiles
 
 DEFAULT_NAME = "report.html"
-EXIT_USAGE = 2
 _STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
@@ -258,59 +254,3 @@ def write_report(folder: Path | ResultFiles, out: Path, options: Any = None,
                       result_set.results, generated)
     write_text_atomic(out, page)
     return Path(out)
-
-
-# ------------------------------------------------------------------------------- command line
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``bench report``."""
-    parser.add_argument("folder", type=Path, nargs="?", default=Path("results"),
-                        help="results folder (the --out of `bench run`; default: results)")
-    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
-                        help=f"the HTML file to write (default: FOLDER/{DEFAULT_NAME})")
-    parser.add_argument("--strict", action="store_true",
-                        help="stop at the first invalid result file (default: leave it out and "
-                             "list it under the tables)")
-    parser.add_argument("--baseline", default=None,
-                        help="method the comparison table compares every other with (default: "
-                             "the declared baseline, MTL)")
-    parser.add_argument("--margin", type=positive_float, default=1.0,
-                        help="equivalence margin in accuracy points (default 1.0)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``bench report``: check the folder and where the page goes, then write it."""
-    # start-up: as in write_report (the readers pull in pandas and the method registry)
-    from bench.report.paired_tables import PairedOptions
-    from bench.store.eval_files import EvalFileError
-    from bench.store.result_set import find_result_files
-    from bench.store.results import ResultFileError
-    from bench.store.written import output_problem
-
-    out = args.out if args.out is not None else Path(args.folder) / DEFAULT_NAME
-    try:
-        files = find_result_files(args.folder)
-    except OSError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    if not files.inputs:
-        print(f"error: no results in {args.folder} (no run or eval result files under it); "
-              "run `python -m bench run ... --out DIR` first", file=sys.stderr)
-        return EXIT_USAGE
-    if out.is_dir():
-        print(f"error: --out {out} is a folder; give the HTML file's path (e.g. "
-              f"{out / DEFAULT_NAME})", file=sys.stderr)
-        return EXIT_USAGE
-    why = output_problem(out.parent)
-    if why is not None:
-        print(f"error: cannot write {out} ({why}); pass --out FILE somewhere writable",
-              file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        path = write_report(files, out, PairedOptions(args.baseline, args.margin),
-                            args.strict)
-    except (ResultFileError, EvalFileError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"report written to {path}")
-    return 0

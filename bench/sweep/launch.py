@@ -30,6 +30,8 @@ from typing import Any, Sequence
 import submitit
 
 from bench.common.config import RunConfig
+from bench.common.exit_codes import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED,
+                                     EXIT_STOPPED)
 from bench.run.distributed import DistributedSetupError, init_from_environment, shutdown
 from bench.run.session import Preempted
 from bench.run.training import resolve_device
@@ -42,11 +44,6 @@ from bench.sweep.runs import CheckpointPolicy, ResultConflict, SweepSummary, run
 from datasets import DatasetError, load_dataset
 from methods.plugins import allow_imports
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # the run failed and a failure record was written
-EXIT_STOPPED = 2  # nothing useful can run (storage, data or setup problem); stop the sweep
-EXIT_PREEMPTED = 143  # SIGTERM: checkpoint saved, rerun to resume (128 + SIGTERM)
-EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): the same (128 + SIGINT)
 
 def execute(job: RunJob) -> int:
     """Run ``job`` in this process (an isolated child or a Slurm task); returns an exit code.

@@ -52,6 +52,8 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.common.config import RunConfig
+from bench.common.exit_codes import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED,
+                                     EXIT_TERMINATED)
 from bench.run.session import Preempted, StopSignalHandlers, signal_label
 from bench.run.train_and_test import failure_record, write_result
 from bench.run.training import resolve_device
@@ -64,9 +66,6 @@ from core.atomic import write_json_atomic
 from core.keys import check_key, path_inside
 from methods.plugins import method_class
 
-EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 2  # as bench.sweep.launch's children exit
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 _STOP_CODES = {EXIT_INTERRUPTED, EXIT_TERMINATED, -signal.SIGINT, -signal.SIGTERM}
 _TAIL_BYTES = 6000
 _POLL_S = 0.2

@@ -23,7 +23,9 @@ print(json.dumps(sorted(m for m in {heavy} if m in sys.modules)))
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["speed", "--help"], ["tune", "--help"],
-                                  ["report", "--help"], ["theory", "--help"]])
+                                  ["report", "--help"], ["theory", "--help"], ["run", "--help"],
+                                  ["eval", "--help"], ["table", "--help"], ["list", "--help"],
+                                  ["data", "--help"]])
 def test_help_imports_no_torch(argv):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv], cwd=ROOT,

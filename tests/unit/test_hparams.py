@@ -2,7 +2,7 @@
 any model exists and on values exactly as the command line delivers them."""
 import pytest
 
-from bench.commands.main import _hparam
+from bench.common.arg_types import key_value
 from core.hparams import HParam, HParamError, validate_hparams
 from methods import METHODS
 
@@ -18,7 +18,7 @@ SPEC = {
 
 def cli(*pairs: str) -> dict:
     """What ``--hparam KEY=VALUE ...`` hands over."""
-    return dict(_hparam(pair) for pair in pairs)
+    return dict(key_value(pair) for pair in pairs)
 
 
 def test_defaults_come_back_in_declared_order_with_overrides_in_place():

@@ -40,8 +40,8 @@ def test_tox_full_runs_every_registered_method():
 def test_methods_all_is_every_registered_method():
     from argparse import Namespace
 
-    from bench.commands.main import _collapse_lists
+    from bench.commands.run_sweep import collapse_lists
 
     args = Namespace(methods=["all"], dataset=["glyphs"], shots=[1], seeds=[0])
-    methods, datasets = _collapse_lists(args)
+    methods, datasets = collapse_lists(args)
     assert [name for name, _ in methods] == METHODS.names() and datasets == ["glyphs"]

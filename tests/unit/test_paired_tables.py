@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.commands.main import EXIT_USAGE, main
+from bench.commands.main import main
+from bench.common.exit_codes import EXIT_USAGE
 from bench.report.paired_tables import OUTPUTS, PairedOptions, resolve_baseline
 from bench.report.all_tables import make_tables
 

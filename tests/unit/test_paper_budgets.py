@@ -8,7 +8,7 @@ import torch
 
 from bench.common.config import RunConfig, resolve_budget
 from bench.run.training import EpochSchedule, build_training
-from bench.commands.main import _ramp
+from bench.commands.run import dropblock_ramp
 from core.budget import REFERENCE_RAMP_COUNT, ramp_steps_ending_at_epoch
 from methods.backbones import dropblock_keep_rate
 from methods.heads import ridge_weights
@@ -108,9 +108,10 @@ def test_smoke_and_quick_keep_the_old_ramp_and_the_ramp_reaches_the_backbone(tmp
 
 
 def test_the_ramp_can_be_overridden_on_the_command_line():
-    assert _ramp("never") is None and _ramp("0") == 0 and _ramp("5000") == 5000
+    assert dropblock_ramp("never") is None and dropblock_ramp("0") == 0
+    assert dropblock_ramp("5000") == 5000
     with pytest.raises(argparse.ArgumentTypeError):
-        _ramp("-3")
+        dropblock_ramp("-3")
     with pytest.raises(ValueError, match="dropblock_ramp_steps"):
         resolve_budget("smoke", "mtl", "mini", 1).__class__(
             **{**resolve_budget("smoke", "mtl", "mini", 1).to_dict(), "lr_epochs": (),

@@ -31,12 +31,13 @@ def fixture_device(monkeypatch):
 
 
 def _configs(capsys, tmp_path, *extra):
-    from bench.commands.main import _build_configs, build_parser
+    from bench.commands.main import build_parser
+    from bench.commands.run_sweep import build_configs
     from methods.plugins import resolve_method
 
     args = build_parser().parse_args(["run", *SWEEP, "--out", str(tmp_path), *extra])
     methods = [resolve_method(m) for m in args.methods]
-    configs, problems = _build_configs(args, methods, ["glyphs"], {})
+    configs, problems = build_configs(args, methods, ["glyphs"], {})
     assert not problems
     return args, configs
 

@@ -116,12 +116,13 @@ def fixture_device(monkeypatch):
 
 
 def test_plan_marks_finished_runs_and_leaves_them_out(tmp_path, capsys, fixture_device):
-    from bench.commands.main import _build_configs, build_parser
+    from bench.commands.main import build_parser
+    from bench.commands.run_sweep import build_configs
     from methods.plugins import resolve_method
 
     out = tmp_path / "out"
     args = build_parser().parse_args(["run", *SWEEP, "--out", str(out)])
-    configs, _ = _build_configs(args, [resolve_method(m) for m in args.methods], ["glyphs"],
+    configs, _ = build_configs(args, [resolve_method(m) for m in args.methods], ["glyphs"],
                                 {})
     mtl = next(c for c in configs if c.method == "mtl")
     (out / "runs").mkdir(parents=True)
