@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.commands.main import main
-from bench.common.config import LONG_EPOCHS, RunConfig, resolve_budget
+from bench.common.config import LONG_EPOCHS, RunConfig, describe_budgets, resolve_budget
 from bench.run.training import EpochSchedule
 from core.budget import schedule_problems, validate_budget_settings, with_settings
 from core.hparams import HParamError
@@ -116,3 +116,64 @@ def test_long_budget_trains_fifteen_epochs_at_reduced_rates():
     assert rates[25:35] == pytest.approx([0.1] * 10)
     assert rates[35:] == pytest.approx([0.01] * 5)
     assert json.loads(json.dumps(budget.to_dict()))["lr_epochs"] == [26, 36]
+
+
+# The four CPU budgets field by field (bench/common/config.py's presets): the shape of the work every
+# method gets, the method's quick exceptions carried into each, and the preset's name in the
+# result (the name picks the default key and the paper's rows).
+_CPU_BUDGETS = {
+    # name: (epochs, steps, meta_batch, train shots, queries, lr, schedule, plateau patience,
+    #        early stop, val episodes)
+    "smoke": (2, 5, 2, 2, 3, 1e-3, "constant", 4, None, 20),
+    "quick": (8, 50, 2, 5, 5, 3e-3, "plateau", 2, 4, 100),
+    "converged": (60, 50, 2, 5, 5, 3e-3, "plateau", 4, None, 200),
+    "long": (40, 50, 2, 5, 5, 3e-3, "step", 2, None, 200),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CPU_BUDGETS))
+def test_the_cpu_budgets_field_by_field_with_the_methods_quick_exceptions(name):
+    for dataset, backbone in (("glyphs", {"smoke": "conv4-32"}.get(name, "conv4-64")),
+                              ("mini", "resnet12")):
+        b = resolve_budget(name, "maml", dataset, 1)
+        assert (b.name, b.backbone, b.feature_mode) == (name, backbone, "avg")
+        assert (b.epochs, b.steps_per_epoch, b.meta_batch, b.train_shots, b.train_queries, b.lr,
+                b.schedule, b.plateau_patience, b.early_stop_patience, b.val_episodes) \
+            == _CPU_BUDGETS[name]
+        assert (b.hparams["inner_lr"], b.hparams["train_steps"], b.hparams["test_steps"]) \
+            == (0.5, 1, 1)  # MAML's quick_hparams, not its paper defaults
+    converged = resolve_budget("converged", "mtl", "glyphs", 1)
+    if name == "converged":
+        rule = converged.plateau_stop
+        assert (rule.min_gain, rule.window, rule.min_epochs, rule.min_window) == (0.5, 0.25, 8,
+                                                                                 5)
+    else:
+        assert resolve_budget(name, "mtl", "glyphs", 1).plateau_stop is None
+
+
+def test_bench_list_describes_each_budget_with_its_numbers():
+    lines = describe_budgets()
+    assert [line.split()[0] for line in lines] == ["smoke", "quick", "converged", "long", "paper"]
+    smoke, quick, converged, long, paper = lines
+    assert smoke == ("smoke  2 epochs x 5 steps x 2 tasks, 20 val episodes; conv4-32 on "
+                     "glyphs/omniglot, resnet12 elsewhere; the quick exceptions below (CI: "
+                     "seconds on a CPU)")
+    assert quick.startswith("quick  up to 8 epochs x 50 steps x 2 tasks, early stop 4, RAdam "
+                            "lr 0.003; conv4-64 on glyphs/omniglot, resnet12 elsewhere; ")
+    assert quick.endswith(" (minutes on a CPU)")
+    # each method's exceptions by its display name; methods trained on image batches
+    assert "; MAML with inner_lr=0.5, train_steps=1, test_steps=1;" in quick
+    assert "; RFS on batches of the same number of images (50 and 100)" in quick
+    assert converged == (
+        "converged  quick's shape and optimiser for up to 60 epochs, plateau patience 4, 200 val "
+        "episodes; stop when the last 0.25 of the epochs (at least 5) gain < 0.5 points of "
+        "validation accuracy (from epoch 8) (tens of minutes per run on a CPU)")
+    assert long == (
+        "long  quick's shape and optimiser for 40 epochs, the learning rate x0.1 from epoch 26 "
+        "and x0.01 from epoch 36, 200 val episodes, the best validation epoch tested (what "
+        "bench tune searches with; tens of minutes per run on a CPU)")
+    assert paper.startswith(
+        "paper  the original papers' optimiser, schedule, epochs and episode shapes per "
+        "(method, dataset, shots) (docs/references.md); on mini 5-shot (epochs x steps x "
+        "tasks): ")
+    assert "MTL radam/plateau 1000x800x2, " in paper and "MAML adam/constant 60x1000x2, " in paper

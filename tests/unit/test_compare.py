@@ -13,9 +13,9 @@ import pytest
 from scipy import stats
 
 from bench.report.compare import (BETTER, COMPARISON_COLUMNS, EQUIVALENT, HOLM_COLUMNS, INCONCLUSIVE,
-                           NOT_PAIRED, WORSE, _accuracies, comparison_csv, comparison_footer,
-                           comparison_markdown, holm_footer, paired_comparisons,
-                           paired_difference, verdict, verdict_from_p)
+                           NOT_PAIRED, WORSE, _accuracies, _p_text, comparison_csv,
+                           comparison_footer, comparison_markdown, holm_footer,
+                           paired_comparisons, paired_difference, verdict, verdict_from_p)
 from bench.common.stats import holm
 from bench.store.result_set import load_results
 
@@ -337,6 +337,7 @@ def test_methods_without_native_adaptation_on_both_sides_get_one_row(paired_resu
             r["native_is_unified"] = True
     frame = paired_comparisons(results, baseline="mtl")
     assert list(frame[frame["method"] == "r2d2"]["protocol"]) == ["unified (= native)"]
+    assert _row(frame, "r2d2", "unified (= native)")["paired_seeds"] == "0, 1, 2"
 
 
 def test_two_baseline_variants_are_told_apart_never_averaged(paired_results):
@@ -428,6 +429,10 @@ def test_verdict_from_p_is_the_ci_rule(paired_results):
             assert verdict_from_p(row.p_value, row.p_tost, row.mean_diff) == row.verdict
     assert verdict_from_p(0.01, 0.2, -1.0) == WORSE and verdict_from_p(0.01, 0.2, 1) == BETTER
     assert verdict_from_p(math.nan, math.nan, 0.0) == INCONCLUSIVE
+    # either p-value undefined: inconclusive; 5% itself is not below 5%
+    assert verdict_from_p(math.nan, 0.01, 1.0) == verdict_from_p(0.01, math.nan, 1.0) \
+        == INCONCLUSIVE
+    assert verdict_from_p(0.5, 0.05, 0.1) == verdict_from_p(0.05, 0.5, 2.0) == INCONCLUSIVE
 
 
 def test_holm_per_family_on_the_fixture(paired_results, multipletests):
@@ -495,7 +500,134 @@ def test_markdown_states_the_method_and_the_margin(paired_results):
     assert "90% CI lies inside (-0.5, +0.5)" in text and "TOST" in text
     assert "paired-t 95% CI over episodes" in text and "over seeds (df = seeds - 1)" in text
     empty = comparison_markdown(frame.iloc[0:0], margin=0.5)
-    assert empty.startswith("_No method") and "TOST" in empty
+    assert empty == ("_No method to compare with the baseline._\n\n" + comparison_footer(0.5)
+                     + "\n")
+
+
+def test_markdown_shows_dashes_where_there_is_no_interval_and_settings_where_there_are(
+        paired_results):
+    one_episode = [copy.deepcopy(r) for r in paired_results
+                   if r["status"] == "ok" and r["config"]["seed"] == 0
+                   and r["config"]["method"] in ("mtl", "r2d2") and r["config"]["shots"] == 1]
+    for r in one_episode:
+        for entry in r["test"].values():
+            entry["accuracies"] = entry["accuracies"][:1]
+    text = comparison_markdown(paired_comparisons(one_episode, baseline="mtl"))
+    assert "| 1 | 1 | +3.36 [–, –] | – | inconclusive | – | inconclusive | one episode: no CI |" \
+        in text
+    assert "| settings |" not in text  # no row has sweep settings: no column
+    other = copy.deepcopy(paired_results)
+    for r in other:
+        if r["config"]["method"] == "r2d2":
+            r["config"]["precision"] = "bf16"
+    text = comparison_markdown(paired_comparisons(other, baseline="mtl"))
+    assert "| dataset | budget | settings | method | baseline |" in text
+    assert "| glyphs 5-way 1-shot | quick | precision=bf16 | r2d2 | mtl |" in text
+
+
+def _ok_runs(results, methods):
+    return [copy.deepcopy(r) for r in results if r["status"] == "ok"
+            and r["config"]["method"] in methods and r["config"]["shots"] == 1]
+
+
+def test_markdown_names_both_arms_variants_and_keeps_cells_apart(paired_results):
+    runs = _ok_runs(paired_results, ("mtl", "r2d2"))
+    for r in list(runs):
+        other = copy.deepcopy(r)
+        other["config"]["budget"]["backbone"] = "conv4-32"
+        runs.append(other)
+    frame = paired_comparisons(runs, baseline="mtl")
+    frame.loc[0, "note"] = "a | b"  # a cell's own "|" would split the row
+    text = comparison_markdown(frame)
+    assert "| r2d2 (backbone=conv4-32) | mtl (backbone=conv4-64) | native |" in text
+    assert "| r2d2 (backbone=conv4-64) | mtl (backbone=conv4-32) | unified |" in text
+    assert text.split("\n")[2].endswith("| inconclusive | a / b |")
+
+
+def test_holm_footer_names_each_family_by_its_settings_and_a_family_of_one(paired_results):
+    runs = _ok_runs(paired_results, ("mtl", "r2d2", "protonet"))
+    for r in list(runs):
+        if r["config"]["method"] == "protonet":
+            r["config"]["precision"] = "bf16"
+        if r["config"]["method"] == "r2d2":  # one protocol row: a family of one
+            r["native_is_unified"] = True
+        if r["config"]["method"] == "mtl":
+            other = copy.deepcopy(r)
+            other["config"]["precision"] = "bf16"
+            runs.append(other)
+    frame = paired_comparisons(runs, baseline="mtl")
+    assert holm_footer(frame) == (
+        "Holm's correction was applied over 2 comparisons in glyphs 5-way 1-shot quick "
+        "(precision=bf16) against mtl; 1 comparison in glyphs 5-way 1-shot quick "
+        "(precision=fp32) against mtl (a family of one: nothing to correct).")
+    untested = frame.assign(holm_m=0)  # no row with a p-value: nothing to say
+    assert holm_footer(untested) == ""
+    assert comparison_markdown(untested).endswith("\n\n" + comparison_footer() + "\n")
+
+
+def test_seeds_without_a_protocol_result_or_with_other_episode_counts_are_left_out(
+        paired_results):
+    runs = _ok_runs(paired_results, ("mtl", "r2d2"))
+    by = {(r["config"]["method"], r["config"]["seed"]): r for r in runs}
+    del by["r2d2", 1]["test"]["native"]  # the method lacks seed 1's native result
+    del by["mtl", 2]["test"]["unified"]  # the baseline lacks seed 2's (its native is unified)
+    by["r2d2", 0]["test"]["unified"]["accuracies"].pop()  # 39 accuracies, the same hash
+    frame = paired_comparisons(runs, baseline="mtl")
+    native, unified = _row(frame, "r2d2", "native"), _row(frame, "r2d2", "unified")
+    assert (native["paired_seeds"], native["note"]) == (
+        "0", "paired seed 0 only; seed 1: no native result for r2d2; seed 2: no native result "
+        "for mtl")
+    assert (unified["paired_seeds"], unified["note"]) == (
+        "1", "paired seed 1 only; seed 0: same episode hash but 39 vs 40 accuracies; seed 2: "
+        "no unified result for mtl")
+
+
+def test_seeds_on_one_side_only_name_the_side_that_lacks_them(paired_results):
+    runs = [r for r in _ok_runs(paired_results, ("mtl", "r2d2"))
+            if (r["config"]["method"], r["config"]["seed"]) != ("mtl", 2)]
+    row = _row(paired_comparisons(runs, baseline="mtl"), "r2d2")
+    assert row["note"] == "paired seeds 0, 1 only; no mtl result for seed 2"
+
+
+def test_the_margin_reaches_the_verdict(paired_results):
+    # r2d2 unified: -0.54, 90% CI inside (-1, +1) but not inside (-0.5, +0.5); 95% CI below 0
+    wide = _row(paired_comparisons(paired_results, baseline="mtl"), "r2d2")
+    narrow = _row(paired_comparisons(paired_results, baseline="mtl", margin=0.5), "r2d2")
+    assert (wide["verdict"], narrow["verdict"], narrow["margin"]) == (EQUIVALENT, WORSE, 0.5)
+    assert narrow["p_tost"] > wide["p_tost"]
+    without_pairs = _ok_runs(paired_results, ("r2d2",))  # refused before any work, even
+    for bad in (0.0, -1.0, math.inf, math.nan):  # where no pair would test the margin
+        for runs in (paired_results, without_pairs):
+            with pytest.raises(ValueError, match="equivalence margin must be a positive number"):
+                paired_comparisons(runs, baseline="mtl", margin=bad)
+
+
+def test_every_method_of_a_cell_without_the_baseline_gets_its_rows(paired_results):
+    runs = _ok_runs(paired_results, ("mtl", "r2d2", "protonet"))
+    for r in runs:
+        if r["config"]["method"] != "mtl":
+            r["config"]["precision"] = "bf16"
+    frame = paired_comparisons(runs, baseline="mtl")
+    assert sorted(frame["method"]) == ["protonet", "protonet", "r2d2", "r2d2"]
+    assert set(frame["note"]) == {"no mtl run in this cell"}
+
+
+def test_untested_rows_have_holm_columns_of_their_own_kind(paired_results):
+    one_episode = _ok_runs([r for r in paired_results if r["config"]["seed"] == 0],
+                           ("mtl", "r2d2"))
+    for r in one_episode:
+        for entry in r["test"].values():
+            entry["accuracies"] = entry["accuracies"][:1]
+    frame = paired_comparisons(one_episode, baseline="mtl")
+    assert list(frame["holm_m"]) == [0, 0] and frame["holm_m"].dtype.kind == "i"
+    for column in ("p_value_holm", "p_tost_holm", "p_holm"):
+        assert frame[column].dtype.kind == "f" and frame[column].isna().all(), column
+    assert list(frame["verdict_holm"]) == [INCONCLUSIVE, INCONCLUSIVE]
+
+
+def test_p_values_below_a_thousandth_are_shown_as_such():
+    assert (_p_text(0.0004), _p_text(0.001), _p_text(0.0123), _p_text(math.nan)) == (
+        "<0.001", "0.001", "0.012", "–")
 
 
 def test_markdown_marks_a_significant_difference_inside_the_margin():

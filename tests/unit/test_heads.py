@@ -10,6 +10,7 @@ from __future__ import annotations
 import cvxpy as cp
 import numpy as np
 import pytest
+import qpth.qp
 import torch
 import torch.nn.functional as F
 from sklearn.svm import LinearSVC
@@ -56,6 +57,30 @@ def test_ridge_weights_match_numpy_primal_solve(dim):
         np.testing.assert_allclose(weights[t].numpy(), expected, rtol=1e-8, atol=1e-12)
 
 
+def test_one_hot_has_a_column_per_way_and_linear_logits_take_the_querys_dtype():
+    """An episode's labels need not reach its last class; weights of another dtype (the
+    float64 a solve may return) are cast to the query's."""
+    onehot = heads.one_hot(torch.tensor([[0, 1, 1]]), 4, torch.float32)
+    assert onehot.shape == (1, 3, 4) and torch.equal(onehot.sum((0, 1)),
+                                                     torch.tensor([1.0, 2.0, 0.0, 0.0]))
+    query, weights = torch.randn(2, 3, 5), torch.randn(2, 5, 4, dtype=torch.float64)
+    logits = heads.linear_logits(query, weights)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, torch.bmm(query, weights.float()))
+
+
+def test_ridge_lambda_is_applied_in_the_features_dtype():
+    """Small features, where the ridge term dominates: lambda = 0.3 in float64, not rounded
+    to float32 (4e-8 apart)."""
+    support, labels, _, _ = gaussian_episodes(2, 3, 2, 1, 4, seed=11)
+    support = support * 1e-3
+    weights = heads.ridge_weights(support, labels, 3, 0.3)
+    for t in range(2):
+        x, y = support[t].numpy(), np.eye(3)[labels[t].numpy()]
+        expected = np.linalg.solve(x.T @ x + 0.3 * np.eye(4), x.T @ y)
+        np.testing.assert_allclose(weights[t].numpy(), expected, rtol=1e-12)
+
+
 def test_ridge_logits_gradcheck_wrt_support_and_query():
     torch.manual_seed(0)
     support = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
@@ -72,8 +97,10 @@ def test_ridge_rejects_bad_lambda_and_shapes():
     support, labels, _, _ = gaussian_episodes(1, 2, 2, 1, 3, seed=0)
     with pytest.raises(ValueError, match="lambda must be positive"):
         heads.ridge_weights(support, labels, 2, 0.0)
-    with pytest.raises(ValueError, match="do not match support"):
+    with pytest.raises(ValueError) as refused:
         heads.ridge_weights(support, labels[:, :3], 2, 1.0)
+    assert str(refused.value) == ("support labels (1, 3) do not match support features "
+                                  "(1, 4, 3): expected (1, 4)")
     with pytest.raises(ValueError, match=r"\[tasks, shots\*ways, dim\]"):
         heads.ridge_weights(support[0], labels, 2, 1.0)
 
@@ -95,6 +122,16 @@ def test_svm_qp_is_kernel_kronecker_identity_plus_ridge():
     torch.testing.assert_close(g, torch.eye(18, dtype=torch.float64))
     assert a.shape == (6, 18) and torch.equal(a.sum(0), torch.ones(18, dtype=torch.float64))
     assert torch.equal(b, torch.zeros(6, dtype=torch.float64))
+    assert {x.dtype for x in (q, p, g, h, a, b)} == {torch.float64}  # the features' dtype
+
+
+def test_the_svm_ridge_is_added_in_the_features_dtype_and_defaults_to_metaoptnets():
+    zeros = torch.zeros(1, 2, 4, dtype=torch.float64)  # K = 0: Q is the ridge alone
+    labels = labels_for(1, 2, 1)
+    q = heads.crammer_singer_qp(zeros, labels, 2, c_reg=0.1, dual_ridge=0.3)[0]
+    assert torch.equal(q[0], 0.3 * torch.eye(4, dtype=torch.float64))  # 0.3 in float64
+    assert torch.equal(heads.crammer_singer_qp(zeros, labels, 2, c_reg=0.1)[0][0],
+                       torch.eye(4, dtype=torch.float64))  # MetaOptNet's +1.0·I
 
 
 def cvxpy_crammer_singer_dual(x: np.ndarray, y: np.ndarray, ways: int, c_reg: float,
@@ -205,17 +242,86 @@ def test_svm_rejects_bad_parameters():
     support, labels, _, _ = gaussian_episodes(1, 2, 2, 1, 3, seed=0)
     with pytest.raises(ValueError, match="must be positive"):
         heads.svm_dual_coefficients(support, labels, 2, c_reg=0.0)
+    with pytest.raises(ValueError, match="must be positive"):
+        heads.svm_dual_coefficients(support, labels, 2, dual_ridge=0.0)
     with pytest.raises(ValueError, match="max_iter"):
         heads.svm_dual_coefficients(support, labels, 2, max_iter=0)
+
+
+class QPSpy:
+    """Stands in for ``qpth.qp.QPFunction``: records its options and the QP it is given, and
+    solves it with the real one (or raises ``error``)."""
+
+    calls: list = []
+    error: Exception | None = None
+    real: type | None = None
+
+    def __init__(self, **options):
+        self.options, self.solver = options, QPSpy.real(**options)
+
+    def __call__(self, *qp):
+        QPSpy.calls.append((self.options, qp))
+        if QPSpy.error is not None:
+            raise QPSpy.error
+        return self.solver(*qp)
+
+
+@pytest.fixture
+def qp_spy(monkeypatch):
+    QPSpy.real = qpth.qp.QPFunction
+    monkeypatch.setattr(qpth.qp, "QPFunction", QPSpy)
+    QPSpy.calls, QPSpy.error = [], None
+    yield QPSpy
+    QPSpy.calls, QPSpy.error = [], None
+
+
+def test_svm_solves_its_dual_with_metaoptnets_defaults_in_the_features_dtype(qp_spy):
+    support, labels, _, _ = gaussian_episodes(2, 3, 2, 1, 4, seed=5)
+    support = support.float()
+    alpha = heads.svm_dual_coefficients(support, labels, 3)
+    (options, qp), = qp_spy.calls
+    # MetaOptNet's training iterations and C, silent, no SPD pre-check (Q is SPD by design)
+    assert options == {"verbose": -1, "maxIter": 15, "check_Q_spd": False}
+    for got, expected in zip(qp, heads.crammer_singer_qp(support, labels, 3, 0.1, 1.0)):
+        assert got.dtype == torch.float32 and torch.equal(got, expected)
+    assert alpha.shape == (2, 6, 3) and alpha.dtype == torch.float32
+    qp_spy.calls.clear()
+    heads.svm_dual_coefficients(support, labels, 3, c_reg=0.3, max_iter=1, dual_ridge=2.5,
+                                double_precision=True)  # one iteration is allowed
+    (options, qp), = qp_spy.calls
+    assert options["maxIter"] == 1
+    for got, expected in zip(qp, heads.crammer_singer_qp(support, labels, 3, 0.3, 2.5)):
+        assert got.dtype == torch.float64 and torch.equal(got, expected.double())
+
+
+def test_svm_explains_qpths_lu_failure_on_the_cpu_and_passes_other_errors_on(qp_spy):
+    support, labels, _, _ = gaussian_episodes(1, 2, 2, 1, 3, seed=0)
+    qp_spy.error = RuntimeError("lu_solve: U(3,3) is zero, singular U.")
+    with pytest.raises(RuntimeError, match="Do not call torch.set_num_threads with k > 1"):
+        heads.svm_dual_coefficients(support, labels, 2)
+    qp_spy.error = RuntimeError("something else")
+    with pytest.raises(RuntimeError, match="^something else$"):
+        heads.svm_dual_coefficients(support, labels, 2)
+
+
+def test_the_heads_build_their_tensors_on_the_features_device():
+    """On the meta device (shapes only) a tensor created on the CPU instead of the features'
+    device fails, as it would on a GPU."""
+    support = torch.randn(2, 6, 5, device="meta")
+    labels = labels_for(2, 3, 2).to("meta")
+    assert heads.ridge_weights(support, labels, 3, 1.0).device.type == "meta"
+    assert all(x.device.type == "meta" for x in heads.crammer_singer_qp(support, labels, 3,
+                                                                         0.1))
 
 
 # --------------------------------------------------------------------------------------------
 # Prototypes (ProtoNet) and the loss
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("normalize_by_dim", [True, False])
-def test_prototype_logits_match_numpy(normalize_by_dim):
-    support, labels, query, _ = gaussian_episodes(3, 4, 3, 2, 6, seed=7)
-    perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("normalize_by_dim, shots", [(True, 3), (False, 3), (True, 1)])
+def test_prototype_logits_match_numpy(normalize_by_dim, shots):
+    """Class means for several shots and for one (the prototype is the support feature)."""
+    support, labels, query, _ = gaussian_episodes(3, 4, shots, 2, 6, seed=7)
+    perm = torch.randperm(4 * shots, generator=torch.Generator().manual_seed(0))
     support, labels = support[:, perm], labels[:, perm]  # classes need not be contiguous
     logits = heads.prototype_logits(query, heads.prototypes(support, labels, 4), normalize_by_dim)
     for t in range(3):
@@ -225,6 +331,15 @@ def test_prototype_logits_match_numpy(normalize_by_dim):
         if normalize_by_dim:
             expected = expected / 6
         np.testing.assert_allclose(logits[t].numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_prototype_logits_default_to_metaoptnets_normalised_distance_in_the_querys_dtype():
+    support, labels, query, _ = gaussian_episodes(2, 3, 2, 2, 5, seed=3)
+    protos = heads.prototypes(support, labels, 3)  # float64
+    logits = heads.prototype_logits(query.float(), protos)
+    assert logits.dtype == torch.float32  # prototypes of another dtype take the query's
+    torch.testing.assert_close(logits, heads.prototype_logits(query.float(), protos.float(),
+                                                              normalize_by_dim=True))
 
 
 def test_smoothed_cross_entropy():
@@ -237,7 +352,21 @@ def test_smoothed_cross_entropy():
     target = np.full((12, 4), eps / 3)
     target[np.arange(12), labels.reshape(-1).numpy()] = 1 - eps
     expected = -(target * logp).sum(-1).mean()
-    assert heads.smoothed_cross_entropy(logits, labels, eps).item() == pytest.approx(expected)
+    # float64 logits keep float64 targets: 1 - eps exactly as NumPy has it
+    assert heads.smoothed_cross_entropy(logits, labels, eps).item() == pytest.approx(
+        expected, rel=1e-13)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        heads.smoothed_cross_entropy(logits, labels, 1.0)
+
+
+def test_smoothing_spreads_over_every_class_of_the_logits_even_one_no_query_has():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(1, 6, 4, dtype=torch.float64), torch.tensor([[0, 1, 2] * 2])
+    target = np.full((6, 4), 0.2 / 3)
+    target[np.arange(6), labels.reshape(-1).numpy()] = 0.8
+    expected = -(target * F.log_softmax(logits, -1).numpy().reshape(-1, 4)).sum(-1).mean()
+    assert heads.smoothed_cross_entropy(logits, labels, 0.2).item() == pytest.approx(
+        expected, rel=1e-13)
     with pytest.raises(ValueError, match="eps"):
         heads.smoothed_cross_entropy(logits, labels, 1.5)
 
@@ -350,7 +479,10 @@ def test_metaoptnet_uses_train_iterations_in_loss_and_test_iterations_in_adapt(m
     method.loss(batch)
     with torch.no_grad():
         method.adapt(batch.support, batch.support_labels)
-    assert seen == [7, 2]
+        method.adapt_for_selection(batch.support, batch.support_labels)  # validated as trained
+        features = method.task_features(batch.support)
+        method.adapt_features(features, batch.support_labels)  # the evaluator's test path
+    assert seen == [7, 2, 7, 2]
 
 
 def test_metaoptnet_label_smoothing_changes_the_loss():

@@ -13,12 +13,16 @@ from pathlib import Path
 import pytest
 
 from bench.store.checkpoint import check_compatible, normalized_config
-from bench.common.config import RunConfig, canonical_json, resolve_budget
+from bench.common.config import (RunConfig, _json_normalised, canonical_json, describe_differences,
+                          flat_settings, resolve_budget, resolved_budget, smoke_budget)
 from bench.store.results import (SCHEMA, SCHEMA_V1, ResultFileError, existing_result, migrate_v1,
                            read_result)
 from bench.report.table import accuracy_rows, efficiency_rows
 from bench.report.all_tables import make_tables
 from core.atomic import write_json_atomic
+from core.budget import DATASET_AUGMENTATION
+from datasets import DATASETS
+from methods.plugins import method_class
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "results" / "runs"
@@ -55,6 +59,7 @@ def test_the_defaults_keep_the_readable_key():
 def test_every_setting_that_can_change_a_number_changes_the_key(change, variant):
     run = config(**change)
     assert run.key == f"mtl_glyphs_5w1s_smoke_seed0_{run.settings_hash()}"
+    assert run.settings_hash() != config().settings_hash()
     assert run.variant().replace('"', "") == variant.replace('"', "")
 
 
@@ -80,6 +85,7 @@ def test_hyperparameters_show_by_their_own_name_and_one_spelling_per_value():
 def test_the_seed_and_the_import_path_are_not_identity():
     assert config(seed=7).settings() == config().settings()
     assert "seed" not in config().settings() and "method_source" not in config().settings()
+    assert "method_source" not in config().to_dict()  # a registered method's records: as before
     assert config().identity("abc") == {"settings": config().settings(), "data": "abc"}
 
 
@@ -112,6 +118,18 @@ def test_select_on_native_means_unified_for_a_method_without_native_adaptation()
     assert proto.select_on == "native" and proto.variant() == 'select_on="native"'
     with pytest.raises(ValueError, match="select_on must be one of unified, native"):
         config(select_on="test")
+
+
+def test_settings_flatten_to_dotted_keys_and_differences_name_what_is_missing():
+    nested = {"budget": {"lr": 0.1, "hparams": {"inner_lr": 0.5}}, "episodes": 100}
+    assert flat_settings(nested) == {"budget.lr": 0.1, "budget.hparams.inner_lr": 0.5,
+                                     "episodes": 100}
+    reference = {"budget": {"lr": 0.1, "hparams": {"inner_lr": 0.4, "steps": 2}},
+                 "episodes": 100}
+    # budget fields and hyperparameters by their own names; a setting only the reference
+    # has is "<unset>"; one only this side has shows its value
+    assert describe_differences(nested, reference) == "inner_lr=0.5, steps=<unset>"
+    assert describe_differences(reference, nested) == "inner_lr=0.4, steps=2"
 
 
 # ------------------------------------------------------------------------------ finished?
@@ -244,3 +262,43 @@ def test_device_hours_are_never_averaged_across_devices():
     b["provenance"]["device"] = "another CPU"
     frame = efficiency_rows([a, b])
     assert len(frame) == 2 and set(frame["seeds"]) == {1}
+
+
+def test_canonical_json_is_sorted_compact_and_keeps_nan():
+    assert canonical_json({"b": 1.5, "a": [1, float("nan")], "c": {"z": 1, "y": None}}) == \
+        '{"a":[1,NaN],"b":1.5,"c":{"y":null,"z":1}}'
+    normalised = _json_normalised({"t": (1, 2), "x": float("nan")})
+    assert normalised["t"] == [1, 2] and normalised["x"] != normalised["x"]  # NaN kept
+
+
+def test_budgets_resolve_by_name_and_refuse_unknown_names():
+    with pytest.raises(ValueError) as refused:
+        resolve_budget("fast", "mtl", "glyphs", 1)
+    assert str(refused.value) == ("unknown budget 'fast'; valid budgets: smoke, quick, "
+                                  "converged, long, paper")
+    mini = DATASETS.get("mini")
+    assert resolve_budget("smoke", "mtl", mini, 1) == resolve_budget("smoke", "mtl", "mini", 1)
+    # a method trained on image batches: the CPU budgets in images, its paper budget as is
+    assert resolve_budget("quick", "rfs", "glyphs", 1).meta_batch == 100
+    assert resolve_budget("paper", "rfs", "mini", 5).meta_batch == 64
+    # a whole number for a float hyperparameter becomes a float: one spelling per setting
+    r2d2 = method_class("r2d2")
+    hparams = resolved_budget(replace(smoke_budget(mini), hparams={"scale_init": 1}), r2d2,
+                              mini).hparams
+    assert type(hparams["scale_init"]) is float
+    with pytest.raises(ValueError) as refused:
+        resolved_budget(replace(smoke_budget(mini), augmentation="flip"), r2d2, mini)
+    assert str(refused.value) == "unknown training augmentation 'flip'; valid: none, lee2019"
+    # a configuration resolves the dataset's declared augmentation itself
+    raw = smoke_budget(mini)
+    assert raw.augmentation == DATASET_AUGMENTATION
+    assert RunConfig("mtl", "mini", 5, 1, 0, raw).budget.augmentation == "lee2019"
+    resolved_but_the_augmentation = replace(resolve_budget("smoke", "mtl", "mini", 1),
+                                            augmentation=DATASET_AUGMENTATION)
+    assert RunConfig("mtl", "mini", 5, 1, 0, resolved_but_the_augmentation).budget == \
+        resolve_budget("smoke", "mtl", "mini", 1)
+
+
+def test_a_paper_budget_is_the_default_for_its_shots():
+    run = RunConfig("mtl", "mini", 5, 5, 0, resolve_budget("paper", "mtl", "mini", 5))
+    assert run.key == "mtl_mini_5w5s_paper_seed0" and run.variant() == ""

@@ -68,7 +68,9 @@ def test_loss_is_mean_over_every_sample_of_every_task():
 def test_init_is_scaled_by_sqrt_classes_over_ways():
     torch.manual_seed(0)
     backbone = TinyBackbone(out_dim=640)
-    scaled = MTL(backbone, 64, 5).heads.detach()
+    model = MTL(backbone, 64, 5)
+    assert (model.n_train_classes, model.ways) == (64, 5)  # what a saved model records
+    scaled = model.heads.detach()
     plain = MTL(backbone, 64, 5, hparams={"scale_init": False}).heads.detach()
     bound = 1 / math.sqrt(640)
     assert plain.abs().max() <= bound and plain.abs().max() > 0.95 * bound
@@ -118,19 +120,23 @@ def test_head_lr_scale_keeps_the_init_and_multiplies_the_adam_step_of_the_head()
     assert moves[1.0][rows].abs().max() == pytest.approx(1e-2, rel=1e-3)
 
 
-def test_logit_scale_multiplies_the_logits_and_can_be_learned():
+@pytest.mark.parametrize("scale, learn", [(4.0, True), (2.0, False), (1.0, True)])
+def test_logit_scale_multiplies_the_logits_and_can_be_learned(scale, learn):
     torch.manual_seed(0)
     plain = MTL(TinyBackbone(), 10, 5)
     torch.manual_seed(0)
-    scaled = MTL(TinyBackbone(), 10, 5, hparams={"logit_scale": 4.0, "learn_logit_scale": True})
+    scaled = MTL(TinyBackbone(), 10, 5, hparams={"logit_scale": scale, "learn_logit_scale": learn})
     feats = torch.randn(2, 6, 8)
     classes = torch.tensor([[3, 0, 7, 1, 9], [4, 2, 8, 6, 5]])
     assert torch.allclose(scaled.task_logits(feats, classes),
-                          4.0 * plain.task_logits(feats, classes), atol=1e-5)
-    assert isinstance(scaled.logit_scale, nn.Parameter)
+                          scale * plain.task_logits(feats, classes), atol=1e-5)
+    assert not torch.allclose(plain.task_logits(feats, classes), 3.0 * plain.task_logits(
+        feats, classes))  # the logits are not all 0: a missing scale would show
+    assert isinstance(scaled.logit_scale, nn.Parameter) == learn
     assert "logit_scale" not in plain.state_dict()  # the paper's state dict is unchanged
     scaled.loss(_batch(classes)).backward()
-    assert scaled.logit_scale.grad is not None and scaled.logit_scale.grad.abs() > 0
+    if learn:  # learned from its first value on, 1.0 included
+        assert scaled.logit_scale.grad is not None and scaled.logit_scale.grad.abs() > 0
 
 
 @pytest.mark.parametrize("freeze", [False, True])
@@ -148,6 +154,9 @@ def test_freeze_absent_rows_stops_adams_stale_momentum_moving_absent_rows(freeze
     # second step: rows 0,1,3,7,9 are absent but have a first moment from step one
     assert moved[[2, 4, 5, 6, 8]].all()
     assert moved[[0, 1, 3, 7, 9]].any() != freeze
+    # the copy of the head matrix is dropped after the step it was taken for: a later step
+    # (a loss computed without gradients, say) never puts back rows from an older step
+    assert model._rows_before is None
 
 
 @pytest.mark.parametrize("hparams, message", [

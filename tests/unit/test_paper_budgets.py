@@ -46,6 +46,53 @@ def test_anils_class_defaults_stay_the_quick_budgets():
         == (0.1, 5, 5)
 
 
+# ------------------------------------------------------------------------------ MTL
+
+@pytest.mark.parametrize("dataset, shots, train_shots, queries, meta_batch, normalize", [
+    ("mini", 5, 5, 5, 2, True), ("mini", 1, 5, 5, 6, True),
+    ("tiered", 5, 5, 35, 1, True), ("tiered", 1, 5, 35, 2, True),
+    ("cifar-fs", 5, 5, 5, 6, True), ("cifar-fs", 1, 5, 15, 2, True),
+    ("fc100", 5, 5, 5, 6, False), ("fc100", 1, 1, 4, 1, False),
+    ("omniglot", 1, 5, 5, 6, True),
+])
+def test_mtls_paper_budget_follows_the_readme_command_per_dataset_and_shots(
+        dataset, shots, train_shots, queries, meta_batch, normalize):
+    """docs/references.md#mtl: RAdam 1e-3, plateau (0.1, 4), early stop 15, 1600 training and
+    400 validation tasks per epoch; the README's meta-batch, queries, training shots and
+    feature normalisation per (dataset, test shots); the defaults elsewhere."""
+    b = resolve_budget("paper", "mtl", dataset, shots)
+    assert (b.name, b.backbone, b.feature_mode, b.epochs) == ("paper", "resnet12", "avg", 1000)
+    assert (b.optimizer, b.lr, b.schedule, b.plateau_factor, b.plateau_patience) == (
+        "radam", 1e-3, "plateau", 0.1, 4)
+    assert (b.early_stop_patience, b.val_episodes) == (15, 400)
+    assert (b.train_shots, b.train_queries, b.meta_batch) == (train_shots, queries, meta_batch)
+    assert b.steps_per_epoch == -(-1600 // meta_batch)
+    assert b.hparams["normalize_features"] is normalize
+
+
+# ------------------------------------------------------------------------------ MetaOptNet's recipe
+
+@pytest.mark.parametrize("method, train_shots, hparams", [
+    ("metaoptnet", 15, {"label_smoothing": 0.0}), ("r2d2", 5, {}), ("protonet", 15, {})])
+def test_metaoptnets_recipe_for_the_three_head_methods(method, train_shots, hparams):
+    """[MON] train.py (docs/references.md#metaoptnet-r2d2-protonet), on CIFAR-FS 5-shot:
+    SGD 0.1 Nesterov (momentum 0.9, wd 5e-4), 60 epochs x 1000 batches of 8 episodes of 6
+    queries per class, validation on 2000 5-shot episodes, flattened ResNet-12 features."""
+    b = resolve_budget("paper", method, "cifar-fs", 5)
+    assert (b.name, b.backbone, b.feature_mode, b.epochs, b.steps_per_epoch, b.meta_batch) == (
+        "paper", "resnet12", "flatten", 60, 1000, 8)
+    assert (b.train_shots, b.train_queries) == (train_shots, 6)
+    assert (b.optimizer, b.lr, b.weight_decay, b.momentum, b.nesterov) == (
+        "sgd", 0.1, 5e-4, 0.9, True)
+    assert (b.schedule, b.early_stop_patience, b.val_episodes, b.val_shots) == (
+        "step", None, 2000, 5)
+    assert b.augmentation == "lee2019"
+    assert {k: b.hparams[k] for k in hparams} == hparams
+    # the recipe's own hyperparameters reach the budget (MetaOptNet's smoothing on mini)
+    if method == "metaoptnet":
+        assert resolve_budget("paper", method, "mini", 5).hparams["label_smoothing"] == 0.1
+
+
 # ------------------------------------------------------------------------------ step schedule
 
 def test_the_step_schedule_changes_at_the_start_of_epochs_20_40_and_50():

@@ -34,6 +34,17 @@ def test_bad_values_are_refused():
         config(test_every=-1)
     with pytest.raises(ValueError, match="between 1 and the run's test episodes"):
         config(test_every=1, test_every_episodes=21)
+    with pytest.raises(ValueError) as refused:
+        config(test_every=1, test_every_episodes=0)
+    assert str(refused.value) == ("test_every_episodes must be between 1 and the run's test "
+                                  "episodes (20), not 0")
+    for edge in (1, 20):  # both ends of the range are fine
+        assert config(test_every=1, test_every_episodes=edge).test_every_episodes == edge
+    with pytest.raises(ValueError) as refused:
+        config(log=("csv", "json", "xml"))
+    assert str(refused.value) == ("log: unknown format(s) 'json', 'xml'; valid: tensorboard, "
+                                  "csv")
+    assert config(log=("csv", "csv")).log == ("csv",)  # each format once
 
 
 def test_the_reduced_episodes_are_the_first_of_the_test_episodes():
