@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-episodes", type=int, default=10,
                         help="validation episodes timed per method for the run device-hours "
                              "(default 10; 0: training steps only)")
-    options.add_select_on(parser, "validation protocol timed, as `bench run --select-on` "
-                                  "(default unified)")
+    options.add_select_on(parser, help="validation protocol timed, as `bench run --select-on` "
+                                       "(default unified)")
     options.add_solver(parser, "sklearn", "unified-protocol solver of the timed validation "
                                           "(default sklearn, as `bench run`)")
     options.add_queries(parser, 15, "validation queries per class (default 15, as `bench run`)")

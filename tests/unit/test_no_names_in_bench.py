@@ -37,14 +37,19 @@ def pattern(words: set[str]) -> re.Pattern:
 
 
 PROSE_KEYWORDS = {"help", "description", "epilog"}
+PROSE_NAMES = {"HELP"}  # bench/commands/*: the subcommand's line in `python -m bench --help`
 
 
 def prose(tree: ast.AST) -> set[int]:
-    """Docstrings (module, class, function, attribute) and argparse help texts."""
+    """Docstrings (module, class, function, attribute) and argparse help texts (``help=``
+    keywords, a subcommand module's ``HELP``)."""
     ids = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg in PROSE_KEYWORDS:
             ids |= {id(part) for part in ast.walk(node.value)}
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in PROSE_NAMES
+                                                for t in node.targets):
+            ids |= {id(part) for part in ast.walk(node.value)}  # a subcommand's help line
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
