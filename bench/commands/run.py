@@ -135,10 +135,10 @@ def _add_training_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--logreg-c", type=positive_float, default=3.0,
                      help="inverse L2 strength C of the unified protocol's logistic regression "
                           "(default 3.0: the paper's penalty 0.33, App. C.2)")
-    options.add_select_on(run, help="protocol whose validation accuracy selects the model: unified "
-                                    "(default, every method alike) or the method's native "
-                                    "adaptation (MetaOptNet's own rule; methods without one select "
-                                    "on unified)")
+    options.add_select_on(
+        run, help="protocol whose validation accuracy selects the model: unified (default, "
+                  "every method alike) or the method's native adaptation (MetaOptNet's own rule; "
+                  "methods without one select on unified)")
     run.add_argument("--compile", action="store_true",
                      help="torch.compile the backbone (compile time counts as training time and "
                           "is also reported apart as first_step_seconds)")
