@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 from bench.store.checkpoint import StorageError, describe_write_failure
 from bench.store.results import (_REQUIRED_CONFIG, JSONFileProblem, accuracy_problem,
-                                 config_problem, key_problem, load_json_file)
+                                 config_problem, key_problem, load_json_file, read_each)
 from core.atomic import write_json_atomic
 from core.keys import check_key, path_inside
 
@@ -184,12 +184,4 @@ def load_evals(folder: Path | str, skipped: list[str] | None = None) -> list[dic
     """Every eval result in an ``evals`` folder under ``folder`` (recursively), sorted by
     path. ``skipped`` given: a file that fails :func:`read_eval` is left out and its error
     appended there instead of raised."""
-    evals = []
-    for path in eval_files(folder):
-        try:
-            evals.append(read_eval(path))
-        except EvalFileError as error:
-            if skipped is None:
-                raise
-            skipped.append(str(error))
-    return evals
+    return read_each(eval_files(folder), read_eval, EvalFileError, skipped)

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.store.eval_files import EvalFileError, eval_files, read_eval
 from bench.store.plan_file import read_plan
-from bench.store.results import ResultFileError, RunResult, read_result
+from bench.store.results import ResultFileError, RunResult, read_each, read_result
 from bench.store.tuned_files import TunedError, TunedStudy, read_tuned_study
 
 TUNED_DIR = "tuned"
@@ -153,12 +153,4 @@ def load_results(folder: Path, skipped: list[str] | None = None) -> list[RunResu
     that fails validation is left out (never averaged) and its error appended there instead
     of raised."""
     check_results_folder(folder)
-    results = []
-    for path in result_files(folder):
-        try:
-            results.append(read_result(path))
-        except ResultFileError as error:
-            if skipped is None:
-                raise
-            skipped.append(str(error))
-    return results
+    return read_each(result_files(folder), read_result, ResultFileError, skipped)

@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, NotRequired, TypedDict, TypeVar
 
 from bench.store.learning_curves import CurveError, validate_curve
 from core.keys import InvalidKeyError, check_key, path_inside
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 SCHEMA = "bridgebench.run/2"
 SCHEMA_V1 = "bridgebench.run/1"
 SCHEMAS = (SCHEMA_V1, SCHEMA)
+
+
+T = TypeVar("T")
 
 
 class ProtocolResult(TypedDict):
@@ -545,3 +548,18 @@ def is_finished(path: Path) -> bool:
         return read_result(path).get("status") == "ok"
     except ResultFileError:
         return False
+
+
+def read_each(paths: Iterable[Path], read: Callable[[Path], T], error: type[Exception],
+              skipped: list[str] | None = None) -> list[T]:
+    """``read`` every path. ``skipped`` given: a file that raises ``error`` (the file kind's
+    "invalid file" error) is left out and its message appended there instead of raised."""
+    records = []
+    for path in paths:
+        try:
+            records.append(read(path))
+        except error as problem:
+            if skipped is None:
+                raise
+            skipped.append(str(problem))
+    return records
