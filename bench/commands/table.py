@@ -52,6 +52,7 @@ def cmd_table(folder: Path, out: Path | None = None, strict: bool = False,
     note (exit 0); an unwritable ``out`` is an error (exit 2) after the tables are printed.
     ``args``: the paired tables' ``--baseline`` and ``--margin``, and ``--brief``
     (:mod:`bench.report.summary` of the tables built, printed instead of them)."""
+    # here, not at the top: the tables import pandas, matplotlib and the registries (torch)
     from bench.report.all_tables import build_tables
     from bench.report.paired_tables import PairedOptions
     from bench.report.summary import summarize
