@@ -396,6 +396,14 @@ def test_holm_by_hand():
         holm([0.5, 1.5])
 
 
+def test_holm_accepts_the_edges_of_0_1_and_refuses_a_table_of_p_values():
+    # p = 0 and p = 1 are p-values (an exact test can give either); 0 x m stays 0
+    assert holm([0.0, 0.5]) == pytest.approx([0.0, 0.5])
+    assert holm([1.0, 0.2]) == pytest.approx([1.0, 0.4])
+    with pytest.raises(ValueError, match=r"flat list of p-values, got shape \(2, 1\)"):
+        holm([[0.1], [0.2]])
+
+
 @pytest.fixture
 def multipletests(monkeypatch):
     """statsmodels' ``multipletests`` (the `test` extra's oracle for Holm's correction). It calls
