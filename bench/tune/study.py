@@ -53,7 +53,7 @@ from optuna.trial import TrialState
 from bench.common.config import RunConfig, canonical_json
 from bench.common.provenance import git_state
 from bench.common.timing import SectionTimer
-from bench.run.session import NonFiniteLossError, TrainSession
+from bench.run.session import NonFiniteLossError, Preempted, TrainSession
 from bench.run.training import build_training
 from bench.sweep.claims import process_alive, process_start
 from core.atomic import write_json_atomic, write_text_atomic
@@ -374,6 +374,8 @@ def run_trials(spec: StudySpec, storage: str | Path, trainer: TrialTrainer,
         except NonFiniteLossError as error:  # diverged: a valid, bad outcome
             trial.set_user_attr("diverged", str(error))
             value = best["value"] if math.isfinite(best["value"]) else 100.0 / config.ways
+        except Preempted:  # a stop signal: left running; the next run recovers and reruns it
+            raise
         except Exception as error:  # a bug or a broken setting: failed, not run again
             trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
             study.tell(trial, state=TrialState.FAIL)

@@ -18,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from bench.commands.main import main
+from bench.run.session import Preempted
 from bench.tune.study import (HPARAM_PREFIX, LR_RANGES, ValidationTrainer, decode, finished,
                         journal_path, open_study, run_trials, trial_rows, write_study_files)
 from core.search import Choice, Range
@@ -183,6 +184,32 @@ def test_a_killed_study_resumes_with_the_same_trials_and_best(tmp_path):
 
     assert outcome(study) == outcome(reference)
     assert study.best_trial.params == reference.best_trial.params
+
+
+class _StoppedOnSecondTrial(ScriptedTrainer):
+    """Its second trial is stopped by a signal after one epoch (as TrainSession raises it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trials = 0
+
+    def __call__(self, config, report):
+        self.trials += 1
+        if self.trials == 2:
+            report(1, 50.0)
+            raise Preempted("stopped by SIGTERM after step 50 (epoch 1)")
+        return super().__call__(config, report)
+
+
+def test_a_trial_stopped_by_a_signal_stays_running_so_the_next_run_reruns_it(tmp_path):
+    # seen on the Omniglot sweep: a SIGTERM'd trial was marked failed, so no rerun was queued
+    storage = journal_path(tmp_path, spec(3))
+    with pytest.raises(Preempted):
+        run_trials(spec(3), storage, _StoppedOnSecondTrial(), tmp_path / "lock")
+    study = _study(tmp_path, 3)
+    stopped = _trials(study, TrialState.RUNNING)
+    assert [t.number for t in stopped] == [1] and "error" not in stopped[0].user_attrs
+    assert not _trials(study, TrialState.FAIL)
 
 
 def test_two_processes_on_one_journal_never_run_one_trial_twice(tmp_path):
