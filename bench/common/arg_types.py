@@ -18,7 +18,7 @@ def int_list(text: str) -> list[int]:
 
 
 def name_list(text: str) -> list[str]:
-    """``mtl, anil`` -> ``["mtl", "anil"]``."""
+    """``"a, b"`` -> ``["a", "b"]``: a comma-separated list, spaces stripped."""
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
