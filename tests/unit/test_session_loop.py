@@ -185,17 +185,17 @@ def test_run_saves_a_checkpoint_after_every_epoch(glyphs, tmp_path, uninterrupte
     assert_same(where_it_ended(s), uninterrupted[3])
 
 
-def test_a_signal_mid_epoch_checkpoints_at_the_step_boundary_and_resume_ends_the_same(
+def test_ctrl_c_mid_epoch_checkpoints_at_the_step_boundary_and_resume_ends_the_same(
         glyphs, tmp_path, steps, uninterrupted):
     s = make_session(glyphs)
     checkpoint = checkpoint_for(s, tmp_path)
     handlers = {n: signal.getsignal(n) for n in StopSignal.SIGNALS}
-    steps.signal_at = 7  # the second step of epoch 2
+    steps.signal_at, steps.signum = 7, signal.SIGINT  # Ctrl-C in the second step of epoch 2
     with pytest.raises(Preempted) as stopped:
         s.run(SectionTimer("cpu"), progress=False, checkpoint=checkpoint)
-    assert str(stopped.value) == stop_message(s.config.key, "SIGTERM", 7, 2,
+    assert str(stopped.value) == stop_message(s.config.key, "Ctrl-C (SIGINT)", 7, 2,
                                               f"checkpoint saved to {checkpoint.path}")
-    assert stopped.value.signum == signal.SIGTERM
+    assert stopped.value.signum == signal.SIGINT
     assert {n: signal.getsignal(n) for n in StopSignal.SIGNALS} == handlers
     assert steps.votes == [False] * 7  # the signal came during step 7, after its vote
     progress = load_checkpoint(checkpoint.path)["progress"]
@@ -209,7 +209,7 @@ def test_a_signal_mid_epoch_checkpoints_at_the_step_boundary_and_resume_ends_the
     assert_same(where_it_ended(resumed), uninterrupted[3])
 
 
-def test_ctrl_c_in_an_epochs_last_step_stops_after_its_validation_and_train_resumes(
+def test_a_signal_in_an_epochs_last_step_stops_after_its_validation_and_train_resumes(
         glyphs, tmp_path, steps, uninterrupted):
     s = make_session(glyphs)
     checkpoint = checkpoint_for(s, tmp_path)
@@ -445,18 +445,40 @@ def test_resume_adds_its_seconds_and_says_where_it_continues(glyphs, tmp_path, s
         "training already done) in 2.50 s\n")
 
 
-def test_train_passes_its_options_to_the_session(glyphs, capsys):
+def test_train_passes_its_options_to_the_session(glyphs, monkeypatch, capsys):
+    """``train`` hands the session its training, process group and epoch log; without a
+    checkpoint nothing is resumed. Two processes, this one rank 0, with the collectives and
+    the step scripted (each process counts its own device time: twice the seconds)."""
     config = make_config(epochs=1)
-    logged = []
-    log = SimpleNamespace(log_epoch=logged.append)
     training = build_training(config, glyphs, torch.device("cpu"))
-    timer = SectionTimer("cpu")
-    outcome = train(training, glyphs, config, torch.device("cpu"), timer, epoch_log=log)
-    assert (outcome.epochs, outcome.steps, outcome.resumes) == (1, 5, 0)
-    assert [n.epoch for n in logged] == [1] and "resume" not in timer.seconds
-    assert_same(outcome.best_state, training.method.state_dict())  # this method trained
-    out = capsys.readouterr().out
-    assert f"{config.key}: epoch 1 val 50.00% (best 50.00% at epoch 1)" in out
+    given = []
+    monkeypatch.setattr(session_module, "parallel_train_step",
+                        lambda *a: given.append((a[0], a[6])) or StepResult(1.0, 7, False))
+    monkeypatch.setattr(session_module, "gather_objects", lambda obj, parallel: [obj, False])
+    monkeypatch.setattr(session_module, "max_over_ranks", lambda value, parallel: value)
+    logged, parallel, timer = [], Parallel(0, 2), SectionTimer("cpu")
+    outcome = train(training, glyphs, config, torch.device("cpu"), timer, parallel=parallel,
+                    epoch_log=SimpleNamespace(log_epoch=logged.append))
+    assert given == [(training.method, parallel)] * 5
+    assert (outcome.epochs, outcome.steps, outcome.images_seen, outcome.resumes) == (1, 5, 35,
+                                                                                    0)
+    assert "resume" not in timer.seconds
+    (numbers,) = logged
+    point = outcome.curve[0]
+    assert numbers.epoch == 1 and numbers.train_loss == 1.0
+    assert numbers.train_device_hours == point["train_seconds"] * 2 / 3600
+    assert numbers.run_device_hours == point["run_seconds"] * 2 / 3600
+    assert capsys.readouterr().out == f"{config.key}: epoch 1 val 50.00% (best 50.00% at epoch 1)\n"
+
+
+def test_progress_shows_the_bar_and_the_epoch_lines_only_when_asked(glyphs, capsys):
+    config = make_config(epochs=1)
+    make_session(glyphs, config).run(SectionTimer("cpu"))  # progress by default
+    shown = capsys.readouterr()
+    assert f"{config.key} epoch 1" in shown.err  # the bar of the epoch's steps
+    assert shown.out == f"{config.key}: epoch 1 val 50.00% (best 50.00% at epoch 1)\n"
+    make_session(glyphs, config).run(SectionTimer("cpu"), progress=False)
+    assert capsys.readouterr() == ("", "")
 
 
 # ---------------------------------------------------------------------------- signals
