@@ -340,7 +340,7 @@ def test_a_checkpoint_from_before_curves_and_epoch_losses_still_loads(glyphs, st
     assert b.outcome.curve is None and b.outcome.resumes == 1
 
 
-def test_run_checkpoint_header_save_load_and_discard(glyphs, tmp_path):
+def test_run_checkpoint_header_save_load_and_discard(tmp_path):
     config = make_config()
     checkpoint = RunCheckpoint(str(tmp_path / "run.pt"), config, IDENTITY)
     assert checkpoint.path == tmp_path / "run.pt" and isinstance(checkpoint.path, Path)
@@ -360,10 +360,12 @@ def test_run_checkpoint_header_save_load_and_discard(glyphs, tmp_path):
     assert two.header() == {**header, "world_size": 2}
 
 
-def refusal(path: Path, payload: dict, config: RunConfig, world_size: int = 1) -> str:
+def refusal(path: Path, payload: dict, config: RunConfig) -> str:
+    """The message :func:`check_compatible` refuses ``payload`` with, for a one-process run of
+    ``config`` on :data:`IDENTITY`."""
     with pytest.raises(CheckpointError) as refused:
         check_compatible(path, payload, key=config.key, config=config.to_dict(),
-                         identity=IDENTITY, world_size=world_size)
+                         identity=IDENTITY, world_size=1)
     return str(refused.value)
 
 
@@ -445,6 +447,11 @@ def test_resume_adds_its_seconds_and_says_where_it_continues(glyphs, tmp_path, s
         "training already done) in 2.50 s\n")
 
 
+def epoch_line(key: str) -> str:
+    """What the end of epoch 1 prints with progress on."""
+    return f"{key}: epoch 1 val 50.00% (best 50.00% at epoch 1)\n"
+
+
 def test_train_passes_its_options_to_the_session(glyphs, monkeypatch, capsys):
     """``train`` hands the session its training, process group and epoch log; without a
     checkpoint nothing is resumed. Two processes, this one rank 0, with the collectives and
@@ -468,7 +475,7 @@ def test_train_passes_its_options_to_the_session(glyphs, monkeypatch, capsys):
     assert numbers.epoch == 1 and numbers.train_loss == 1.0
     assert numbers.train_device_hours == point["train_seconds"] * 2 / 3600
     assert numbers.run_device_hours == point["run_seconds"] * 2 / 3600
-    assert capsys.readouterr().out == f"{config.key}: epoch 1 val 50.00% (best 50.00% at epoch 1)\n"
+    assert capsys.readouterr().out == epoch_line(config.key)
 
 
 def test_progress_shows_the_bar_and_the_epoch_lines_only_when_asked(glyphs, capsys):
@@ -476,7 +483,7 @@ def test_progress_shows_the_bar_and_the_epoch_lines_only_when_asked(glyphs, caps
     make_session(glyphs, config).run(SectionTimer("cpu"))  # progress by default
     shown = capsys.readouterr()
     assert f"{config.key} epoch 1" in shown.err  # the bar of the epoch's steps
-    assert shown.out == f"{config.key}: epoch 1 val 50.00% (best 50.00% at epoch 1)\n"
+    assert shown.out == epoch_line(config.key)
     make_session(glyphs, config).run(SectionTimer("cpu"), progress=False)
     assert capsys.readouterr() == ("", "")
 
