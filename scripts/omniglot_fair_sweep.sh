@@ -13,7 +13,7 @@
 # STAGE (default all = tune1, runs1, runs5, table): tune1 | tune5 | runs1 | runs5 | table | all.
 # Every process is single-threaded; --jobs 2 keeps two cores busy.
 set -euo pipefail
-DATA=${1:?usage: scripts/omniglot_fair_sweep.sh OMNIGLOT_DIR [OUT] [STAGE]}
+DATA=${1:?usage: scripts/omniglot_fair_sweep.sh OMNIGLOT_DIR [OUT] [STAGE] [UNTUNED_OUT]}
 OUT=${2:-docs/results/omniglot}
 STAGE=${3:-all}
 UNTUNED_OUT=${4:-${OUT%/}-untuned}
@@ -21,8 +21,9 @@ METHODS=${METHODS:-mtl,metaoptnet,protonet,r2d2,anil,rfs,maml}
 SEEDS=${SEEDS:-0,1,2,3,4}
 TRIALS=${TRIALS:-16}
 export OMP_NUM_THREADS=1
-COMMON=(--dataset omniglot --data-root "$DATA" --out "$OUT")
-UNTUNED=(--dataset omniglot --data-root "$DATA" --out "$UNTUNED_OUT")
+DATA_ARGS=(--dataset omniglot --data-root "$DATA")
+COMMON=("${DATA_ARGS[@]}" --out "$OUT")
+UNTUNED=("${DATA_ARGS[@]}" --out "$UNTUNED_OUT")
 
 stage() { [[ "$STAGE" == all || "$STAGE" == "$1" ]]; }
 
