@@ -54,8 +54,6 @@ if stage runs5; then
         python -m bench run --methods "$method" "${COMMON[@]}" --shots 5 --budget long \
         --seeds "$SEEDS" --tuned "$study" --jobs 2
     done
-fi
-if stage runs5; then
     python -m bench run --methods "$METHODS" "${UNTUNED[@]}" --shots 5 --budget long \
     --seeds "$SEEDS" --jobs 2
 fi
