@@ -41,8 +41,6 @@ fi
 if stage runs1; then
     python -m bench run --methods "$METHODS" "${COMMON[@]}" --shots 1 --budget long \
     --seeds "$SEEDS" --tuned "$OUT/tuned" --jobs 2
-fi
-if stage runs1; then
     python -m bench run --methods "$METHODS" "${UNTUNED[@]}" --shots 1 --budget long \
     --seeds "$SEEDS" --jobs 2
 fi
